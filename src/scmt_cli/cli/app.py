@@ -1,0 +1,81 @@
+"""The Typer application: global options and the list of subcommands.
+
+Each subcommand lives in its own module under ``scmt_cli.cli``; those modules
+import only typer and this package's light modules at import time, and import
+services inside the command body, so ``scmt --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from scmt_cli.cli import (
+    agent,
+    assess,
+    copy,
+    demo,
+    failover,
+    finalize,
+    migrate,
+    plan,
+    rollback,
+    status,
+    sync,
+    version,
+)
+from scmt_cli.cli.context import GlobalOptions, Ui, set_current
+
+HELP = """Migrate running VMware vSphere VMs to KVM with little downtime.
+
+Typical flow: assess -> plan -> sync (seed, then incrementals) -> failover -> rollback or finalize.
+Global options may be given before or after the subcommand.  Exit codes: see README.md.
+"""
+
+app = typer.Typer(
+    name="scmt",
+    help=HELP,
+    no_args_is_help=True,
+    add_completion=True,
+    pretty_exceptions_enable=False,
+    pretty_exceptions_show_locals=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    rich_markup_mode=None,
+)
+
+
+@app.callback()
+def main_callback(
+    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout (also on error).")] = False,
+    log_json: Annotated[
+        bool, typer.Option("--log-json", help="Write stderr as JSON lines with a 'type' field.")
+    ] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and errors.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug messages too.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of internal errors.")] = False,
+    no_color: Annotated[bool, typer.Option("--no-color", help="No colours (NO_COLOR is honoured too).")] = False,
+    state: Annotated[
+        Optional[Path],
+        typer.Option("--state", envvar="SCMT_STATE", help="State store file (default: user state dir).", metavar="PATH"),
+    ] = None,
+) -> None:
+    opts = GlobalOptions(
+        json=json_out, log_json=log_json, quiet=quiet, verbose=verbose, debug=debug, no_color=no_color, state=state
+    )
+    set_current(Ui(opts))
+
+
+app.command("assess")(assess.assess)
+app.add_typer(plan.app, name="plan")
+app.command("sync")(sync.sync)
+app.command("failover")(failover.failover)
+app.command("rollback")(rollback.rollback)
+app.command("migrate")(migrate.migrate)
+app.command("finalize")(finalize.finalize)
+app.command("status")(status.status)
+app.command("copy")(copy.copy)
+app.command("agent")(agent.agent)
+app.command("demo")(demo.demo)
+app.command("version")(version.version)

@@ -1,0 +1,169 @@
+"""Entry point: the one place where exceptions become exit codes.
+
+``main(argv)`` returns the exit code instead of exiting, so tests can call it
+in-process; ``run()`` is the console-script wrapper.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import traceback
+from collections.abc import Sequence
+from types import FrameType
+
+from scmt_cli.errors import InternalError, Interrupted, ScmtError, Terminated, UsageError
+
+# Global flags (no value) and global options (one value) that may appear
+# anywhere on the command line; they are moved in front of the subcommand.
+_GLOBAL_FLAGS = {"--json", "--log-json", "--quiet", "-q", "--verbose", "-v", "--debug", "--no-color"}
+_GLOBAL_OPTIONS = {"--state"}
+
+
+class TerminatedSignal(BaseException):
+    """Raised in the main thread by the SIGTERM handler.
+
+    A BaseException so that ``except Exception`` blocks do not swallow it; code
+    holding resources writes its final checkpoint in ``finally`` blocks.
+    """
+
+
+def hoist_global_options(argv: Sequence[str]) -> list[str]:
+    """Move global options found after the subcommand to the front."""
+    front: list[str] = []
+    rest: list[str] = []
+    i = 0
+    args = list(argv)
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            rest.extend(args[i:])
+            break
+        if arg in _GLOBAL_FLAGS:
+            front.append(arg)
+        elif arg in _GLOBAL_OPTIONS and i + 1 < len(args):
+            front.extend(args[i : i + 2])
+            i += 1
+        elif any(arg.startswith(opt + "=") for opt in _GLOBAL_OPTIONS):
+            front.append(arg)
+        else:
+            rest.append(arg)
+        i += 1
+    return front + rest
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise TerminatedSignal()
+
+
+def _wants(argv: Sequence[str], flag: str) -> bool:
+    for a in argv:
+        if a == "--":
+            return False
+        if a == flag:
+            return True
+    return False
+
+
+def _click_kind(exc: BaseException) -> str | None:
+    """Classify click's (or Typer's vendored click's) control-flow exceptions."""
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    module = type(exc).__module__
+    if not (module.startswith("click") or module.startswith("typer")):
+        return None
+    if "NoArgsIsHelpError" in names:
+        return "help"
+    if "Exit" in names:
+        return "exit"
+    if "Abort" in names:
+        return "abort"
+    if "ClickException" in names:
+        return "usage"
+    return None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from scmt_cli.cli import context
+    from scmt_cli.cli.context import GlobalOptions, Ui
+
+    args = hoist_global_options(sys.argv[1:] if argv is None else argv)
+    context.set_current(None)
+    old_term = None
+    try:
+        old_term = signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:  # not in the main thread (embedded use)
+        old_term = None
+
+    def fallback_ui() -> Ui:
+        ui = context._current
+        if ui is None:
+            ui = Ui(
+                GlobalOptions(
+                    json=_wants(args, "--json"),
+                    log_json=_wants(args, "--log-json"),
+                    debug=_wants(args, "--debug"),
+                    no_color=_wants(args, "--no-color"),
+                )
+            )
+        return ui
+
+    try:
+        from scmt_cli.cli.app import app
+        from typer.main import get_command
+
+        command = get_command(app)
+        try:
+            command.main(args=args, prog_name="scmt", standalone_mode=False)
+        except Exception as ex:
+            kind = _click_kind(ex)
+            if kind == "exit":  # --help and friends
+                return int(getattr(ex, "exit_code", 0) or 0)
+            if kind == "help":  # a group called without a subcommand
+                ex.show()  # type: ignore[attr-defined]
+                return 2
+            if kind == "usage":
+                ui = fallback_ui()
+                msg = ex.format_message()  # type: ignore[attr-defined]
+                ctx = getattr(ex, "ctx", None)
+                hint = f"run '{ctx.command_path} --help' for usage" if ctx is not None else None
+                ui.report_error(UsageError(msg, hint=hint))
+                return 2
+            if kind == "abort":
+                raise KeyboardInterrupt from ex
+            raise
+        ui = context._current
+        if ui is None:  # e.g. "--help" handled by click before the callback
+            return 0
+        return ui.exit_code
+    except ScmtError as err:
+        ui = fallback_ui()
+        trace = traceback.format_exc() if ui.opts.debug else None
+        ui.report_error(err, debug_trace=trace)
+        return err.exit_code
+    except KeyboardInterrupt:
+        ui = fallback_ui()
+        ui.report_error(Interrupted("interrupted; progress so far was checkpointed, run the command again to resume"))
+        return 130
+    except TerminatedSignal:
+        ui = fallback_ui()
+        ui.report_error(Terminated("terminated; progress so far was checkpointed, run the command again to resume"))
+        return 143
+    except Exception as exc:  # a bug: say so, without a traceback unless --debug
+        ui = fallback_ui()
+        trace = traceback.format_exc() if ui.opts.debug else None
+        err = InternalError(
+            f"internal error: {type(exc).__name__}: {exc}",
+            hint="this is a bug in scmt; rerun with --debug and report the traceback",
+        )
+        ui.report_error(err, debug_trace=trace)
+        return err.exit_code
+    finally:
+        if old_term is not None:
+            signal.signal(signal.SIGTERM, old_term)
+        ui_now = context._current
+        if ui_now is not None:
+            ui_now.close()
+
+
+def run() -> None:
+    sys.exit(main())

@@ -1,0 +1,303 @@
+"""The one exception family of scmt and its exit codes.
+
+Every error a user can cause or meet is a subclass of :class:`ScmtError`.  Each
+class carries its process exit code; ``cli/main.py`` is the only place that turns
+an exception into an exit code and a message.  Messages must never contain
+secrets (passwords, session cookies, tokens): build them from names, paths and
+URLs passed through :func:`redact_url`.
+
+Exit codes (documented in README.md; keep both in sync, a test compares them):
+
+====  ==========================================================
+code  meaning
+====  ==========================================================
+0     ok
+1     finished with warnings
+2     usage or plan error (bad arguments, invalid plan file)
+3     input error (inventory, RVTools export, manifest unreadable or malformed)
+4     not available yet (feature lands in a later release)
+5     configuration error (missing credentials, missing tool)
+10    source unreachable (vCenter, NBD server, agent)
+11    authentication failed
+12    TLS verification failed
+13    source operation failed (a vSphere fault, a snapshot that failed)
+20    blocked by assessment
+21    network preflight failed
+30    transport / I/O error during a copy
+31    verification mismatch
+32    size mismatch (target smaller than source, source shrank)
+33    target is read-only
+40    locked by another run
+41    state store error (corrupt, newer schema)
+42    invalid state for this command (nothing to roll back, not in sync)
+50    target platform error
+51    hook failed
+60    some VMs failed (partial failure)
+70    internal error (a bug in scmt; please report it)
+130   interrupted (SIGINT)
+143   terminated (SIGTERM), after a final checkpoint
+====  ==========================================================
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
+
+EXIT_OK = 0
+EXIT_WARNINGS = 1
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One located problem in an input file (a plan, an inventory, a manifest).
+
+    ``path`` is the field path (``vms[3].disks[0].size``), empty when the problem
+    concerns the whole document.  ``line``/``column`` are 1-based, 0 when unknown.
+    """
+
+    file: str
+    message: str
+    path: str = ""
+    line: int = 0
+    column: int = 0
+
+    def format(self) -> str:
+        where = self.file
+        if self.line:
+            where += f":{self.line}"
+            if self.column:
+                where += f":{self.column}"
+        field = f" {self.path}:" if self.path else ""
+        return f"{where}:{field} {self.message}"
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "file": self.file,
+            "line": self.line,
+            "column": self.column,
+            "path": self.path,
+            "message": self.message,
+        }
+
+
+class ScmtError(Exception):
+    """Base of every error scmt reports to a user.
+
+    ``message`` is one line, fit to print.  ``problems`` lists located problems
+    when there are several (each printed on its own line).  ``hint`` is an
+    optional remedy.
+    """
+
+    exit_code = 70
+    kind = "error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        problems: Sequence[Problem] = (),
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.problems = tuple(problems)
+        self.hint = hint
+
+    def to_dict(self) -> dict[str, object]:
+        data: dict[str, object] = {
+            "type": "exit_error",
+            "code": self.exit_code,
+            "error": self.kind,
+            "message": self.message,
+        }
+        if self.problems:
+            data["problems"] = [p.to_dict() for p in self.problems]
+        if self.hint:
+            data["hint"] = self.hint
+        return data
+
+
+class UsageError(ScmtError):
+    exit_code = 2
+    kind = "usage"
+
+
+class PlanError(ScmtError):
+    exit_code = 2
+    kind = "plan"
+
+
+class InputError(ScmtError):
+    exit_code = 3
+    kind = "input"
+
+
+class NotAvailableError(ScmtError):
+    exit_code = 4
+    kind = "not_available"
+
+
+class ConfigError(ScmtError):
+    exit_code = 5
+    kind = "config"
+
+
+class SourceUnreachableError(ScmtError):
+    exit_code = 10
+    kind = "source_unreachable"
+
+
+class AuthenticationError(ScmtError):
+    exit_code = 11
+    kind = "authentication"
+
+
+class TLSVerificationError(ScmtError):
+    exit_code = 12
+    kind = "tls_verification"
+
+
+class SourceOperationError(ScmtError):
+    exit_code = 13
+    kind = "source_operation"
+
+
+class BlockedByAssessmentError(ScmtError):
+    exit_code = 20
+    kind = "blocked"
+
+
+class PreflightError(ScmtError):
+    exit_code = 21
+    kind = "preflight"
+
+
+class TransportError(ScmtError):
+    """An I/O error while reading or writing blocks.
+
+    ``transient`` marks errors worth retrying (a dropped connection, EIO from a
+    flaky server); permanent ones (read-only export, bad request) are not.
+    """
+
+    exit_code = 30
+    kind = "transport"
+
+    def __init__(self, message: str, *, transient: bool = False, **kw: object) -> None:
+        super().__init__(message, **kw)  # type: ignore[arg-type]
+        self.transient = transient
+
+
+class VerificationError(ScmtError):
+    exit_code = 31
+    kind = "verification_mismatch"
+
+
+class SizeMismatchError(ScmtError):
+    exit_code = 32
+    kind = "size_mismatch"
+
+
+class ReadOnlyTargetError(ScmtError):
+    exit_code = 33
+    kind = "read_only_target"
+
+
+class LockedError(ScmtError):
+    exit_code = 40
+    kind = "locked"
+
+
+class StateStoreError(ScmtError):
+    exit_code = 41
+    kind = "state"
+
+
+class InvalidStateError(ScmtError):
+    exit_code = 42
+    kind = "invalid_state"
+
+
+class TargetPlatformError(ScmtError):
+    exit_code = 50
+    kind = "target_platform"
+
+
+class HookError(ScmtError):
+    exit_code = 51
+    kind = "hook"
+
+
+class PartialFailureError(ScmtError):
+    exit_code = 60
+    kind = "partial_failure"
+
+
+class InternalError(ScmtError):
+    exit_code = 70
+    kind = "internal"
+
+
+class Interrupted(ScmtError):
+    """Raised (or re-raised) after SIGINT once a final checkpoint is written."""
+
+    exit_code = 130
+    kind = "interrupted"
+
+
+class Terminated(ScmtError):
+    """Raised after SIGTERM once a final checkpoint is written."""
+
+    exit_code = 143
+    kind = "terminated"
+
+
+def all_error_classes() -> list[type[ScmtError]]:
+    """Every concrete error class, for the documentation test."""
+    seen: list[type[ScmtError]] = []
+    stack: list[type[ScmtError]] = [ScmtError]
+    while stack:
+        cls = stack.pop()
+        for sub in cls.__subclasses__():
+            if sub not in seen:
+                seen.append(sub)
+                stack.append(sub)
+    return sorted(seen, key=lambda c: (c.exit_code, c.__name__))
+
+
+_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<userinfo>[^@/\s]*)@")
+_SECRET_QUERY = re.compile(
+    r"(?i)(?P<key>(?:password|passwd|pwd|secret|token|sessionid|session|vmware_soap_session|key))=(?P<val>[^&\s]+)"
+)
+
+
+def redact_url(url: str) -> str:
+    """Return ``url`` with any password (and secret-looking query values) removed.
+
+    ``https://user:pw@host/sdk`` becomes ``https://user:***@host/sdk``.
+    """
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return redact_text(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, hostport = netloc.rpartition("@")
+        user = userinfo.split(":", 1)[0]
+        netloc = f"{user}:***@{hostport}" if ":" in userinfo else f"{user}@{hostport}"
+    query = _SECRET_QUERY.sub(lambda m: f"{m.group('key')}=***", parts.query)
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def redact_text(text: str) -> str:
+    """Redact URL passwords and secret-looking ``key=value`` pairs in free text."""
+
+    def _userinfo(m: re.Match[str]) -> str:
+        user = m.group("userinfo").split(":", 1)[0]
+        sep = ":***" if ":" in m.group("userinfo") else ""
+        return f"{m.group('scheme')}{user}{sep}@"
+
+    text = _USERINFO.sub(_userinfo, text)
+    return _SECRET_QUERY.sub(lambda m: f"{m.group('key')}=***", text)

@@ -1,0 +1,1 @@
+"""Use cases. Pure Python: they report through a Reporter and never print."""
