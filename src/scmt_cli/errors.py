@@ -101,10 +101,11 @@ class ScmtError(Exception):
         problems: Sequence[Problem] = (),
         hint: str | None = None,
     ) -> None:
+        message = redact_text(message)
         super().__init__(message)
         self.message = message
         self.problems = tuple(problems)
-        self.hint = hint
+        self.hint = redact_text(hint) if hint else hint
 
     def to_dict(self) -> dict[str, object]:
         data: dict[str, object] = {
@@ -269,7 +270,7 @@ def all_error_classes() -> list[type[ScmtError]]:
 
 _USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<userinfo>[^@/\s]*)@")
 _SECRET_QUERY = re.compile(
-    r"(?i)(?P<key>(?:password|passwd|pwd|secret|token|sessionid|session|vmware_soap_session|key))=(?P<val>[^&\s]+)"
+    r"(?i)\b(?P<key>(?:password|passwd|pwd|secret|token|sessionid|session|vmware_soap_session|key))=(?P<val>[^&\s]+)"
 )
 
 

@@ -153,8 +153,9 @@ class Ui:
         self.stdout = stdout or sys.stdout
         self.stderr = stderr or sys.stderr
         no_color = opts.no_color or bool(os.environ.get("NO_COLOR"))
-        self.console = Console(file=self.stdout, no_color=no_color, highlight=False, soft_wrap=False)
-        self.err_console = Console(file=self.stderr, no_color=no_color, highlight=False, stderr=True)
+        color: dict[str, Any] = {"color_system": None, "no_color": True} if no_color else {}
+        self.console = Console(file=self.stdout, highlight=False, soft_wrap=False, **color)
+        self.err_console = Console(file=self.stderr, highlight=False, stderr=True, **color)
         self.exit_code = 0
         self.finished = False
         if opts.verbose or opts.debug:
@@ -188,7 +189,7 @@ class Ui:
 
     def print_json(self, data: dict[str, Any]) -> None:
         text = json.dumps(data, indent=2, default=str, sort_keys=False)
-        self.stdout.write(text + "\n")
+        self.stdout.write(redact_text(text) + "\n")
         self.stdout.flush()
 
     def report_error(self, err: ScmtError, *, debug_trace: str | None = None) -> None:

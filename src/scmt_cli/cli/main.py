@@ -113,7 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         command = get_command(app)
         try:
-            command.main(args=args, prog_name="scmt", standalone_mode=False)
+            rv = command.main(args=args, prog_name="scmt", standalone_mode=False)
         except Exception as ex:
             kind = _click_kind(ex)
             if kind == "exit":  # --help and friends
@@ -131,9 +131,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             if kind == "abort":
                 raise KeyboardInterrupt from ex
             raise
+        if rv == 130:  # Typer turns KeyboardInterrupt into Exit(130) and returns it
+            raise KeyboardInterrupt
         ui = context._current
         if ui is None:  # e.g. "--help" handled by click before the callback
-            return 0
+            return rv if isinstance(rv, int) else 0
         return ui.exit_code
     except ScmtError as err:
         ui = fallback_ui()

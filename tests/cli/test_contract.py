@@ -1,0 +1,195 @@
+"""The command-line contract shared by every command (issue: foundation)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from scmt_cli import errors
+from scmt_cli.cli.main import TerminatedSignal, hoist_global_options, main
+
+ROOT = Path(__file__).resolve().parents[2]
+SUBCOMMANDS = ["assess", "plan", "sync", "failover", "rollback", "status", "copy", "demo", "version", "agent",
+               "migrate", "finalize"]
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_help_lists_every_subcommand(capsys):
+    code, out, _ = run(capsys, "--help")
+    assert code == 0
+    for name in SUBCOMMANDS:
+        assert re.search(rf"^\s+{name}\s", out, re.M), f"{name} missing from --help"
+
+
+def test_plan_help_lists_its_subcommands(capsys):
+    code, out, _ = run(capsys, "plan", "--help")
+    assert code == 0
+    for name in ["init", "validate", "show", "estimate", "schema"]:
+        assert re.search(rf"^\s+{name}\s", out, re.M)
+
+
+def test_unknown_option_is_a_usage_error(capsys):
+    code, out, err = run(capsys, "version", "--bogus")
+    assert code == 2
+    assert "No such option: --bogus" in err
+    assert "Traceback" not in err + out
+
+
+def test_unknown_option_json(capsys):
+    code, out, err = run(capsys, "--json", "version", "--bogus")
+    assert code == 2
+    doc = json.loads(out)
+    assert doc["type"] == "exit_error" and doc["code"] == 2 and doc["error"] == "usage"
+
+
+def test_group_without_subcommand_shows_help_and_exits_2(capsys):
+    code, out, err = run(capsys, "plan")
+    assert code == 2
+    assert "validate" in out + err
+
+
+def test_global_options_anywhere():
+    assert hoist_global_options(["version", "--json", "--state", "s.db"]) == ["--json", "--state", "s.db", "version"]
+    assert hoist_global_options(["copy", "a", "--", "--json"]) == ["copy", "a", "--", "--json"]
+    assert hoist_global_options(["-q", "sync", "--state=x", "p"]) == ["-q", "--state=x", "sync", "p"]
+
+
+def test_json_after_subcommand(capsys):
+    code, out, _ = run(capsys, "version", "--json")
+    assert code == 0
+    doc = json.loads(out)
+    assert doc["version"]
+    assert set(doc["tools"]) >= {"nbdkit", "qemu-img"}
+
+
+def test_log_json_error_line(capsys, monkeypatch):
+    from scmt_cli.services import version as version_service
+
+    def boom():
+        raise errors.SourceUnreachableError("cannot reach https://admin:hunter2@vc.example.com/sdk")
+
+    monkeypatch.setattr(version_service, "collect", boom)
+    code, out, err = run(capsys, "--log-json", "--json", "version")
+    assert code == 10
+    lines = [json.loads(line) for line in err.splitlines() if line.strip()]
+    assert lines and all("type" in rec for rec in lines)
+    exit_errors = [rec for rec in lines if rec["type"] == "exit_error"]
+    assert len(exit_errors) == 1 and exit_errors[0]["code"] == 10
+    assert "hunter2" not in err and "hunter2" not in out
+    assert json.loads(out)["code"] == 10
+
+
+@pytest.mark.parametrize(
+    ("exc", "code"),
+    [
+        (KeyboardInterrupt(), 130),
+        (TerminatedSignal(), 143),
+        (RuntimeError("kaboom"), 70),
+        (errors.LockedError("web01 is locked by pid 42"), 40),
+        (errors.VerificationError("chunk 3 differs"), 31),
+    ],
+)
+def test_exceptions_map_to_exit_codes(capsys, monkeypatch, exc, code):
+    from scmt_cli.services import version as version_service
+
+    def boom():
+        raise exc
+
+    monkeypatch.setattr(version_service, "collect", boom)
+    got, out, err = run(capsys, "version")
+    assert got == code
+    assert "Traceback" not in out + err
+    assert err.startswith("error: ")
+
+
+def test_debug_shows_traceback_of_internal_errors(capsys, monkeypatch):
+    from scmt_cli.services import version as version_service
+
+    def boom():
+        raise RuntimeError("kaboom")
+
+    monkeypatch.setattr(version_service, "collect", boom)
+    code, _, err = run(capsys, "--debug", "version")
+    assert code == 70
+    assert "Traceback" in err and "kaboom" in err
+
+
+def test_problems_are_printed_one_per_line(capsys, monkeypatch):
+    from scmt_cli.services import version as version_service
+
+    def boom():
+        raise errors.PlanError(
+            "plan.yaml is not valid (2 problems)",
+            problems=[
+                errors.Problem("plan.yaml", "expected an integer", "vms[3].cpus", 12, 9),
+                errors.Problem("plan.yaml", "unknown key 'cpu'", "vms[0]", 4, 5),
+            ],
+        )
+
+    monkeypatch.setattr(version_service, "collect", boom)
+    code, _, err = run(capsys, "version")
+    assert code == 2
+    assert "plan.yaml:12:9: vms[3].cpus: expected an integer" in err.splitlines()
+    assert "plan.yaml:4:5: vms[0]: unknown key 'cpu'" in err.splitlines()
+
+
+def test_no_color_env(monkeypatch):
+    env = dict(os.environ, NO_COLOR="1", FORCE_COLOR="1")
+    proc = subprocess.run([sys.executable, "-m", "scmt_cli", "version", "--bogus"], capture_output=True, text=True,
+                          env=env, timeout=60)
+    assert proc.returncode == 2
+    assert "\x1b[" not in proc.stderr
+
+
+def test_help_does_not_import_heavy_modules():
+    """`scmt --help` must stay fast: no pyvmomi, httpx, sqlite, yaml or jsonschema at import."""
+    code = (
+        "import sys\n"
+        "from scmt_cli.cli.main import main\n"
+        "rc = main(['--help'])\n"
+        "heavy = [m for m in ('pyVmomi', 'httpx', 'sqlite3', 'yaml', 'jsonschema', 'tenacity', 'xxhash', 'zstandard')"
+        " if m in sys.modules]\n"
+        "print('HEAVY', heavy)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert "HEAVY []" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_console_script_and_module_entry_points():
+    proc = subprocess.run([sys.executable, "-m", "scmt_cli", "--json", "version"], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0
+    assert json.loads(proc.stdout)["version"]
+
+
+def test_readme_exit_code_table_matches_error_classes():
+    readme = (ROOT / "README.md").read_text()
+    table = dict(re.findall(r"^\|\s*(\d+)\s*\|\s*([^|]+?)\s*\|", readme, re.M))
+    codes = {cls.exit_code for cls in errors.all_error_classes()}
+    documented = {int(c) for c in table}
+    missing = codes - documented
+    assert not missing, f"exit codes not documented in README: {sorted(missing)}"
+    assert {0, 1} <= documented
+
+
+def test_error_docstring_lists_every_code():
+    doc = errors.__doc__ or ""
+    for cls in errors.all_error_classes():
+        assert re.search(rf"^{cls.exit_code}\s", doc, re.M), f"{cls.__name__} ({cls.exit_code}) missing in errors.py"
+
+
+def test_redaction():
+    assert errors.redact_url("https://admin:s3cret@vc/sdk") == "https://admin:***@vc/sdk"
+    assert "s3cret" not in errors.redact_text("failed GET https://u:s3cret@h/x?token=abc&x=1")
+    assert "abc" not in errors.redact_text("failed GET https://u:s3cret@h/x?token=abc&x=1")
