@@ -20,7 +20,30 @@ Contract details every implementation must honour:
   :class:`~scmt_cli.errors.TransportError` with ``transient=True``;
 * objects are used from several threads only when ``thread_safe`` is true;
   otherwise the engine opens one object per worker via the factory;
-* URLs in messages and ``describe()`` never contain passwords.
+* URLs in messages and ``describe()`` never contain passwords;
+* ``BlockTarget.write`` accepts any bytes-like object (``bytes``,
+  ``bytearray``, ``memoryview``) and keeps no reference to it after returning
+  (the engine reuses its buffers).
+
+Target factories: ``open_target(url, size=N)`` passes the number of bytes the
+caller will write.  A transport that can create targets (``file://``) creates
+a missing target of that size and reports ``fresh=True``; every transport
+raises SizeMismatchError when an existing target is smaller.  Factories accept
+and ignore keyword options they do not know.
+
+Optional capabilities (looked up with ``getattr``; callers must work without
+them, so adding them never breaks an implementation):
+
+* ``BlockSource.readinto(offset, buf: memoryview) -> None`` fills ``buf``
+  exactly (same errors as ``read``); lets the engine reuse buffers instead of
+  allocating a ``bytes`` per chunk.
+* ``BlockSource.changed_extents(since_token) -> (extents, new_token)``: the
+  extents changed since ``since_token`` (CBT); ``None`` for a full map.
+* ``BlockSource.max_connections`` / ``BlockTarget.max_connections`` (int):
+  how many parallel connections the engine may open through the factory
+  (NBD multi-conn); 1 when absent.
+* ``BlockTarget.trim(offset, length)``: discard a range (it then reads as
+  zeroes); absent means "use ``write_zeroes``".
 """
 
 from __future__ import annotations
@@ -82,7 +105,7 @@ class BlockTarget(Protocol):
 
     def describe(self) -> str: ...
 
-    def write(self, offset: int, data: bytes) -> None: ...
+    def write(self, offset: int, data: bytes | bytearray | memoryview) -> None: ...
 
     def write_zeroes(self, offset: int, length: int) -> None: ...
 

@@ -1,0 +1,198 @@
+"""Finding the data: turn a source's extents into an aligned chunk plan.
+
+The plan is separate from the copy (as in bmaptool): it is computed from the
+allocation map only, never from the bytes.  A disk of ``size`` bytes is cut on
+a fixed grid of ``chunk_size`` bytes; chunk ``i`` covers
+``[i * chunk_size, min((i + 1) * chunk_size, size))``.  A chunk is
+
+* ``data`` when any byte of it lies in a ``data`` extent (the whole chunk is
+  read; the engine then checks whether the bytes read are zero), or
+* ``zero`` when the allocation map says every byte of it reads as zero
+  (``zero`` or ``hole`` extents): it is never read.
+
+Because the grid is fixed, the same disk always gives the same chunk indices,
+which is what lets manifests, checkpoints and incremental copies refer to
+chunks by index.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Literal
+
+from scmt_cli.errors import UsageError
+from scmt_cli.transports.base import Extent, ExtentKind
+
+MiB = 1024 * 1024
+DEFAULT_CHUNK_SIZE = 4 * MiB
+MIN_CHUNK_SIZE = 1 * MiB
+MAX_CHUNK_SIZE = 8 * MiB
+#: Chunk sizes must be a multiple of this (covers 4 KiB sectors and O_DIRECT).
+CHUNK_ALIGN = 64 * 1024
+
+ChunkKind = Literal["data", "zero"]
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """One grid cell of the plan: ``index`` on the grid, its byte range and kind."""
+
+    index: int
+    offset: int
+    length: int
+    kind: ChunkKind
+
+    @property
+    def end(self) -> int:
+        return self.offset + self.length
+
+
+def check_chunk_size(chunk_size: int) -> int:
+    """Return ``chunk_size`` if it is valid (1-8 MiB, a multiple of 64 KiB), else raise UsageError."""
+    if not MIN_CHUNK_SIZE <= chunk_size <= MAX_CHUNK_SIZE or chunk_size % CHUNK_ALIGN:
+        raise UsageError(
+            f"chunk size {chunk_size} bytes is not allowed: expected 1 MiB to 8 MiB, a multiple of 64 KiB"
+        )
+    return chunk_size
+
+
+def chunk_count(size: int, chunk_size: int) -> int:
+    """Number of grid chunks of a disk of ``size`` bytes."""
+    return (size + chunk_size - 1) // chunk_size
+
+
+def chunk_range(index: int, size: int, chunk_size: int) -> tuple[int, int]:
+    """``(offset, length)`` of grid chunk ``index``."""
+    offset = index * chunk_size
+    return offset, min(chunk_size, size - offset)
+
+
+def coalesce(extents: Iterable[Extent]) -> Iterator[Extent]:
+    """Merge adjacent extents of the same class (``data`` vs zero-reading).
+
+    ``zero`` and ``hole`` both read as zeroes, so they merge into one ``zero``
+    extent; empty extents are dropped.  Input must be sorted and non-overlapping
+    (as :meth:`BlockSource.extents` guarantees); output is too.
+    """
+    cur: Extent | None = None
+    for ext in extents:
+        if ext.length <= 0:
+            continue
+        kind: ExtentKind = "data" if ext.kind == "data" else "zero"
+        if cur is not None:
+            if ext.offset < cur.end:
+                raise ValueError(f"extents overlap or are unsorted at offset {ext.offset}")
+            if ext.offset == cur.end and cur.kind == kind:
+                cur = Extent(cur.offset, cur.length + ext.length, kind)
+                continue
+            yield cur
+        cur = Extent(ext.offset, ext.length, kind)
+    if cur is not None:
+        yield cur
+
+
+def data_chunk_indices(extents: Iterable[Extent], chunk_size: int) -> Iterator[int]:
+    """Indices of grid chunks touched by a ``data`` extent, ascending, each once."""
+    last = -1
+    for ext in coalesce(extents):
+        if ext.kind != "data":
+            continue
+        first = max(ext.offset // chunk_size, last + 1)
+        stop = (ext.end - 1) // chunk_size
+        yield from range(first, stop + 1)
+        last = max(last, stop)
+
+
+def plan_chunks(extents: Iterable[Extent], size: int, chunk_size: int) -> list[Chunk]:
+    """The full plan: every grid chunk of ``[0, size)`` exactly once, in order.
+
+    ``extents`` must cover ``[0, size)`` (data outside the map is not expected;
+    any part of the disk not covered by an extent is treated as zero, which is
+    what :class:`BlockSource` implementations promise for holes).
+    """
+    data = set(data_chunk_indices(extents, chunk_size))
+    out: list[Chunk] = []
+    for i in range(chunk_count(size, chunk_size)):
+        off, length = chunk_range(i, size, chunk_size)
+        out.append(Chunk(i, off, length, "data" if i in data else "zero"))
+    return out
+
+
+def plan_changed(changed: Iterable[Extent], size: int, chunk_size: int) -> list[Chunk]:
+    """A plan restricted to chunks overlapping ``changed`` (a CBT change list).
+
+    A chunk is ``data`` if any changed ``data`` extent touches it, ``zero`` if
+    only changed ``zero``/``hole`` extents do (it is then zeroed on the target
+    without reading the source).  Extents past ``size`` are an error.
+    """
+    kinds: dict[int, ChunkKind] = {}
+    for ext in sorted(changed, key=lambda e: e.offset):
+        if ext.length <= 0:
+            continue
+        if ext.offset < 0 or ext.end > size:
+            raise ValueError(f"changed extent {ext.offset}+{ext.length} lies outside the disk ({size} bytes)")
+        for i in range(ext.offset // chunk_size, (ext.end - 1) // chunk_size + 1):
+            if ext.kind == "data":
+                kinds[i] = "data"
+            else:
+                kinds.setdefault(i, "zero")
+    out = []
+    for i in sorted(kinds):
+        off, length = chunk_range(i, size, chunk_size)
+        kind = kinds[i]
+        if kind == "zero":
+            # A zero extent that covers only part of a chunk does not make the
+            # rest of the chunk zero: read it instead.
+            covered = _covered_zero(changed, off, off + length)
+            if not covered:
+                kind = "data"
+        out.append(Chunk(i, off, length, kind))
+    return out
+
+
+def _covered_zero(extents: Iterable[Extent], start: int, end: int) -> bool:
+    """True when zero/hole extents in ``extents`` cover ``[start, end)`` entirely."""
+    pos = start
+    for ext in sorted((e for e in extents if e.kind != "data" and e.end > start and e.offset < end),
+                      key=lambda e: e.offset):
+        if ext.offset > pos:
+            return False
+        pos = max(pos, ext.end)
+        if pos >= end:
+            return True
+    return pos >= end
+
+
+def plan_bytes(chunks: Iterable[Chunk], kind: ChunkKind | None = None) -> int:
+    """Total bytes of ``chunks`` (of one ``kind`` if given)."""
+    return sum(c.length for c in chunks if kind is None or c.kind == kind)
+
+
+def validate_extents(extents: list[Extent], offset: int, length: int) -> None:
+    """Raise ValueError unless ``extents`` cover ``[offset, offset+length)`` exactly, in order."""
+    pos = offset
+    for ext in extents:
+        if ext.offset != pos or ext.length <= 0:
+            raise ValueError(f"extent at {ext.offset} (length {ext.length}) does not continue at {pos}")
+        pos = ext.end
+    if pos != offset + length:
+        raise ValueError(f"extents end at {pos}, expected {offset + length}")
+
+
+__all__ = [
+    "CHUNK_ALIGN",
+    "DEFAULT_CHUNK_SIZE",
+    "MAX_CHUNK_SIZE",
+    "MIN_CHUNK_SIZE",
+    "Chunk",
+    "check_chunk_size",
+    "chunk_count",
+    "chunk_range",
+    "coalesce",
+    "data_chunk_indices",
+    "plan_bytes",
+    "plan_changed",
+    "plan_chunks",
+    "validate_extents",
+]
