@@ -48,7 +48,9 @@ app = typer.Typer(
 
 @app.callback()
 def main_callback(
-    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout (also on error).")] = False,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Print one JSON document on stdout (also on error).")
+    ] = False,
     log_json: Annotated[
         bool, typer.Option("--log-json", help="Write stderr as JSON lines with a 'type' field.")
     ] = False,
@@ -58,7 +60,9 @@ def main_callback(
     no_color: Annotated[bool, typer.Option("--no-color", help="No colours (NO_COLOR is honoured too).")] = False,
     state: Annotated[
         Optional[Path],
-        typer.Option("--state", envvar="SCMT_STATE", help="State store file (default: user state dir).", metavar="PATH"),
+        typer.Option(
+            "--state", envvar="SCMT_STATE", help="State store file (default: user state dir).", metavar="PATH"
+        ),
     ] = None,
 ) -> None:
     opts = GlobalOptions(

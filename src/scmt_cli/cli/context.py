@@ -98,7 +98,9 @@ class HumanReporter:
             return
         prefix = {"warning": "warning: ", "error": "error: ", "debug": "debug: "}.get(level, "")
         style = self._STYLE[level]
-        self._console.print(f"{prefix}{redact_text(message)}", style=style or None, markup=False, highlight=False, soft_wrap=True)
+        self._console.print(
+            f"{prefix}{redact_text(message)}", style=style or None, markup=False, highlight=False, soft_wrap=True
+        )
 
     def _ensure_progress(self) -> Any:
         if self._progress is None:

@@ -95,9 +95,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         old_term = None
 
     def fallback_ui() -> Ui:
-        ui = context._current
-        if ui is None:
-            ui = Ui(
+        existing = context._current
+        if existing is not None:
+            return existing
+        return Ui(
                 GlobalOptions(
                     json=_wants(args, "--json"),
                     log_json=_wants(args, "--log-json"),
@@ -105,11 +106,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                     no_color=_wants(args, "--no-color"),
                 )
             )
-        return ui
 
     try:
-        from scmt_cli.cli.app import app
         from typer.main import get_command
+
+        from scmt_cli.cli.app import app
 
         command = get_command(app)
         try:
@@ -133,15 +134,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         if rv == 130:  # Typer turns KeyboardInterrupt into Exit(130) and returns it
             raise KeyboardInterrupt
-        ui = context._current
-        if ui is None:  # e.g. "--help" handled by click before the callback
+        done = context._current
+        if done is None:  # e.g. "--help" handled by click before the callback
             return rv if isinstance(rv, int) else 0
-        return ui.exit_code
+        return done.exit_code
     except ScmtError as err:
         ui = fallback_ui()
         trace = traceback.format_exc() if ui.opts.debug else None
         ui.report_error(err, debug_trace=trace)
-        return err.exit_code
+        return int(err.exit_code)
     except KeyboardInterrupt:
         ui = fallback_ui()
         ui.report_error(Interrupted("interrupted; progress so far was checkpointed, run the command again to resume"))
@@ -153,12 +154,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # a bug: say so, without a traceback unless --debug
         ui = fallback_ui()
         trace = traceback.format_exc() if ui.opts.debug else None
-        err = InternalError(
+        internal = InternalError(
             f"internal error: {type(exc).__name__}: {exc}",
             hint="this is a bug in scmt; rerun with --debug and report the traceback",
         )
-        ui.report_error(err, debug_trace=trace)
-        return err.exit_code
+        ui.report_error(internal, debug_trace=trace)
+        return internal.exit_code
     finally:
         if old_term is not None:
             signal.signal(signal.SIGTERM, old_term)

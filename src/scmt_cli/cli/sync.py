@@ -15,7 +15,9 @@ def sync(
     vm: Annotated[Optional[list[str]], typer.Option("--vm", help="Only this VM (repeatable).")] = None,
     every: Annotated[Optional[str], typer.Option("--every", help="Keep syncing at this interval, e.g. 30m.")] = None,
     until: Annotated[Optional[str], typer.Option("--until", help="Stop an --every run at this time.")] = None,
-    until_ready: Annotated[bool, typer.Option("--until-ready", help="Stop once every VM is ready for cutover.")] = False,
+    until_ready: Annotated[
+        bool, typer.Option("--until-ready", help="Stop once every VM is ready for cutover.")
+    ] = False,
 ) -> None:
     """First run seeds (full copy); later runs copy only changed blocks."""
     raise not_available("sync", "the migration engine (issue: migration end to end)")
