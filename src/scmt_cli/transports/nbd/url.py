@@ -1,0 +1,85 @@
+"""Parsing of ``nbd://`` and ``nbd+unix://`` URLs.
+
+* ``nbd://host[:port]/export`` -- TCP, port 10809 by default, IPv6 hosts in
+  brackets; the export name is the URL path without its leading ``/``
+  (percent-decoded; empty means the server's default export).
+* ``nbd+unix:///export?socket=PATH`` -- a Unix domain socket; no host part.
+
+Anything else (a bad port, a missing host or socket, credentials, unknown query
+parameters, TLS schemes) is a :class:`~scmt_cli.errors.UsageError` naming the URL.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from scmt_cli.errors import UsageError, redact_url
+
+DEFAULT_PORT = 10809
+_EXAMPLES = "use nbd://host[:port]/export or nbd+unix:///export?socket=/path/to/socket"
+
+
+@dataclass(frozen=True, slots=True)
+class NbdAddress:
+    """Where an NBD export lives.  Exactly one of ``host`` and ``socket_path`` is set."""
+
+    export: str
+    host: str | None = None
+    port: int = DEFAULT_PORT
+    socket_path: str | None = None
+
+    def describe(self) -> str:
+        """A URL for messages (NBD URLs never carry secrets)."""
+        name = self.export
+        if self.socket_path is not None:
+            return f"nbd+unix:///{name}?socket={self.socket_path}"
+        host = f"[{self.host}]" if self.host and ":" in self.host else self.host
+        return f"nbd://{host}:{self.port}/{name}"
+
+
+def _bad(url: str, why: str) -> UsageError:
+    return UsageError(f"malformed NBD URL {redact_url(url)!r}: {why}", hint=_EXAMPLES)
+
+
+def parse_nbd_url(url: str) -> NbdAddress:
+    """Parse ``url`` into an :class:`NbdAddress` or raise :class:`UsageError`."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise _bad(url, str(exc)) from None
+    scheme = parts.scheme.lower()
+    if scheme not in ("nbd", "nbd+unix"):
+        raise _bad(url, f"scheme {parts.scheme!r} is not supported (TLS schemes are not available yet)")
+    if parts.username is not None or parts.password is not None:
+        raise _bad(url, "NBD URLs take no user name or password")
+    if parts.fragment:
+        raise _bad(url, "unexpected '#' fragment")
+    try:
+        query = parse_qs(parts.query, keep_blank_values=True, strict_parsing=bool(parts.query))
+    except ValueError:
+        raise _bad(url, f"cannot parse query {parts.query!r}") from None
+    allowed = {"socket"} if scheme == "nbd+unix" else set()
+    unknown = sorted(set(query) - allowed)
+    if unknown:
+        raise _bad(url, f"unknown query parameter(s): {', '.join(unknown)}")
+    path = parts.path
+    if path and not path.startswith("/"):
+        raise _bad(url, "the export name must follow a '/'")
+    export = unquote(path[1:])
+    if "\0" in export or len(export.encode()) > 4096:
+        raise _bad(url, "export name contains NUL or is longer than 4096 bytes")
+    if scheme == "nbd":
+        host = parts.hostname
+        if not host:
+            raise _bad(url, "missing host")
+        if port == 0:
+            raise _bad(url, "port 0 is not valid")
+        return NbdAddress(export=export, host=host, port=port or DEFAULT_PORT)
+    if parts.netloc:
+        raise _bad(url, "nbd+unix:// URLs take no host; write nbd+unix:///export?socket=PATH")
+    sockets = query.get("socket", [])
+    if len(sockets) != 1 or not sockets[0]:
+        raise _bad(url, "exactly one non-empty socket=PATH parameter is required")
+    return NbdAddress(export=export, socket_path=sockets[0])
