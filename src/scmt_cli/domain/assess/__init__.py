@@ -1,0 +1,109 @@
+"""Assessment: rules over the normalized inventory, verdicts and a method per VM.
+
+:func:`assess_vm` is the entry point: it runs every rule once, resolves the
+findings under the method being assessed (the plan's, or the recommended one
+when none is given) and recommends a method from the downtime tolerance.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from scmt_cli.domain.assess.model import (
+    ALL_METHODS,
+    AssessContext,
+    Finding,
+    Rule,
+    Severity,
+    TargetSizing,
+    Verdict,
+    verdict,
+)
+from scmt_cli.domain.assess.recommend import Recommendation, lab_switch, recommend
+from scmt_cli.domain.assess.rules import RULES, evaluate, findings_for
+from scmt_cli.domain.compat import match_os
+from scmt_cli.domain.inventory import VM
+
+
+@dataclass(frozen=True)
+class VmAssessment:
+    """The assessment of one VM under ``method``."""
+
+    name: str
+    method: str
+    recommended_method: str
+    reason: str
+    verdict: Verdict
+    findings: tuple[Finding, ...]
+    verdicts: dict[str, Verdict] = field(default_factory=dict)  # under every method
+    os: str | None = None
+    group: str | None = None
+    source: str = ""
+
+    def count(self, severity: Severity) -> int:
+        return sum(1 for f in self.findings if f.severity == severity)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "verdict": self.verdict,
+            "method": self.method,
+            "recommended_method": self.recommended_method,
+            "reason": self.reason,
+            "verdicts_by_method": dict(self.verdicts),
+            "os": self.os,
+            "group": self.group,
+            "source": self.source,
+            "blockers": self.count("blocker"),
+            "warnings": self.count("warning"),
+            "findings": [f.to_dict() for f in self.findings],
+        }
+
+
+def assess_vm(
+    vm: VM,
+    ctx: AssessContext,
+    *,
+    method: str | None = None,
+    tolerance_seconds: float | None = None,
+    group: str | None = None,
+) -> VmAssessment:
+    """Assess ``vm``; ``method`` None means "assess under the recommended method"."""
+    if method is not None and method not in ALL_METHODS:
+        raise ValueError(f"unknown method {method!r}; expected one of {', '.join(ALL_METHODS)}")
+    hits = evaluate(vm, ctx)
+    per_method = {m: findings_for(hits, m) for m in ALL_METHODS}
+    verdicts: dict[str, Verdict] = {m: verdict(f) for m, f in per_method.items()}
+    osm = match_os(vm.guest_id, vm.guest_full_name, vm.tools_guest_full_name)
+    rec = recommend(verdicts, osm.os_kind, tolerance_seconds, group)
+    chosen = method or rec.method
+    os_label = osm.row.label if osm.row else (f"{osm.family} {osm.version or ''}".strip() if osm.family else None)
+    return VmAssessment(
+        name=vm.name,
+        method=chosen,
+        recommended_method=rec.method,
+        reason=rec.reason,
+        verdict=verdicts[chosen],
+        findings=tuple(per_method[chosen]),
+        verdicts=verdicts,
+        os=os_label,
+        group=group,
+        source=vm.source,
+    )
+
+
+__all__ = [
+    "ALL_METHODS",
+    "RULES",
+    "AssessContext",
+    "Finding",
+    "Recommendation",
+    "Rule",
+    "TargetSizing",
+    "VmAssessment",
+    "assess_vm",
+    "lab_switch",
+    "recommend",
+    "verdict",
+]
