@@ -2,20 +2,99 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from pathlib import Path
+from typing import Annotated, Any, Optional
 
 import typer
+from rich.console import Console
 
-from scmt_cli.cli._common import not_available
+from scmt_cli.cli.context import current
 
 
 def copy(
     src: Annotated[str, typer.Argument(help="Source URL (file://, nbd://, nbd+unix://).", metavar="SRC_URL")],
-    dst: Annotated[str, typer.Argument(help="Destination URL.", metavar="DST_URL")],
-    since: Annotated[Optional[str], typer.Option("--since", help="Digest manifest of a previous copy.")] = None,
-    bandwidth: Annotated[Optional[str], typer.Option("--bandwidth", help="Limit, e.g. 300Mbit.")] = None,
-    verify: Annotated[bool, typer.Option("--verify", help="Re-read the target and compare digests.")] = False,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted copy.")] = False,
+    dst: Annotated[str, typer.Argument(help="Destination URL (a missing file:// target is created sparse).",
+                                       metavar="DST_URL")],
+    since: Annotated[Optional[Path], typer.Option(
+        "--since", help="Manifest of the previous copy to DST: copy only chunks whose digest changed.",
+        metavar="MANIFEST")] = None,
+    manifest: Annotated[Optional[Path], typer.Option(
+        "--manifest", help="Write the digest manifest of DST here (input of a later --since).",
+        metavar="OUT")] = None,
+    bandwidth: Annotated[Optional[str], typer.Option(
+        "--bandwidth", help="Read at most this rate, e.g. 300Mbit, 50MiB/s (default: unlimited).")] = None,
+    verify: Annotated[bool, typer.Option("--verify", help="Re-read DST afterwards and compare digests.")] = False,
+    resume: Annotated[bool, typer.Option(
+        "--resume", help="Continue an interrupted copy from its last checkpoint.")] = False,
+    chunk_size: Annotated[Optional[str], typer.Option(
+        "--chunk-size", help="Chunk size, 1MiB to 8MiB (default 4MiB, or the --since manifest's).")] = None,
+    in_flight: Annotated[int, typer.Option("--in-flight", help="Chunks in flight (memory = this x chunk size).",
+                                           min=1, max=64)] = 4,
 ) -> None:
-    """Copy a disk block by block, skipping holes and zeroes, with per-chunk digests."""
-    raise not_available("copy", "the block engine")
+    """Copy a disk block by block, skipping holes and zeroes, with per-chunk digests.
+
+    Progress is checkpointed in the state store; after an interruption (Ctrl-C,
+    SIGTERM, kill -9, lost connection) rerun with --resume.
+    """
+    from scmt_cli.domain.units import parse_rate, parse_size
+    from scmt_cli.errors import UsageError
+    from scmt_cli.services.copy import CopyRequest, run_copy
+    from scmt_cli.state.store import StateStore
+
+    ui = current()
+    try:
+        rate = parse_rate(bandwidth) if bandwidth is not None else None
+        csize = parse_size(chunk_size) if chunk_size is not None else None
+    except ValueError as exc:
+        raise UsageError(f"{exc}") from None
+    req = CopyRequest(source=src, target=dst, since=since, manifest_out=manifest, bandwidth=rate,
+                      verify=verify, resume=resume, chunk_size=csize, in_flight=in_flight)
+    store = StateStore.open(ui.opts.state)
+    try:
+        result = run_copy(req, ui.reporter, store)
+    finally:
+        store.close()
+    ui.finish(result, render)
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def render(console: Console, result: Any) -> None:
+    from scmt_cli.services.copy import CopyResult
+
+    assert isinstance(result, CopyResult)
+    s = result.stats
+    secs = result.elapsed_seconds
+    rate = _size(s.size / secs) + "/s" if secs > 0 else "-"
+    head = f"copied {result.source} -> {result.target} ({result.mode}"
+    head += ", resumed)" if result.resumed else ")"
+    console.print(head, markup=False, highlight=False)
+    console.print(f"  disk size     {_size(s.size)} in {s.chunks_planned} chunks of {_size(s.chunk_size)}",
+                  markup=False, highlight=False)
+    console.print(f"  read          {_size(s.bytes_read)}", markup=False, highlight=False)
+    console.print(f"  written       {_size(s.bytes_written)} ({s.chunks_written} chunks)", markup=False,
+                  highlight=False)
+    console.print(f"  zeroed        {_size(s.bytes_zeroed)} ({s.chunks_zeroed} chunks)", markup=False,
+                  highlight=False)
+    console.print(f"  zero/skipped  {_size(s.bytes_skipped)} ({s.chunks_skipped} chunks skipped, "
+                  f"{s.zero_chunks_detected} zero chunks detected)", markup=False, highlight=False)
+    if result.mode != "full" or s.chunks_unchanged:
+        console.print(f"  unchanged     {_size(s.bytes_unchanged)} ({s.chunks_unchanged} chunks)", markup=False,
+                      highlight=False)
+    if s.chunks_resumed:
+        console.print(f"  already done  {s.chunks_resumed} chunks (before the interruption)", markup=False,
+                      highlight=False)
+    console.print(f"  time          {secs:.2f} s ({rate})", markup=False, highlight=False)
+    if result.verified:
+        console.print(f"  verified      {s.verified_chunks} chunks match ({s.verify_seconds:.2f} s)", markup=False,
+                      highlight=False)
+    if result.manifest_path:
+        console.print(f"  manifest      {result.manifest_path}", markup=False, highlight=False)
+    for w in result.warnings:
+        console.print(f"warning: {w}", style="yellow", markup=False, highlight=False)

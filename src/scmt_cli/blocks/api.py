@@ -1,0 +1,83 @@
+"""The three ways to copy a disk, for services (``scmt copy``, ``sync``).
+
+* :func:`full_copy` - every allocated chunk (zero chunks become WRITE_ZEROES,
+  or nothing on a fresh target);
+* :func:`incremental_copy` - digest comparison against the manifest of the
+  previous copy: the source's allocated chunks are read and hashed, only
+  chunks whose digest differs are written;
+* :func:`changed_copy` - an explicit changed-extent list (CBT): only those
+  chunks are read; the rest of the source is never touched.
+
+All return a :class:`~scmt_cli.blocks.engine.CopyOutcome` whose manifest
+describes the whole target afterwards (for :func:`changed_copy`, unchanged
+chunks take their digests from ``base``, or are ``null`` without one).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+
+from scmt_cli.blocks.checkpoint import Checkpointer
+from scmt_cli.blocks.digest import Manifest
+from scmt_cli.blocks.engine import CopyOptions, CopyOutcome, copy_chunks
+from scmt_cli.blocks.plan import Chunk, plan_changed, plan_chunks
+from scmt_cli.errors import SizeMismatchError
+from scmt_cli.events import Reporter
+from scmt_cli.transports.base import BlockSource, BlockTarget, Extent
+
+
+def plan_source(source: BlockSource, chunk_size: int) -> list[Chunk]:
+    """The full chunk plan of ``source`` from its allocation map."""
+    return plan_chunks(source.extents(0, source.size), source.size, chunk_size)
+
+
+def full_copy(source: BlockSource, target: BlockTarget, *, options: CopyOptions | None = None,
+              checkpointer: Checkpointer | None = None, resume: bool = False,
+              reporter: Reporter | None = None) -> CopyOutcome:
+    """Copy every allocated chunk of ``source`` to ``target``."""
+    opts = options or CopyOptions()
+    t0 = time.monotonic()
+    chunks = plan_source(source, opts.chunk_size)
+    plan_s = time.monotonic() - t0
+    out = copy_chunks(source, target, chunks, options=opts, checkpointer=checkpointer, resume=resume,
+                      reporter=reporter)
+    out.stats.plan_seconds = plan_s
+    return out
+
+
+def incremental_copy(source: BlockSource, target: BlockTarget, base: Manifest, *,
+                     options: CopyOptions | None = None, checkpointer: Checkpointer | None = None,
+                     resume: bool = False, reporter: Reporter | None = None) -> CopyOutcome:
+    """Bring a ``target`` that matches ``base`` up to date with ``source`` by digest comparison."""
+    opts = options or CopyOptions(chunk_size=base.chunk_size)
+    if source.size != base.size:
+        raise SizeMismatchError(
+            f"the source has {source.size} bytes but the base manifest describes {base.size} bytes",
+            hint="a resized disk needs a full copy (run without --since)")
+    t0 = time.monotonic()
+    chunks = plan_source(source, opts.chunk_size)
+    plan_s = time.monotonic() - t0
+    out = copy_chunks(source, target, chunks, options=opts, base=base, fresh=False, checkpointer=checkpointer,
+                      resume=resume, reporter=reporter)
+    out.stats.plan_seconds = plan_s
+    return out
+
+
+def changed_copy(source: BlockSource, target: BlockTarget, changed: Iterable[Extent], *,
+                 base: Manifest | None = None, options: CopyOptions | None = None,
+                 checkpointer: Checkpointer | None = None, resume: bool = False,
+                 reporter: Reporter | None = None) -> CopyOutcome:
+    """Copy only the chunks overlapping ``changed`` (e.g. from CBT); the source is read nowhere else.
+
+    ``changed`` extents of kind ``zero``/``hole`` that cover whole chunks are
+    zeroed on the target without reading the source.
+    """
+    opts = options or CopyOptions(chunk_size=base.chunk_size if base else CopyOptions().chunk_size)
+    t0 = time.monotonic()
+    chunks = plan_changed(list(changed), source.size, opts.chunk_size)
+    plan_s = time.monotonic() - t0
+    out = copy_chunks(source, target, chunks, options=opts, base=base, fresh=False, checkpointer=checkpointer,
+                      resume=resume, reporter=reporter)
+    out.stats.plan_seconds = plan_s
+    return out

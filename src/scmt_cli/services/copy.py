@@ -1,0 +1,198 @@
+"""The ``copy`` use case: a verified, resumable block copy between two URLs.
+
+``run_copy`` opens both ends through the transport registry, wraps them
+(retry on transient errors with reconnect, optional bandwidth limit), runs a
+full or incremental (``since``) copy through the block engine with
+checkpoints in the given store, writes the manifest, optionally verifies the
+target, and returns a :class:`CopyResult`.  It never prints; errors are
+ScmtError subclasses; SIGINT/SIGTERM propagate after a final checkpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from scmt_cli.blocks.api import full_copy, incremental_copy
+from scmt_cli.blocks.checkpoint import Checkpointer, CheckpointStore, checkpoint_key
+from scmt_cli.blocks.digest import Manifest
+from scmt_cli.blocks.engine import CopyOptions, CopyStats
+from scmt_cli.blocks.plan import DEFAULT_CHUNK_SIZE, check_chunk_size
+from scmt_cli.blocks.verify import verify_target
+from scmt_cli.errors import UsageError
+from scmt_cli.events import Reporter
+from scmt_cli.transports import base as transports
+from scmt_cli.transports.base import BlockSource, BlockTarget
+from scmt_cli.transports.wrappers import RetryingSource, RetryingTarget, RetryPolicy, ThrottledSource, TokenBucket
+
+MAX_IN_FLIGHT = 64
+
+
+@dataclass(frozen=True)
+class CopyRequest:
+    """What ``scmt copy`` was asked to do.  ``bandwidth`` is bytes/s (None: unlimited)."""
+
+    source: str
+    target: str
+    since: Path | None = None
+    manifest_out: Path | None = None
+    bandwidth: float | None = None
+    verify: bool = False
+    resume: bool = False
+    chunk_size: int | None = None
+    in_flight: int = 4
+    retries: int = 5
+    checkpoint_seconds: float = 5.0
+
+
+@dataclass
+class CopyResult:
+    source: str
+    target: str
+    mode: str
+    stats: CopyStats
+    resumed: bool = False
+    verified: bool = False
+    manifest_path: str | None = None
+    elapsed_seconds: float = 0.0
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.warnings else 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "target": self.target,
+            "mode": self.mode,
+            "resumed": self.resumed,
+            "verified": self.verified,
+            "manifest": self.manifest_path,
+            "elapsed_seconds": round(self.elapsed_seconds, 3),
+            "throughput_bytes_per_s": (int(self.stats.size / self.elapsed_seconds)
+                                       if self.elapsed_seconds > 0 else None),
+            "stats": self.stats.to_dict(),
+            "warnings": list(self.warnings),
+        }
+
+
+SourceWrapper = Callable[[BlockSource], BlockSource]
+TargetWrapper = Callable[[BlockTarget], BlockTarget]
+
+
+def open_target_sized(url: str, size: int) -> BlockTarget:
+    """Open a target passing ``size=`` when its factory accepts it (see transports.base)."""
+    scheme = transports._scheme_of(url)
+    factory = scheme.open_target
+    if factory is None:
+        raise UsageError(f"{scheme.name}:// cannot be used as a target")
+    try:
+        params = inspect.signature(factory).parameters.values()
+        takes_size = any(p.name == "size" or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+    except (TypeError, ValueError):
+        takes_size = False
+    return factory(url, size=size) if takes_size else factory(url)
+
+
+def _file_digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:32]
+
+
+def run_copy(req: CopyRequest, reporter: Reporter, store: CheckpointStore | None, *,
+             wrap_source: SourceWrapper | None = None, wrap_target: TargetWrapper | None = None) -> CopyResult:
+    """Run one copy; see the module docstring.  ``wrap_*`` let tests inject faults under the retry layer."""
+    t_start = time.monotonic()
+    if not 1 <= req.in_flight <= MAX_IN_FLIGHT:
+        raise UsageError(f"--in-flight {req.in_flight}: expected 1 to {MAX_IN_FLIGHT}")
+    if req.bandwidth is not None and req.bandwidth <= 0:
+        raise UsageError("--bandwidth must be positive")
+    base = Manifest.load(req.since) if req.since is not None else None
+    chunk_size = req.chunk_size or (base.chunk_size if base else DEFAULT_CHUNK_SIZE)
+    check_chunk_size(chunk_size)
+    if base is not None and chunk_size != base.chunk_size:
+        raise UsageError(f"--chunk-size {chunk_size} differs from the manifest's chunk size {base.chunk_size}",
+                         hint="omit --chunk-size with --since")
+    warnings: list[str] = []
+    policy = RetryPolicy(attempts=max(1, req.retries))
+
+    def open_src() -> BlockSource:
+        src = transports.open_source(req.source)
+        return wrap_source(src) if wrap_source else src
+
+    src: BlockSource | None = None
+    dst: BlockTarget | None = None
+    try:
+        src = RetryingSource(open_src(), policy, reopen=open_src, reporter=reporter)
+        if req.bandwidth is not None and req.bandwidth != float("inf"):
+            src = ThrottledSource(src, TokenBucket(req.bandwidth, burst=max(req.bandwidth / 4, chunk_size)))
+        size = src.size
+
+        def open_dst() -> BlockTarget:
+            t = open_target_sized(req.target, size)
+            return wrap_target(t) if wrap_target else t
+
+        dst = RetryingTarget(open_dst(), policy, reopen=open_dst, reporter=reporter)
+        mode = "incremental" if base is not None else "full"
+        if base is not None and dst.fresh:
+            warnings.append(f"{dst.describe()} did not exist: made a full copy instead of an incremental one")
+            base, mode = None, "full"
+        opts = CopyOptions(chunk_size=chunk_size, in_flight=req.in_flight, task=_task_name(req.target),
+                           checkpoint_seconds=req.checkpoint_seconds)
+        ckpt = None
+        resumed = False
+        if store is not None:
+            key = checkpoint_key(src.describe(), dst.describe())
+            params = {"source": src.describe(), "target": dst.describe(), "size": size, "chunk_size": chunk_size,
+                      "mode": mode, "base": _file_digest(req.since) if base is not None and req.since else None}
+            ckpt = Checkpointer(store, key, params)
+            existing = store.get_checkpoint(key)
+            if existing is not None and not req.resume:
+                reporter.log("warning", "an interrupted copy to this target was found; starting over "
+                             "(pass --resume to continue it instead)")
+            elif existing is None and req.resume:
+                reporter.log("info", "no interrupted copy to resume; starting from the beginning")
+            resumed = existing is not None and req.resume
+        elif req.resume:
+            raise UsageError("--resume needs a state store to read the checkpoint from")
+        reporter.event("copy_started", source=src.describe(), target=dst.describe(), size=size, mode=mode,
+                       chunk_size=chunk_size, resume=resumed)
+        if base is not None:
+            outcome = incremental_copy(src, dst, base, options=opts, checkpointer=ckpt, resume=req.resume,
+                                       reporter=reporter)
+        else:
+            outcome = full_copy(src, dst, options=opts, checkpointer=ckpt, resume=req.resume, reporter=reporter)
+        stats = outcome.stats
+        stats.extra["retries"] = src.retrier.retries if isinstance(src, RetryingSource) else 0
+        stats.extra["retries"] += dst.retrier.retries
+        if req.manifest_out is not None:
+            outcome.manifest.save(req.manifest_out)
+        verified = False
+        if req.verify:
+            t0 = time.monotonic()
+            stats.verified_chunks = verify_target(dst, outcome.manifest, in_flight=req.in_flight,
+                                                  reporter=reporter, task=f"verify {_task_name(req.target)}")
+            stats.verify_seconds = time.monotonic() - t0
+            verified = True
+        reporter.event("copy_done", target=dst.describe(), bytes_read=stats.bytes_read,
+                       bytes_written=stats.bytes_written, verified=verified)
+        return CopyResult(source=src.describe(), target=dst.describe(), mode=mode, stats=stats, resumed=resumed,
+                          verified=verified, manifest_path=str(req.manifest_out) if req.manifest_out else None,
+                          elapsed_seconds=time.monotonic() - t_start, warnings=warnings)
+    finally:
+        for end in (dst, src):
+            if end is not None:
+                try:
+                    end.close()
+                except Exception:  # noqa: BLE001,S110 - closing must not mask the real outcome
+                    pass
+
+
+def _task_name(url: str) -> str:
+    tail = url.rstrip("/").rsplit("/", 1)[-1].split("?", 1)[0]
+    return tail or "copy"

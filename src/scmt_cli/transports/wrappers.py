@@ -1,0 +1,330 @@
+"""Wrappers with the BlockSource/BlockTarget interface: retry, bandwidth limit, fault injection.
+
+They stack like restic's backend wrappers::
+
+    src = RetryingSource(ThrottledSource(open_source(url), TokenBucket(rate)), reopen=...)
+
+Every wrapper forwards ``size``, ``thread_safe``, ``describe``, ``extents``,
+``read``/``readinto`` (and for targets ``write``, ``write_zeroes``, ``flush``,
+``fresh``, ``read``) explicitly, so an operation never bypasses a wrapper.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
+
+from scmt_cli.errors import ScmtError, TransportError
+from scmt_cli.events import NullReporter, Reporter
+from scmt_cli.transports.base import BlockSource, BlockTarget, Extent
+
+T = TypeVar("T")
+
+
+def _readinto(inner: BlockSource, offset: int, buf: memoryview) -> None:
+    fn = getattr(inner, "readinto", None)
+    if fn is not None:
+        fn(offset, buf)
+        return
+    data = inner.read(offset, len(buf))
+    buf[:] = data
+
+
+class _SourceProxy:
+    def __init__(self, inner: BlockSource) -> None:
+        self.inner = inner
+
+    @property
+    def size(self) -> int:
+        return self.inner.size
+
+    @property
+    def thread_safe(self) -> bool:
+        return self.inner.thread_safe
+
+    def describe(self) -> str:
+        return self.inner.describe()
+
+    def extents(self, offset: int = 0, length: int | None = None) -> Iterator[Extent]:
+        return self.inner.extents(offset, length)
+
+    def read(self, offset: int, length: int) -> bytes:
+        return self.inner.read(offset, length)
+
+    def readinto(self, offset: int, buf: memoryview) -> None:
+        _readinto(self.inner, offset, buf)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class _TargetProxy:
+    def __init__(self, inner: BlockTarget) -> None:
+        self.inner = inner
+
+    @property
+    def size(self) -> int:
+        return self.inner.size
+
+    @property
+    def thread_safe(self) -> bool:
+        return self.inner.thread_safe
+
+    @property
+    def fresh(self) -> bool:
+        return self.inner.fresh
+
+    def describe(self) -> str:
+        return self.inner.describe()
+
+    def write(self, offset: int, data: bytes | bytearray | memoryview) -> None:
+        self.inner.write(offset, data)
+
+    def write_zeroes(self, offset: int, length: int) -> None:
+        self.inner.write_zeroes(offset, length)
+
+    def read(self, offset: int, length: int) -> bytes:
+        return self.inner.read(offset, length)
+
+    def flush(self) -> None:
+        self.inner.flush()
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+# --------------------------------------------------------------------------- retry
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Only TransportError(transient=True) is retried; everything else fails at once."""
+    return isinstance(exc, TransportError) and exc.transient
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    attempts: int = 5
+    initial_wait: float = 0.2
+    max_wait: float = 5.0
+
+
+class _Retrier:
+    """Runs operations with tenacity; on a transient error optionally reopens the inner object."""
+
+    def __init__(self, policy: RetryPolicy, reporter: Reporter | None,
+                 reopen: Callable[[], Any] | None, what: str) -> None:
+        self.policy = policy
+        self.reporter = reporter or NullReporter()
+        self.reopen = reopen
+        self.what = what
+        self.retries = 0
+        self._lock = threading.Lock()
+        self._generation = 0
+
+    def call(self, proxy: Any, fn: Callable[[Any], T]) -> T:
+        gen = [self._generation]
+
+        def before_sleep(state: Any) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            with self._lock:
+                self.retries += 1
+                if self.reopen is not None and gen[0] == self._generation:
+                    try:
+                        proxy.inner.close()
+                    except ScmtError:
+                        pass
+                    proxy.inner = self.reopen()
+                    self._generation += 1
+                gen[0] = self._generation
+            msg = exc.message if isinstance(exc, ScmtError) else str(exc)
+            self.reporter.log("warning", f"{self.what}: transient error, retrying "
+                              f"(attempt {state.attempt_number + 1}/{self.policy.attempts}): {msg}")
+
+        retrying = Retrying(
+            retry=retry_if_exception(is_transient),
+            stop=stop_after_attempt(self.policy.attempts),
+            wait=wait_exponential(multiplier=self.policy.initial_wait, max=self.policy.max_wait),
+            before_sleep=before_sleep,
+            reraise=True,
+        )
+        return retrying(lambda: fn(proxy.inner))
+
+
+class RetryingSource(_SourceProxy):
+    """Retries transient TransportErrors of every read/extents call; ``reopen`` reconnects."""
+
+    def __init__(self, inner: BlockSource, policy: RetryPolicy | None = None, *,
+                 reopen: Callable[[], BlockSource] | None = None, reporter: Reporter | None = None) -> None:
+        super().__init__(inner)
+        self.retrier = _Retrier(policy or RetryPolicy(), reporter, reopen, inner.describe())
+
+    def extents(self, offset: int = 0, length: int | None = None) -> Iterator[Extent]:
+        return iter(self.retrier.call(self, lambda s: list(s.extents(offset, length))))
+
+    def read(self, offset: int, length: int) -> bytes:
+        data: bytes = self.retrier.call(self, lambda s: s.read(offset, length))
+        return data
+
+    def readinto(self, offset: int, buf: memoryview) -> None:
+        self.retrier.call(self, lambda s: _readinto(s, offset, buf))
+
+
+class RetryingTarget(_TargetProxy):
+    """Retries transient TransportErrors of writes, zeroes, reads and flushes (all idempotent)."""
+
+    def __init__(self, inner: BlockTarget, policy: RetryPolicy | None = None, *,
+                 reopen: Callable[[], BlockTarget] | None = None, reporter: Reporter | None = None) -> None:
+        super().__init__(inner)
+        self.retrier = _Retrier(policy or RetryPolicy(), reporter, reopen, inner.describe())
+
+    def write(self, offset: int, data: bytes | bytearray | memoryview) -> None:
+        self.retrier.call(self, lambda t: t.write(offset, data))
+
+    def write_zeroes(self, offset: int, length: int) -> None:
+        self.retrier.call(self, lambda t: t.write_zeroes(offset, length))
+
+    def read(self, offset: int, length: int) -> bytes:
+        data: bytes = self.retrier.call(self, lambda t: t.read(offset, length))
+        return data
+
+    def flush(self) -> None:
+        self.retrier.call(self, lambda t: t.flush())
+
+
+# --------------------------------------------------------------------------- bandwidth
+
+
+class TokenBucket:
+    """A thread-safe token bucket of ``rate`` bytes/s with ``burst`` bytes of credit.
+
+    ``consume(n)`` takes ``n`` tokens, sleeping until the balance is no longer
+    negative; requests larger than the burst are allowed (they go into debt),
+    so the long-run rate is exactly ``rate``.
+    """
+
+    def __init__(self, rate: float, burst: float | None = None,
+                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> None:
+        if rate <= 0:
+            raise ValueError("rate must be positive")
+        self.rate = float(rate)
+        self.burst = float(burst if burst is not None else rate / 4)
+        self._clock = clock
+        self._sleep = sleep
+        self._tokens = self.burst
+        self._last = clock()
+        self._lock = threading.Lock()
+
+    def consume(self, n: int) -> float:
+        """Take ``n`` tokens; return the seconds slept."""
+        with self._lock:
+            now = self._clock()
+            self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
+            self._last = now
+            self._tokens -= n
+            wait = -self._tokens / self.rate if self._tokens < 0 else 0.0
+        if wait > 0:
+            self._sleep(wait)
+        return wait
+
+
+class ThrottledSource(_SourceProxy):
+    """Limits the bytes read per second (the plan's bandwidth) with a shared TokenBucket."""
+
+    def __init__(self, inner: BlockSource, bucket: TokenBucket) -> None:
+        super().__init__(inner)
+        self.bucket = bucket
+
+    def read(self, offset: int, length: int) -> bytes:
+        self.bucket.consume(length)
+        return self.inner.read(offset, length)
+
+    def readinto(self, offset: int, buf: memoryview) -> None:
+        self.bucket.consume(len(buf))
+        _readinto(self.inner, offset, buf)
+
+
+# --------------------------------------------------------------------------- faults
+
+
+@dataclass
+class Fault:
+    """Fail ``times`` calls of ``op`` that touch ``[start, end)`` after skipping ``after`` of them.
+
+    ``op`` is ``read`` (read/readinto), ``write``, ``write_zeroes``, ``flush``
+    or ``extents``.  ``transient`` selects a retryable error.  ``times=-1``
+    fails forever.
+    """
+
+    op: str
+    start: int = 0
+    end: int = 1 << 62
+    times: int = 1
+    after: int = 0
+    transient: bool = True
+    hits: int = field(default=0, init=False)
+    seen: int = field(default=0, init=False)
+
+
+class FaultPlan:
+    """A thread-safe list of faults shared by FaultySource/FaultyTarget."""
+
+    def __init__(self, faults: list[Fault] | None = None) -> None:
+        self.faults = list(faults or [])
+        self._lock = threading.Lock()
+
+    def check(self, op: str, offset: int = 0, length: int = 0) -> None:
+        with self._lock:
+            for f in self.faults:
+                if f.op != op or offset >= f.end or offset + max(length, 1) <= f.start:
+                    continue
+                f.seen += 1
+                if f.seen <= f.after or (f.times >= 0 and f.hits >= f.times):
+                    continue
+                f.hits += 1
+                kind = "transient" if f.transient else "permanent"
+                raise TransportError(f"injected {kind} {op} error at offset {offset}", transient=f.transient)
+
+
+class FaultySource(_SourceProxy):
+    """Raises the errors of a FaultPlan before delegating (tests only)."""
+
+    def __init__(self, inner: BlockSource, plan: FaultPlan) -> None:
+        super().__init__(inner)
+        self.plan = plan
+
+    def extents(self, offset: int = 0, length: int | None = None) -> Iterator[Extent]:
+        self.plan.check("extents", offset, length or 0)
+        return self.inner.extents(offset, length)
+
+    def read(self, offset: int, length: int) -> bytes:
+        self.plan.check("read", offset, length)
+        return self.inner.read(offset, length)
+
+    def readinto(self, offset: int, buf: memoryview) -> None:
+        self.plan.check("read", offset, len(buf))
+        _readinto(self.inner, offset, buf)
+
+
+class FaultyTarget(_TargetProxy):
+    """Raises the errors of a FaultPlan before delegating (tests only)."""
+
+    def __init__(self, inner: BlockTarget, plan: FaultPlan) -> None:
+        super().__init__(inner)
+        self.plan = plan
+
+    def write(self, offset: int, data: bytes | bytearray | memoryview) -> None:
+        self.plan.check("write", offset, len(data))
+        self.inner.write(offset, data)
+
+    def write_zeroes(self, offset: int, length: int) -> None:
+        self.plan.check("write_zeroes", offset, length)
+        self.inner.write_zeroes(offset, length)
+
+    def flush(self) -> None:
+        self.plan.check("flush")
+        self.inner.flush()
