@@ -92,11 +92,13 @@ class Launcher:
         _wait_ready(server)
         return server
 
-    def _endpoint(self, tcp: bool, export: str = "") -> tuple[list[str], list[str], str, str | None, int | None]:
+    def _endpoint(
+        self, tcp: bool, export: str = "", port: int | None = None
+    ) -> tuple[list[str], list[str], str, str | None, int | None]:
         """(nbdkit args, qemu-nbd args, url, socket, port)."""
         self._n += 1
         if tcp:
-            port = free_port()
+            port = port or free_port()
             url = f"nbd://127.0.0.1:{port}/{export}"
             return ["-i", "127.0.0.1", "-p", str(port)], ["-b", "127.0.0.1", "-p", str(port)], url, None, port
         sock = str(self.tmp_path / f"nbd{self._n}.sock")
@@ -104,11 +106,11 @@ class Launcher:
         return ["-U", sock], ["-k", sock], url, sock, None
 
     def nbdkit(self, plugin: str, *args: str, filters: tuple[str, ...] = (), tcp: bool = False,
-               readonly: bool = False, options: tuple[str, ...] = ()) -> Server:
+               readonly: bool = False, options: tuple[str, ...] = (), port: int | None = None) -> Server:
         """``nbdkit -f --exit-with-parent [filters] PLUGIN ARGS`` on a Unix socket (or loopback TCP)."""
         if NBDKIT is None:
             pytest.skip("nbdkit is not installed (Debian package nbdkit)")
-        kit, _, url, sock, port = self._endpoint(tcp)
+        kit, _, url, sock, port = self._endpoint(tcp, port=port)
         argv = [NBDKIT, "-f", "--exit-with-parent", *kit, *options]
         argv += [f"--filter={f}" for f in filters]
         if readonly:
