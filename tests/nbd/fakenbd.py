@@ -109,7 +109,7 @@ class FakeNbd:
         self.structured_on = False
         while True:
             magic, opt, length = p.OPTION_HEADER.unpack(_recv(conn, 16))
-            payload = _recv(conn, length)
+            _recv(conn, length)
             self.options_seen.append(opt)
             if opt == p.OPT_EXPORT_NAME:
                 conn.sendall(struct.pack(">QH", s.size, s.tflags))
