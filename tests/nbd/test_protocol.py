@@ -19,9 +19,8 @@ from scmt_cli.transports.nbd.url import NbdAddress
 
 
 def test_known_vectors() -> None:
-    assert p.encode_request(p.CMD_READ, 7, 4096, 512).hex() == "25609513" "0000" "0000" + "%016x" % 7 + (
-        "%016x" % 4096
-    ) + "00000200"
+    expected = "25609513" + "0000" + "0000" + f"{7:016x}" + f"{4096:016x}" + "00000200"
+    assert p.encode_request(p.CMD_READ, 7, 4096, 512).hex() == expected
     assert p.parse_simple_reply(struct.pack(">IIQ", p.SIMPLE_REPLY_MAGIC, 5, 9)) == p.SimpleReply(5, 9)
     ch = p.parse_chunk_header(struct.pack(">IHHQI", p.STRUCTURED_REPLY_MAGIC, 1, 2, 3, 12))
     assert ch == p.ChunkHeader(1, 2, 3, 12) and ch.done
