@@ -79,11 +79,11 @@ def test_dev_names_past_z() -> None:
 
 
 def test_special_characters_are_escaped() -> None:
-    spec = _spec(name="a&b <c>", description="owner: \"ops\" & <dba>", disks=(TargetDisk("/t/x'&<.raw"),))
+    spec = _spec(name="a&b <c>", description='owner: "ops" & <dba>', disks=(TargetDisk("/t/x'&<.raw"),))
     text = build_domain_xml(spec)
     root = ET.fromstring(text)
     assert root.findtext("name") == "a&b <c>"
-    assert root.findtext("description") == "owner: \"ops\" & <dba>"
+    assert root.findtext("description") == 'owner: "ops" & <dba>'
     assert root.find("devices/disk/source").get("file") == "/t/x'&<.raw"
 
 
@@ -92,13 +92,13 @@ def test_link_state_round_trip() -> None:
     assert link_is_up(xml)
     down = set_link_state(xml, False)
     assert not link_is_up(down)
-    assert all("state=\"down\"" in i for i in interfaces_xml(down))
+    assert all('state="down"' in i for i in interfaces_xml(down))
     assert link_is_up(set_link_state(down, True))
     assert not link_is_up(build_domain_xml(_spec(), link_up=False))
     assert not link_is_up(build_domain_xml(_spec(nics=())))
     # no <link> element means up (libvirt's default)
     assert link_is_up("<domain><devices><interface type='network'/></devices></domain>")
-    assert "state=\"down\"" in set_link_state("<domain><devices><interface type='network'/></devices></domain>", False)
+    assert 'state="down"' in set_link_state("<domain><devices><interface type='network'/></devices></domain>", False)
 
 
 def test_malformed_xml_is_a_platform_error() -> None:

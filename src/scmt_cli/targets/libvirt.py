@@ -18,6 +18,7 @@ turned off (nothing below ``cli/`` prints).
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import time
 from collections.abc import Iterator, Sequence
@@ -25,7 +26,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from scmt_cli.errors import ConfigError, PlanError, TargetPlatformError, redact_url
+from scmt_cli.errors import ConfigError, PlanError, TargetPlatformError, redact_text, redact_url
 from scmt_cli.events import NullReporter, Reporter
 from scmt_cli.targets import storage
 from scmt_cli.targets.base import (
@@ -48,6 +49,16 @@ except ImportError:  # pragma: no cover - exercised by monkeypatching in tests
 _RUNNING_STATES = {1, 2, 4}  # running, blocked, being shut down
 _PAUSED_STATES = {3, 7}  # paused, pm-suspended
 _POLL_S = 0.2
+
+
+def _safe_uri(uri: str) -> str:
+    """``uri`` without secrets.  Only URIs that can hold them go through redact_url, which
+    would turn ``test:///default`` into ``test:/default``."""
+    return redact_url(uri) if ("@" in uri or "?" in uri) else uri
+
+
+def _msg(exc: Any) -> str:
+    return redact_text(str(exc.get_error_message() or exc))
 
 
 def _module() -> Any:
@@ -85,20 +96,18 @@ class LibvirtPlatform:
         try:
             self.conn = self.lv.open(uri)
         except self.lv.libvirtError as exc:
-            raise TargetPlatformError(
-                f"cannot connect to libvirt at {redact_url(uri)}: {exc.get_error_message()}"
-            ) from exc
+            raise TargetPlatformError(f"cannot connect to libvirt at {_safe_uri(uri)}: {_msg(exc)}") from exc
 
     # -- helpers ---------------------------------------------------------
     def describe(self) -> str:
-        return f"libvirt:{redact_url(self.uri)}"
+        return f"libvirt:{_safe_uri(self.uri)}"
 
     @contextmanager
     def _step(self, vm: str, step: str) -> Iterator[None]:
         try:
             yield
         except self.lv.libvirtError as exc:
-            raise TargetPlatformError(f"{vm}: {step}: libvirt: {exc.get_error_message()}") from exc
+            raise TargetPlatformError(f"{vm}: {step}: libvirt: {_msg(exc)}") from exc
 
     def _lookup(self, vm: str) -> Any | None:
         try:
@@ -106,7 +115,7 @@ class LibvirtPlatform:
         except self.lv.libvirtError as exc:
             if exc.get_error_code() == self.lv.VIR_ERR_NO_DOMAIN:
                 return None
-            raise TargetPlatformError(f"{vm}: look up: libvirt: {exc.get_error_message()}") from exc
+            raise TargetPlatformError(f"{vm}: look up: libvirt: {_msg(exc)}") from exc
 
     def _require(self, vm: str, step: str) -> Any:
         dom = self._lookup(vm)
@@ -140,7 +149,14 @@ class LibvirtPlatform:
         if existing is not None:
             with self._step(vm, "define"):
                 old = existing.XMLDesc(self.lv.VIR_DOMAIN_XML_INACTIVE)
+                uuid = existing.UUIDString()
             connected = link_is_up(old, vm=vm) or "<interface" not in old
+            if spec.uuid is None:  # a redefine must keep the domain's identity
+                spec = dataclasses.replace(spec, uuid=uuid)
+            elif spec.uuid.lower() != uuid.lower():
+                raise TargetPlatformError(
+                    f"{vm}: define: a VM of this name exists with UUID {uuid}, the plan asks for {spec.uuid}"
+                )
         xml = build_domain_xml(spec, domain_type=self.domain_type, link_up=connected)
         with self._step(vm, "define"):
             dom = self.conn.defineXML(xml)
@@ -205,7 +221,7 @@ class LibvirtPlatform:
                 dom.updateDeviceFlags(iface, flags)
         except self.lv.libvirtError as exc:
             if exc.get_error_code() not in (self.lv.VIR_ERR_NO_SUPPORT, self.lv.VIR_ERR_OPERATION_UNSUPPORTED):
-                raise TargetPlatformError(f"{vm}: {step}: libvirt: {exc.get_error_message()}") from exc
+                raise TargetPlatformError(f"{vm}: {step}: libvirt: {_msg(exc)}") from exc
             if active:
                 raise TargetPlatformError(
                     f"{vm}: {step}: this libvirt driver cannot change the link state of a running VM",
