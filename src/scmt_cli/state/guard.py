@@ -41,7 +41,8 @@ _SECRET_WORDS = frozenset(
     }
 )
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
-_URL_PASSWORD = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*://[^/@\s:]*:[^/@\s]+@")
+# user:password@ in a URL; a password already redacted to "***" is fine.
+_URL_PASSWORD = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*://[^/@\s:]*:(?!\*+@)[^/@\s]+@")
 
 
 def secret_key(key: str) -> bool:

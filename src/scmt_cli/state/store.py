@@ -86,9 +86,9 @@ class StateStore(StoreCore):
         unknown = set(fields) - _VM_FIELDS
         if unknown:
             raise ValueError(f"unknown VM fields: {', '.join(sorted(unknown))}")
-        check_no_secrets(fields, f"VM {name}")
         if "error" in fields:
             fields["error"] = clean_error(fields["error"])
+        check_no_secrets(fields, f"VM {name}")
         with self._tx() as conn:
             self._require_plan(conn, plan)
             before = self._vm_row(conn, plan, name)
