@@ -160,3 +160,12 @@ def test_server_that_accepts_but_never_speaks_times_out() -> None:
             NbdDisk(f"nbd://127.0.0.1:{port}/", timeout=0.5)
         assert isinstance(err.value, TransportError) and err.value.transient
         assert time.monotonic() - start < 3
+
+
+def test_readinto_a_dirty_buffer_zeroes_holes() -> None:
+    server, disk = _open(Script(structured=True))
+    with server, disk:
+        buf = bytearray(b"\xff" * 10000)
+        disk.readinto(4096, memoryview(buf))
+        assert buf[:5000] == bytes(5000)
+        assert buf[5000:] == server.script.data[4096 + 5000 : 4096 + 10000]

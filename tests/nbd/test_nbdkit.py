@@ -267,3 +267,11 @@ def test_registry_opens_both_schemes(servers: Launcher) -> None:
             assert disk.describe() == srv.url
         finally:
             disk.close()
+
+
+def test_target_smaller_than_source_is_refused(servers: Launcher) -> None:
+    srv = servers.nbdkit("memory", "1M")
+    with pytest.raises(SizeMismatchError) as err:
+        base.open_target(srv.url, size=MiB + 1)
+    assert err.value.exit_code == 32
+    base.open_target(srv.url, size=MiB).close()

@@ -227,16 +227,20 @@ class NbdDisk:
 
     def read(self, offset: int, length: int) -> bytes:
         """Exactly ``length`` bytes at ``offset`` (a bytearray); beyond the end is SizeMismatchError."""
-        self._check_range(offset, length)
         buf = bytearray(length)
-        view = memoryview(buf)
+        self.readinto(offset, memoryview(buf))
+        return buf  # type: ignore[return-value]  # bytes-like by contract
+
+    def readinto(self, offset: int, buf: memoryview) -> None:
+        """Fill ``buf`` with the bytes at ``offset`` straight from the socket (no copies)."""
+        view = memoryview(buf).cast("B")
+        length = len(view)
+        self._check_range(offset, length)
         step = self._max_io
-        pieces = [
+        self._run([
             (p.CMD_READ, offset + i, min(step, length - i), {"buf": view[i : i + step]})
             for i in range(0, length, step)
-        ]
-        self._run(pieces)
-        return buf  # type: ignore[return-value]  # bytes-like by contract
+        ])
 
     def write(self, offset: int, data: bytes | bytearray | memoryview) -> None:
         """Write ``data`` at ``offset``; read-only exports raise ReadOnlyTargetError before sending."""
@@ -329,14 +333,23 @@ def open_nbd_source(url: str, **options: Any) -> NbdDisk:
     return NbdDisk(url, **_known(options))
 
 
-def open_nbd_target(url: str, **options: Any) -> NbdDisk:
-    """Registry factory for targets; a read-only export raises ReadOnlyTargetError at once."""
+def open_nbd_target(url: str, size: int | None = None, **options: Any) -> NbdDisk:
+    """Registry factory for targets.
+
+    A read-only export raises ReadOnlyTargetError, an export smaller than
+    ``size`` (the source's size) SizeMismatchError, both before any write.
+    """
     disk = NbdDisk(url, **_known(options))
     if disk.read_only:
         disk.close()
         raise ReadOnlyTargetError(
             f"NBD export {disk.describe()} is read-only and cannot be a copy target",
             hint="export it writable (e.g. without nbdkit -r / qemu-nbd -r)",
+        )
+    if size is not None and disk.size < size:
+        disk.close()
+        raise SizeMismatchError(
+            f"NBD export {disk.describe()} has {disk.size} bytes, smaller than the source ({size} bytes)"
         )
     return disk
 

@@ -169,20 +169,30 @@ class Connection:
                 views[0] = views[0][sent:]
 
     def _fail(self, error: TransportError) -> None:
-        """Mark the connection dead and fail every outstanding request with ``error``."""
+        """Mark the connection dead and fail every outstanding request.
+
+        The first cause wins.  Called from another thread, it first shuts the
+        socket down and waits for the reader to stop, so no reply can still be
+        landing in a buffer the caller gets back with an error.
+        """
         with self._lock:
             if self._dead is None:
                 self._dead = error
-            pending = list(self._pending.values())
-            self._pending.clear()
-        for req in pending:
-            if req.error is None:
-                req.error = TransportError(error.message, transient=error.transient)
-            req.done.set()
+            cause = self._dead
         try:
             self.sock.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
+        reader = self._reader
+        if reader is not threading.current_thread() and reader.is_alive():
+            reader.join(self.timeout + 5)
+        with self._lock:
+            pending = list(self._pending.values())
+            self._pending.clear()
+        for req in pending:
+            if req.error is None:
+                req.error = TransportError(cause.message, transient=cause.transient)
+            req.done.set()
 
     def _recv_into(self, view: memoryview, *, idle_ok: bool) -> bool:
         """Fill ``view``; False on a clean EOF/stop before the first byte when ``idle_ok``."""
@@ -277,7 +287,7 @@ class Connection:
             off, size = p.parse_offset_hole(self._payload(ch.length, 12, "OFFSET_HOLE"))
             start = self._check_range(req, off, size)
             assert req.buf is not None
-            req.buf[start : start + size] = bytes(size)
+            _zero(req.buf[start : start + size])
             req.covered.append((off, off + size))
         elif ch.type == p.REPLY_TYPE_BLOCK_STATUS:
             if req.cmd != p.CMD_BLOCK_STATUS:
@@ -337,6 +347,15 @@ class Connection:
             f"NBD {cmd} of {req.length} bytes at offset {req.offset} on {self.where} failed{at}: {text}{said}",
             transient=transient,
         )
+
+
+_ZEROS = bytes(1 << 20)
+
+
+def _zero(view: memoryview) -> None:
+    for i in range(0, len(view), len(_ZEROS)):
+        n = min(len(_ZEROS), len(view) - i)
+        view[i : i + n] = _ZEROS[:n]
 
 
 def _why(exc: OSError) -> str:
