@@ -248,6 +248,10 @@ def test_generations(cstore: StateStore, clock: FakeClock) -> None:
     assert (gens[0].bytes_read, gens[0].bytes_written, gens[0].bytes_zero) == (100, 80, 20)
     assert gens[0].stats["s"] == 1 and gens[1].error == "connection reset"
     assert gens[0].finished_at == gens[0].started_at + 60
+    last_ok = cstore.last_generation("p", "web01", status="ok")
+    last = cstore.last_generation("p", "web01")
+    assert last_ok is not None and last is not None and (last_ok.id, last.id) == (seed, inc)
+    assert cstore.last_generation("p", "web01", status="running") is None
     vm = cstore.get_vm("p", "web01")
     assert vm is not None and (vm.last_sync_bytes, vm.last_sync_at) == (80, gens[0].finished_at)  # failed pass ignored
     with pytest.raises(InvalidStateError, match="already finished"):

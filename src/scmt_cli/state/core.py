@@ -180,6 +180,8 @@ class StoreCore:
                 self._depth += 1
                 try:
                     yield conn
+                except sqlite3.Error as exc:
+                    raise self._wrap(exc) from None
                 finally:
                     self._depth -= 1
                 return
@@ -192,15 +194,22 @@ class StoreCore:
                 yield conn
                 conn.execute("COMMIT")
             except sqlite3.Error as exc:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
+                self._rollback(conn)
                 raise self._wrap(exc) from None
             except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
+                self._rollback(conn)
                 raise
             finally:
                 self._depth = 0
+
+    @staticmethod
+    def _rollback(conn: sqlite3.Connection) -> None:
+        """Undo the open transaction; a failing rollback must not hide the original error."""
+        try:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass
 
     @contextmanager
     def atomic(self) -> Iterator[None]:

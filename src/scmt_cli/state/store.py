@@ -261,6 +261,11 @@ class StateStore(StoreCore):
                 data["error"] = clean_error(error)
             self.append_event("generation_finished", plan=plan, vm=vm, **data)
 
+    def last_generation(self, plan: str, vm: str, *, status: str | None = None) -> GenerationRecord | None:
+        """The newest pass of one VM (optionally only those with ``status`` ok/failed/running)."""
+        gens = [g for g in self.generations(plan, vm) if status is None or g.status == status]
+        return gens[-1] if gens else None
+
     def generations(self, plan: str, vm: str) -> list[GenerationRecord]:
         """All passes of one VM, oldest first."""
         rows = self._query(
