@@ -1,17 +1,149 @@
-"""``scmt assess``: compatibility findings and a recommended method per VM."""
+"""``scmt assess``: compatibility findings and a recommended method per VM.
+
+Exit codes: 0 every VM ready, 1 warnings only, 20 some VM blocked, 21 the
+network preflight found a required port not open; 3 unreadable inventory,
+4 input not available yet (live vCenter before the adapter lands).  The full
+report is printed before the exit code is returned.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
+from rich.console import Console
 
-from scmt_cli.cli._common import not_available
+from scmt_cli.cli.context import current
+from scmt_cli.errors import UsageError
+
+_SEV_STYLE = {"blocker": "bold red", "warning": "yellow", "info": "dim"}
+_VERDICT_STYLE = {"ready": "green", "warnings": "yellow", "blocked": "bold red"}
 
 
 def assess(
     plan: Annotated[Optional[Path], typer.Argument(help="Migration plan (optional).", metavar="[PLAN]")] = None,
+    inventory: Annotated[
+        Optional[Path],
+        typer.Option("--inventory", "-i", help="RVTools export (.xlsx, .csv or a directory of CSVs) or lab .yaml.",
+                     metavar="FILE"),
+    ] = None,
+    lab: Annotated[Optional[Path], typer.Option("--lab", help="The fake vCenter's lab file.", metavar="FILE")] = None,
+    vcenter: Annotated[
+        Optional[str], typer.Option("--vcenter", help="Assess a live vCenter (https://host).", metavar="URL")
+    ] = None,
+    method: Annotated[
+        Optional[str],
+        typer.Option("--method", help="Assess under this method: managed | agentless | agent | hot-backup."),
+    ] = None,
+    downtime: Annotated[
+        Optional[str], typer.Option("--downtime", help="Downtime tolerance for the recommendation, e.g. 5m.")
+    ] = None,
+    vm: Annotated[Optional[list[str]], typer.Option("--vm", help="Only this VM (repeatable).", metavar="NAME")] = None,
+    no_network: Annotated[bool, typer.Option("--no-network", help="Skip the network port preflight.")] = False,
+    timeout: Annotated[float, typer.Option("--timeout", help="Preflight connect timeout, seconds.")] = 3.0,
+    details: Annotated[bool, typer.Option("--details", help="Every finding with its remedy.")] = False,
+    fmt: Annotated[str, typer.Option("--format", help="table | csv (--json for JSON).")] = "table",
 ) -> None:
     """Check OS, firmware, disks, devices, versions and ports; recommend a method."""
-    raise not_available("assess", "the assessment issue")
+    from scmt_cli.domain.units import parse_duration
+    from scmt_cli.services.assess import AssessRequest
+    from scmt_cli.services.assess import assess as run
+
+    if fmt not in ("table", "csv"):
+        raise UsageError(f"--format {fmt!r}: expected table or csv")
+    if inventory is not None and lab is not None:
+        raise UsageError("give --inventory or --lab, not both")
+    tolerance = None
+    if downtime is not None:
+        try:
+            tolerance = parse_duration(downtime)
+        except ValueError as exc:
+            raise UsageError(f"--downtime: {exc}") from None
+    ui = current()
+    req = AssessRequest(
+        plan=plan,
+        inventory=inventory or lab,
+        vcenter=vcenter,
+        method=method,
+        downtime_seconds=tolerance,
+        vms=tuple(vm or ()),
+        network=not no_network,
+        timeout=timeout,
+    )
+    result = run(req, ui.reporter)
+    if fmt == "csv":
+        ui.finish(result, lambda console, r: render_csv(console, r, details))
+    else:
+        ui.finish(result, lambda console, r: render(console, r, details))
+
+
+def render_csv(console: Console, result: Any, details: bool) -> None:
+    """One row per VM, or per finding with ``--details``."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    if details:
+        w.writerow(["vm", "verdict", "method", "severity", "id", "subject", "message", "remedy"])
+        for a in result.vms:
+            for f in a.findings:
+                w.writerow([a.name, a.verdict, a.method, f.severity, f.id, f.subject, f.message, f.remedy])
+    else:
+        w.writerow(["vm", "os", "verdict", "method", "recommended_method", "blockers", "warnings", "finding_ids",
+                    "reason"])
+        for a in result.vms:
+            ids = ";".join(f.id for f in a.findings if f.severity != "info")
+            w.writerow([a.name, a.os or "", a.verdict, a.method, a.recommended_method, a.count("blocker"),
+                        a.count("warning"), ids, a.reason])
+    console.file.write(buf.getvalue())
+    console.file.flush()
+
+
+def render(console: Console, result: Any, details: bool) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"Assessment of {result.source}", show_lines=False)
+    for col in ("VM", "OS", "verdict", "method", "recommended", "blockers", "warnings"):
+        table.add_column(col, overflow="fold")
+    for a in result.vms:
+        blockers = ", ".join(dict.fromkeys(f.id for f in a.findings if f.severity == "blocker")) or "-"
+        warnings = ", ".join(dict.fromkeys(f.id for f in a.findings if f.severity == "warning")) or "-"
+        rec = a.recommended_method if a.recommended_method == a.method else f"[bold]{a.recommended_method}[/bold]"
+        table.add_row(
+            a.name, a.os or "?", f"[{_VERDICT_STYLE[a.verdict]}]{a.verdict}[/]", a.method, rec, blockers, warnings
+        )
+    console.print(table)
+    c = result.counts()
+    console.print(
+        f"{c['vms']} VM(s): [green]{c['ready']} ready[/], [yellow]{c['warnings']} with warnings[/], "
+        f"[bold red]{c['blocked']} blocked[/], {c['skipped']} skipped"
+    )
+    if details:
+        for a in result.vms:
+            console.print(f"\n[bold]{a.name}[/] - {a.verdict} under {a.method}; recommended "
+                          f"{a.recommended_method}: {a.reason}", highlight=False)
+            for f in a.findings:
+                style = _SEV_STYLE[f.severity]
+                console.print(f"  [{style}]{f.severity:<7}[/] {f.id}: {f.message}", markup=True, highlight=False)
+                console.print(f"          remedy: {f.remedy}", style="dim", markup=False, highlight=False)
+    else:
+        for a in result.vms:
+            if a.recommended_method != a.method:
+                console.print(f"{a.name}: recommended {a.recommended_method}: {a.reason}", markup=False)
+    for p in result.preflight:
+        pt = Table(title=f"Network preflight ({p.method})")
+        for col in ("from", "to", "port", "role", "status", "detail"):
+            pt.add_column(col, overflow="fold")
+        for r in p.results:
+            style = {"open": "green", "not_checked": "dim"}.get(r.status, "bold red")
+            port = f"{r.check.port}{'*' if r.check.sampled else ''}"
+            pt.add_row(r.check.src, r.check.host, port, r.check.role, f"[{style}]{r.status}[/]", r.detail)
+        console.print(pt)
+        if p.missing_roles:
+            console.print(f"no address known for: {', '.join(p.missing_roles)} (not checked)", markup=False)
+    for s in result.skipped:
+        console.print(f"skipped: {s}", style="yellow", markup=False, highlight=False)
+    for w in result.warnings:
+        console.print(f"warning: {w}", style="yellow", markup=False, highlight=False)

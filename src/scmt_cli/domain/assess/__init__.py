@@ -22,7 +22,7 @@ from scmt_cli.domain.assess.model import (
 )
 from scmt_cli.domain.assess.recommend import Recommendation, lab_switch, recommend
 from scmt_cli.domain.assess.rules import RULES, evaluate, findings_for
-from scmt_cli.domain.compat import match_os
+from scmt_cli.domain.compat import FAMILY_NAMES, match_os
 from scmt_cli.domain.inventory import VM
 
 
@@ -78,7 +78,9 @@ def assess_vm(
     osm = match_os(vm.guest_id, vm.guest_full_name, vm.tools_guest_full_name)
     rec = recommend(verdicts, osm.os_kind, tolerance_seconds, group)
     chosen = method or rec.method
-    os_label = osm.row.label if osm.row else (f"{osm.family} {osm.version or ''}".strip() if osm.family else None)
+    os_label = osm.row.label if osm.row else None
+    if os_label is None and osm.family:
+        os_label = f"{FAMILY_NAMES.get(osm.family, osm.family)} {osm.version or ''}".strip()
     return VmAssessment(
         name=vm.name,
         method=chosen,

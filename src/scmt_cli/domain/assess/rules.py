@@ -24,7 +24,7 @@ from scmt_cli.domain.assess.model import (
     Rule,
     Severity,
 )
-from scmt_cli.domain.compat import match_os, storage_support, version_tuple, vmware_ranges
+from scmt_cli.domain.compat import FAMILY_NAMES, match_os, storage_support, version_tuple, vmware_ranges
 from scmt_cli.domain.inventory import VM
 
 GIB = 1024**3
@@ -99,8 +99,11 @@ def _os_unsupported(vm: VM, ctx: AssessContext) -> Iterator[Hit]:
 def _os_not_listed(vm: VM, ctx: AssessContext) -> Iterator[Hit]:
     m = match_os(vm.guest_id, vm.guest_full_name, vm.tools_guest_full_name)
     if m.family is not None and m.row is None:
-        ver = m.version or "unknown version"
-        yield Hit(f"{m.family} {ver} is not in the compatibility table")
+        fam = FAMILY_NAMES.get(m.family, m.family)
+        if m.version is None:
+            yield Hit(f"{fam}: the release is not reported (VMware Tools would report it), so it cannot be checked")
+        else:
+            yield Hit(f"{fam} {m.version} is not in the compatibility table")
 
 
 @rule("os.not_in_seed", "info", ALL_METHODS, "guest OS supported by scmt but not listed by the seed",

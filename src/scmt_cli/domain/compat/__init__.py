@@ -10,6 +10,7 @@
 
 from scmt_cli.domain.compat.osmatch import OsMatch, match_os
 from scmt_cli.domain.compat.tables import (
+    FAMILY_NAMES,
     METHODS,
     OsRow,
     PortRule,
@@ -23,6 +24,7 @@ from scmt_cli.domain.compat.tables import (
 )
 
 __all__ = [
+    "FAMILY_NAMES",
     "METHODS",
     "OsMatch",
     "OsRow",

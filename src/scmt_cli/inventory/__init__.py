@@ -1,0 +1,37 @@
+"""Inventory inputs: RVTools exports (xlsx, CSV) and the lab file, by file type.
+
+:func:`load_inventory` picks the reader from the path: ``.xlsx``/``.xlsm`` and
+``.csv`` files (or a directory of RVTools CSV files) are RVTools exports;
+``.yaml``/``.yml`` files are the fake vCenter's lab file.  Every reader
+returns the normalized :class:`~scmt_cli.domain.inventory.Inventory`;
+unreadable input raises :class:`~scmt_cli.errors.InputError` (exit 3).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from scmt_cli.domain.inventory import Inventory
+from scmt_cli.errors import InputError
+
+
+def load_inventory(path: str | Path) -> Inventory:
+    """Read the inventory at ``path``, choosing the reader by file type (see module doc)."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{p}: no such file or directory")
+    suffix = p.suffix.lower()
+    if p.is_dir() or suffix in (".xlsx", ".xlsm", ".csv", ".tsv", ".txt"):
+        from scmt_cli.inventory.rvtools import load_rvtools
+
+        return load_rvtools(p)
+    if suffix in (".yaml", ".yml"):
+        from scmt_cli.vsphere.lab import lab_inventory
+
+        return lab_inventory(p)
+    if suffix == ".xls":
+        raise InputError(f"{p}: legacy .xls workbooks are not read; save the RVTools export as .xlsx or CSV")
+    raise InputError(f"{p}: unknown inventory type (expected an RVTools .xlsx/.csv export or a lab .yaml file)")
+
+
+__all__ = ["load_inventory"]
