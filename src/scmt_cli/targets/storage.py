@@ -23,8 +23,9 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from scmt_cli.errors import ConfigError, SizeMismatchError, TargetPlatformError, redact_text
 from scmt_cli.events import Reporter
@@ -162,10 +163,11 @@ def finalize_disks(root: Path, vm: str, reporter: Reporter, *, timeout: float = 
             )
         tmp = final.with_name(f".{final.name}.partial")
         argv = [exe, "convert", "-q", "-f", "raw", "-O", d.format, str(copy), str(tmp)]
-        rc, output, _ = run_bounded(argv, timeout=timeout)
-        if rc != 0:
+        done = run_bounded(argv, timeout=timeout)
+        if done.exit_code != 0:
             tmp.unlink(missing_ok=True)
-            raise TargetPlatformError(f"{vm}: finalize disks: qemu-img convert failed (exit {rc}): {output.strip()}")
+            why = "timed out" if done.timed_out else f"failed (exit {done.exit_code})"
+            raise TargetPlatformError(f"{vm}: finalize disks: qemu-img convert {why}: {done.last_line()}")
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, final)
@@ -174,23 +176,59 @@ def finalize_disks(root: Path, vm: str, reporter: Reporter, *, timeout: float = 
     return disks
 
 
-def run_bounded(argv: Sequence[str], *, timeout: float, env: dict[str, str] | None = None,
-                cwd: str | None = None) -> tuple[int | None, str, bool]:  # fmt: skip
-    """Run ``argv`` (no shell) in its own process group; return (exit code, output tail, timed out).
+@dataclass(frozen=True)
+class Completed:
+    """A finished command: ``exit_code`` is ``None`` after a timeout; texts are redacted tails."""
 
-    stdout and stderr go to one temporary file (no pipe a stray grandchild
-    could hold open); on timeout the whole group gets SIGTERM, then SIGKILL
-    after 2 s, and the exit code is ``None``.  The output is the last
-    :data:`OUTPUT_LIMIT` characters with secrets redacted.
+    exit_code: int | None
+    stdout: str
+    stderr: str
+    timed_out: bool
+
+    @property
+    def output(self) -> str:
+        """stdout, then stderr (each a tail of at most :data:`OUTPUT_LIMIT` characters)."""
+        if self.stdout and self.stderr:
+            return self.stdout.rstrip("\n") + "\n" + self.stderr
+        return self.stdout or self.stderr
+
+    def last_line(self) -> str:
+        """The last non-empty line of stderr, else of stdout, else ``"no output"``."""
+        for text in (self.stderr, self.stdout):
+            lines = [ln for ln in text.splitlines() if ln.strip()]
+            if lines:
+                return lines[-1].strip()
+        return "no output"
+
+
+def _tail(fh: IO[bytes]) -> str:
+    fh.seek(0, os.SEEK_END)
+    size = fh.tell()
+    fh.seek(max(0, size - OUTPUT_LIMIT))
+    text = fh.read().decode("utf-8", "replace")
+    if size > OUTPUT_LIMIT:
+        text = f"[... {size - OUTPUT_LIMIT} bytes cut ...]\n" + text
+    return redact_text(text)
+
+
+def run_bounded(
+    argv: Sequence[str], *, timeout: float, env: dict[str, str] | None = None, cwd: str | None = None
+) -> Completed:
+    """Run ``argv`` (no shell) in its own process group, stdin closed, and wait at most ``timeout`` s.
+
+    stdout and stderr go to temporary files (no pipe a stray grandchild could
+    hold open); on timeout the whole group gets SIGTERM, then SIGKILL after
+    2 s.  A command that cannot start gives exit code 127 and the reason on
+    stderr.
     """
-    with tempfile.TemporaryFile() as out:
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         try:
             proc = subprocess.Popen(
-                list(argv), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                list(argv), stdin=subprocess.DEVNULL, stdout=out, stderr=err,
                 start_new_session=True, env=env, cwd=cwd,
             )  # fmt: skip
         except OSError as exc:
-            return 127, f"cannot run {argv[0]}: {exc.strerror}", False
+            return Completed(127, "", f"cannot run {argv[0]}: {exc.strerror}", False)
         timed_out = False
         try:
             rc: int | None = proc.wait(timeout=timeout)
@@ -198,13 +236,7 @@ def run_bounded(argv: Sequence[str], *, timeout: float, env: dict[str, str] | No
             timed_out = True
             kill_group(proc)
             rc = None
-        out.seek(0, os.SEEK_END)
-        size = out.tell()
-        out.seek(max(0, size - OUTPUT_LIMIT))
-        text = out.read().decode("utf-8", "replace")
-        if size > OUTPUT_LIMIT:
-            text = f"[... {size - OUTPUT_LIMIT} bytes cut ...]\n" + text
-    return rc, redact_text(text), timed_out
+        return Completed(rc, _tail(out), _tail(err), timed_out)
 
 
 def kill_group(proc: subprocess.Popen[bytes]) -> None:
@@ -258,12 +290,13 @@ def convert_guest(
     started = time.monotonic()
     env = dict(os.environ)
     env.setdefault("LIBGUESTFS_BACKEND", "direct")
-    rc, output, timed_out = run_bounded(argv, timeout=timeout, env=env)
+    done = run_bounded(argv, timeout=timeout, env=env)
     seconds = time.monotonic() - started
-    if timed_out:
+    if done.timed_out:
         raise TargetPlatformError(f"{vm}: guest conversion: {command} did not finish within {timeout:g} s")
-    if rc != 0:
-        last = output.strip().splitlines()[-1] if output.strip() else "no output"
-        raise TargetPlatformError(f"{vm}: guest conversion: {command} failed (exit {rc}): {last}")
+    if done.exit_code != 0:
+        raise TargetPlatformError(
+            f"{vm}: guest conversion: {command} failed (exit {done.exit_code}): {done.last_line()}"
+        )
     reporter.event("guest_conversion_done", vm=vm, seconds=round(seconds, 3))
-    return ConversionResult(vm, ran=True, argv=argv, output=output, seconds=seconds)
+    return ConversionResult(vm, ran=True, argv=argv, output=done.output, seconds=seconds)
