@@ -178,3 +178,19 @@ def test_killed_local_holder_is_taken_over(db: Path, spawn: Callable[..., Any]) 
             assert held.held
         (event,) = store.events(kinds=["lock_takeover"])
         assert event.data["reason"] == "holder process is gone" and event.data["previous"]["pid"] == pid
+
+
+def test_heartbeat_notices_takeover_and_check_raises(db: Path) -> None:
+    future = FakeClock(time.time() + 3600)  # a second run that sees the first lease long expired
+    with StateStore.open(db) as a, StateStore.open(db, clock=future) as b:
+        old = a.lock(RES, lease_seconds=0.3).acquire()
+        new = b.lock(RES, lease_seconds=3600, heartbeat=False).acquire()
+        deadline = time.monotonic() + 10
+        while not old.lost and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert old.lost  # the heartbeat's renewal found the row taken
+        with pytest.raises(LockedError, match="lost the lock"):
+            old.check()
+        holder = b.lock_holder(RES)
+        assert holder is not None and holder.owner == new.owner
+        new.release()

@@ -301,3 +301,9 @@ def test_records_to_dict_use_iso_times(cstore: StateStore) -> None:
     vm = cstore.upsert_vm("p", "web01")
     assert vm.to_dict()["updated_at"] == "2027-01-15T08:00:00.000Z"
     assert vm.to_dict()["last_sync_at"] is None
+
+
+def test_upsert_vm_error_is_redacted(store: StateStore) -> None:
+    store.record_plan("p", "/p.yaml", DIGEST)
+    vm = store.upsert_vm("p", "web01", error="GET https://admin:pa55@vc/folder failed")
+    assert vm.error is not None and "pa55" not in vm.error and "admin" in vm.error
