@@ -87,7 +87,7 @@ def recommend(
         skipped = []
     reason = why
     if skipped:
-        reason += "; " + ", ".join(skipped)
+        reason += f"; so {chosen}, because " + ", ".join(skipped)
     if group:
         reason += f"; cluster group {group!r}: its VMs fail over together"
     return Recommendation(chosen, reason)

@@ -71,7 +71,9 @@ class OsRow:
 
     @property
     def label(self) -> str:
-        return f"{FAMILY_NAMES.get(self.family, self.family)} {self.version}"
+        ver = re.sub(r"\b(server|sp\d|r2|xp|nt)\b", lambda m: m.group(1).upper() if m.group(1) != "server"
+                     else "Server", self.version)
+        return f"{FAMILY_NAMES.get(self.family, self.family)} {ver}"
 
 
 FAMILY_NAMES = {
