@@ -275,3 +275,40 @@ def test_target_smaller_than_source_is_refused(servers: Launcher) -> None:
         base.open_target(srv.url, size=MiB + 1)
     assert err.value.exit_code == 32
     base.open_target(srv.url, size=MiB).close()
+
+
+def test_retry_wrapper_recovers_from_random_eio_across_threads(servers: Launcher) -> None:
+    """The engine's retry wrapper reopens the disk while other threads still use the old one."""
+    from scmt_cli.transports.wrappers import RetryingSource, RetryPolicy
+
+    srv = servers.nbdkit("pattern", "8M", "error=EIO", "error-pread-rate=20%", filters=("error",))
+    src = RetryingSource(NbdDisk(srv.url), RetryPolicy(attempts=30, initial_wait=0.001, max_wait=0.01),
+                         reopen=lambda: NbdDisk(srv.url))
+    errors: list[BaseException] = []
+
+    def work(i: int) -> None:
+        try:
+            for off in range(i * 128 * 1024, 8 * MiB, 4 * 128 * 1024):
+                data = src.read(off, 128 * 1024)
+                assert data[:8] == struct.pack(">Q", off) and data[-8:] == struct.pack(">Q", off + 128 * 1024 - 8)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    src.close()
+    assert not errors, errors[0]
+    assert src.retrier.retries > 0
+
+
+def test_closed_disk_errors_are_transient(servers: Launcher) -> None:
+    srv = servers.nbdkit("memory", "1M")
+    disk = NbdDisk(srv.url)
+    disk.close()
+    disk.close()
+    with pytest.raises(TransportError) as err:
+        disk.read(0, 1)
+    assert err.value.transient and "closed" in err.value.message

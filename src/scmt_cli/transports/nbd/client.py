@@ -11,6 +11,10 @@ A connection that died (dropped, timed out, garbage from the server) is
 replaced on the next call, so a retry after a transient error reconnects by
 itself; :meth:`NbdDisk.reconnect` forces it.
 
+Calls on a closed ``NbdDisk`` raise a *transient* TransportError: a retry
+wrapper that closed it and opened a replacement while other threads were still
+using the old object makes those threads retry on the new one.
+
 ``read`` returns a ``bytearray`` (a bytes-like object filled in place by the
 socket, to avoid copying megabytes per call).
 """
@@ -142,7 +146,7 @@ class NbdDisk:
         """A live connection (replacing a dead one), preferring the least busy."""
         with self._lock:
             if self._closed:
-                raise TransportError(f"NBD export {self.describe()} is closed")
+                raise TransportError(f"NBD export {self.describe()} is closed", transient=True)
             self._rr = (self._rr + 1) % len(self._conns)
             order = self._conns[self._rr :] + self._conns[: self._rr]
             best = min(order, key=lambda c: (c.dead, c.in_flight))

@@ -104,7 +104,7 @@ class Connection:
             if self._dead is not None:
                 raise self._dead_error()
             if self._closing:
-                raise TransportError(f"NBD connection to {self.where} is closed")
+                raise TransportError(f"NBD connection to {self.where} is closed", transient=True)
             cookie = next(self._cookies)
             req = _Request(cmd, cookie, offset, length, buf)
             self._pending[cookie] = req
@@ -151,7 +151,7 @@ class Connection:
         except OSError:
             pass
         self.sock.close()
-        self._fail(TransportError(f"NBD connection to {self.where} is closed"))
+        self._fail(TransportError(f"NBD connection to {self.where} is closed", transient=True))
 
     # -- internals ----------------------------------------------------------------
     def _dead_error(self) -> TransportError:
