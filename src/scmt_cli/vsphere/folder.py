@@ -1,0 +1,223 @@
+"""Reading datastore files over vCenter's ``/folder`` HTTP endpoint (httpx, Range GET).
+
+A :class:`FolderSession` holds one httpx client per vCenter session: the
+session cookie (sent as a header, never logged), the connection's TLS context
+and a small pool of connections.  :class:`FolderDiskSource` is a
+:class:`~scmt_cli.transports.base.BlockSource` over one flat disk file.
+
+Errors: 401/403 trigger one re-login through the session's ``relogin`` callback,
+then an AuthenticationError; 404 is a SourceOperationError; 5xx, resets and
+timeouts are transient TransportErrors retried a few times (tenacity).
+"""
+
+from __future__ import annotations
+
+import ssl
+import threading
+from collections.abc import Callable, Iterator
+from urllib.parse import quote
+
+import httpx
+from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
+
+from scmt_cli.errors import (
+    AuthenticationError,
+    SizeMismatchError,
+    SourceOperationError,
+    TransportError,
+)
+from scmt_cli.transports.base import Extent
+from scmt_cli.vsphere.tls import classify_connect_error
+
+
+def split_datastore_path(path: str) -> tuple[str, str]:
+    """``"[ds1] vm/vm.vmdk"`` -> ``("ds1", "vm/vm.vmdk")``."""
+    if not path.startswith("[") or "] " not in path:
+        raise ValueError(f"not a datastore path: {path!r}")
+    ds, _, rel = path[1:].partition("] ")
+    return ds, rel
+
+
+def flat_path(descriptor: str) -> str:
+    """The flat extent of a monolithic-flat VMDK: ``vm/vm.vmdk`` -> ``vm/vm-flat.vmdk``."""
+    if not descriptor.endswith(".vmdk"):
+        raise ValueError(f"not a .vmdk path: {descriptor!r}")
+    return descriptor[: -len(".vmdk")] + "-flat.vmdk"
+
+
+def _transient(exc: BaseException) -> bool:
+    return isinstance(exc, TransportError) and exc.transient
+
+
+class FolderSession:
+    """httpx client for ``/folder`` with the vCenter session cookie.
+
+    ``cookie`` returns the current ``name=value`` cookie pair; ``relogin``
+    renews the session (called once on 401) and may be None.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        ssl_context: ssl.SSLContext,
+        cookie: Callable[[], str],
+        relogin: Callable[[], None] | None = None,
+        *,
+        connections: int = 4,
+        timeout: float = 60.0,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._cookie = cookie
+        self._relogin = relogin
+        self._relogin_lock = threading.Lock()
+        self._client = httpx.Client(
+            verify=ssl_context,
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 15.0)),
+            limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
+            follow_redirects=False,
+        )
+
+    def url(self, datacenter: str, datastore: str, rel_path: str) -> str:
+        return (
+            f"{self.base_url}/folder/{quote(rel_path)}?dcPath={quote(datacenter, safe='')}"
+            f"&dsName={quote(datastore, safe='')}"
+        )
+
+    def request(self, method: str, url: str, *, what: str, **kw: object) -> httpx.Response:
+        """One request with the cookie; re-login once on 401/403; map failures to ScmtErrors."""
+        for attempt in (1, 2):
+            headers = dict(kw.pop("headers", {}) or {})  # type: ignore[call-overload]
+            headers["Cookie"] = self._cookie()
+            try:
+                resp = self._client.request(method, url, headers=headers, **kw)  # type: ignore[arg-type]
+            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                err = classify_connect_error(exc, what)
+                if isinstance(err, TransportError):
+                    raise err from None
+                if err.exit_code == 10:
+                    raise TransportError(f"{what}: {err.message}", transient=True) from None
+                raise err from None
+            except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as exc:
+                raise TransportError(f"{what}: {type(exc).__name__} while reading", transient=True) from None
+            if resp.status_code in (401, 403) and attempt == 1 and self._relogin is not None:
+                with self._relogin_lock:
+                    self._relogin()
+                kw["headers"] = {k: v for k, v in headers.items() if k != "Cookie"}
+                continue
+            if resp.status_code in (401, 403):
+                raise AuthenticationError(f"{what}: the vCenter session was refused (HTTP {resp.status_code})")
+            if resp.status_code == 404:
+                raise SourceOperationError(f"{what}: file not found on the datastore (HTTP 404)")
+            if resp.status_code >= 500 or resp.status_code == 429:
+                raise TransportError(f"{what}: server error HTTP {resp.status_code}", transient=True)
+            return resp
+        raise AssertionError("unreachable")
+
+    def upload(self, datacenter: str, datastore: str, rel_path: str, data: bytes) -> None:
+        """PUT a file on a datastore (tests: vcsim's flat disks start empty)."""
+        url = self.url(datacenter, datastore, rel_path)
+        what = f"upload [{datastore}] {rel_path}"
+        resp = self.request("PUT", url, what=what, content=data)
+        if resp.status_code not in (200, 201, 204):
+            raise SourceOperationError(f"{what}: HTTP {resp.status_code}")
+
+    def close(self) -> None:
+        self._client.close()
+
+
+class FolderDiskSource:
+    """A flat disk file on a datastore, read with HTTP Range requests.
+
+    ``extents()`` reports one ``data`` extent (HTTP knows nothing about
+    allocation) unless ``allocated`` areas were given (e.g. from CBT ``"*"``,
+    used only as a hint by callers that trust it).  Thread-safe.
+    """
+
+    def __init__(
+        self,
+        session: FolderSession,
+        datacenter: str,
+        datastore_path: str,
+        size: int,
+        *,
+        label: str = "",
+        allocated: list[Extent] | None = None,
+        attempts: int = 4,
+    ) -> None:
+        self._session = session
+        self._ds, self._rel = split_datastore_path(datastore_path)
+        self._url = session.url(datacenter, self._ds, self._rel)
+        self._size = size
+        self._label = label or datastore_path
+        self._allocated = allocated
+        self._attempts = attempts
+        self.requests = 0
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    @property
+    def thread_safe(self) -> bool:
+        return True
+
+    def describe(self) -> str:
+        return f"vsphere-folder:[{self._ds}] {self._rel}"
+
+    def extents(self, offset: int = 0, length: int | None = None) -> Iterator[Extent]:
+        end = self._size if length is None else min(self._size, offset + length)
+        if self._allocated is None:
+            if end > offset:
+                yield Extent(offset, end - offset, "data")
+            return
+        pos = offset
+        for ext in self._allocated:
+            lo, hi = max(ext.offset, offset), min(ext.end, end)
+            if hi <= lo:
+                continue
+            if lo > pos:
+                yield Extent(pos, lo - pos, "hole")
+            yield Extent(lo, hi - lo, "data")
+            pos = hi
+        if pos < end:
+            yield Extent(pos, end - pos, "hole")
+
+    def read(self, offset: int, length: int) -> bytes:
+        if offset < 0 or length < 0:
+            raise ValueError("negative offset or length")
+        if length == 0:
+            return b""
+        if offset + length > self._size:
+            raise SizeMismatchError(
+                f"{self._label}: read [{offset}, {offset + length}) past the end of the disk ({self._size} bytes)"
+            )
+        return self._read_retrying(offset, length)
+
+    def _read_retrying(self, offset: int, length: int) -> bytes:
+        reader = retry(
+            retry=retry_if_exception(_transient),
+            stop=stop_after_attempt(self._attempts),
+            wait=wait_exponential(multiplier=0.05, max=2.0),
+            reraise=True,
+        )(self._read_once)
+        return reader(offset, length)
+
+    def _read_once(self, offset: int, length: int) -> bytes:
+        self.requests += 1
+        what = f"{self._label}: read [{offset}, {offset + length})"
+        resp = self._session.request(
+            "GET", self._url, what=what, headers={"Range": f"bytes={offset}-{offset + length - 1}"}
+        )
+        data = resp.content
+        if resp.status_code == 200 and offset == 0 and len(data) >= length:
+            return data[:length]  # a server that ignores Range on a small file
+        if resp.status_code == 416:
+            raise SizeMismatchError(f"{what}: the file is shorter than the disk (HTTP 416)")
+        if resp.status_code != 206:
+            raise SourceOperationError(f"{what}: unexpected HTTP {resp.status_code}")
+        if len(data) != length:
+            raise TransportError(f"{what}: got {len(data)} bytes", transient=True)
+        return data
+
+    def close(self) -> None:
+        return None
