@@ -276,6 +276,16 @@ class PlatformSpec:
             extra={k: v for k, v in data.items() if k not in known},
         )
 
+    @classmethod
+    def from_target(cls, target: Any, *, where: str = "plan") -> PlatformSpec:
+        """Build from the plan model's ``Target`` (``type``, ``path``, ``uri``, ``disk_format``)."""
+        data: dict[str, Any] = {"type": target.type, "disk_format": getattr(target, "disk_format", "raw")}
+        if getattr(target, "path", None) is not None:
+            data["path"] = str(target.path)
+        if getattr(target, "uri", None):
+            data["uri"] = str(target.uri)
+        return cls.from_mapping(data, where=where)
+
 
 class TargetPlatform(Protocol):
     """Creates and drives target VMs.  Methods take the VM name; see the module contract."""
@@ -314,18 +324,25 @@ class TargetPlatform(Protocol):
 
 
 def open_platform(
-    spec: PlatformSpec | Mapping[str, Any],
+    spec: PlatformSpec | Mapping[str, Any] | Any,
     *,
     reporter: Reporter | None = None,
     where: str = "plan",
 ) -> TargetPlatform:
     """Open the platform the plan names (``dir`` or ``libvirt``).
 
+    ``spec`` is a :class:`PlatformSpec`, a plan's ``target`` mapping or the
+    plan model's ``Target``.
     A ``dir`` platform needs ``path``; a ``libvirt`` one needs ``uri`` and a
     ``path`` for disk storage.  Missing fields raise :class:`PlanError`; a
     missing ``libvirt-python`` raises :class:`~scmt_cli.errors.ConfigError`.
     """
-    pspec = spec if isinstance(spec, PlatformSpec) else PlatformSpec.from_mapping(spec, where=where)
+    if isinstance(spec, PlatformSpec):
+        pspec = spec
+    elif isinstance(spec, Mapping):
+        pspec = PlatformSpec.from_mapping(spec, where=where)
+    else:  # the plan model's Target
+        pspec = PlatformSpec.from_target(spec, where=where)
     rep: Reporter = reporter or NullReporter()
     if not pspec.path:
         raise PlanError(f"{where}: target.path is required (the folder that holds the target disks)")
