@@ -14,6 +14,7 @@ from scmt_cli.domain.vmstate import (
     TRANSITIONS,
     VmStatus,
     check_transition,
+    commands_allowed,
     next_cutover_step,
     next_rollback_step,
     plan_command,
@@ -222,3 +223,18 @@ def test_reachability_every_state_reachable_from_planned() -> None:
                 seen.add(t)
                 frontier.append(t)
     assert seen == set(ALL_STATES)
+
+
+@pytest.mark.parametrize(
+    ("state", "origin", "expected"),
+    [
+        ("planned", None, ("sync", "migrate")),
+        ("syncing", None, ("sync", "failover", "migrate")),
+        ("cut-over", None, ("rollback", "finalize")),
+        ("committed", None, ()),
+        ("failed", "cutting-over", ("failover", "rollback", "migrate")),
+        ("failed", None, ()),
+    ],
+)
+def test_commands_allowed(state: str, origin: str | None, expected: tuple[str, ...]) -> None:
+    assert commands_allowed(state, failed_from=origin) == expected  # type: ignore[arg-type]

@@ -126,9 +126,7 @@ def check_transition(
         where = _q(current)
         if current == "failed" and failed_from:
             where += f" (failed while {_q(failed_from)})"
-        raise InvalidStateError(
-            f"{vm} is {where}; it cannot become {_q(target)} (from here: {_alternatives(allowed)})"
-        )
+        raise InvalidStateError(f"{vm} is {where}; it cannot become {_q(target)} (from here: {_alternatives(allowed)})")
 
 
 @dataclass(frozen=True)
@@ -229,6 +227,19 @@ def plan_command(
     check_transition(current, enter, vm=vm, failed_from=failed_from)
     resume = current == "failed" or (enter == current and current in ("seeding", "cutting-over"))
     return CommandDecision(command, current, enter, noop=False, resume=resume)
+
+
+def commands_allowed(state: VmState, *, failed_from: VmState | None = None) -> tuple[Command, ...]:
+    """The commands that would act on (not merely accept) a VM in ``state``, for ``status`` hints."""
+    out: list[Command] = []
+    for command in ALL_COMMANDS:
+        try:
+            decision = plan_command(command, state, failed_from=failed_from)
+        except InvalidStateError:
+            continue
+        if not decision.noop:
+            out.append(command)
+    return tuple(out)
 
 
 def next_cutover_step(done: Collection[str], *, vm: str = "VM") -> CutoverStep | None:
