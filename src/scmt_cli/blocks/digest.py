@@ -38,7 +38,17 @@ ZERO = "0"
 FORMAT = "scmt-manifest"
 VERSION = 1
 
-_ZEROES = bytes(8 * 1024 * 1024)
+_ZEROES: dict[int, bytes] = {}
+
+
+def _zeroes(n: int) -> bytes:
+    """A zero ``bytes`` of length ``n`` (cached for the few lengths the engine uses)."""
+    z = _ZEROES.get(n)
+    if z is None:
+        z = bytes(n)
+        if len(_ZEROES) < 64:
+            _ZEROES[n] = z
+    return z
 
 
 def digest(data: bytes | bytearray | memoryview) -> str:
@@ -46,22 +56,33 @@ def digest(data: bytes | bytearray | memoryview) -> str:
     return xxhash.xxh3_128_hexdigest(data)
 
 
-def is_zero(data: bytes | bytearray | memoryview) -> bool:
-    """True when every byte of ``data`` is zero.
+def is_zero(data: bytes | bytearray | memoryview, start: int = 0, end: int | None = None) -> bool:
+    """True when every byte of ``data[start:end]`` is zero.
 
-    Compares against a preallocated zero buffer (a memcmp, >10 GB/s; it stops at
-    the first non-zero byte, so data chunks are rejected almost immediately).
+    ``bytes``/``bytearray`` are compared with ``startswith`` against a cached
+    zero buffer: a memcmp without copying (~40 GB/s measured; it stops at the
+    first non-zero byte, so data is rejected at once).  Comparing memoryviews
+    with ``==`` runs element by element (~1 GB/s measured), so a memoryview
+    is compared through its XXH3-128 digest instead (~25 GB/s).
     """
-    n = len(data)
-    view = memoryview(data)
-    pos = 0
-    zeroes = memoryview(_ZEROES)
-    while pos < n:
-        step = min(len(_ZEROES), n - pos)
-        if view[pos : pos + step] != zeroes[:step]:
-            return False
-        pos += step
-    return True
+    stop = len(data) if end is None else end
+    n = stop - start
+    if n <= 0:
+        return True
+    if isinstance(data, memoryview):
+        return xxhash.xxh3_128_digest(data[start:stop]) == _zero_digest(n)
+    return data.startswith(_zeroes(n), start, stop)
+
+
+_ZERO_DIGESTS: dict[int, bytes] = {}
+
+
+def _zero_digest(n: int) -> bytes:
+    d = _ZERO_DIGESTS.get(n)
+    if d is None:
+        d = xxhash.xxh3_128_digest(_zeroes(n))
+        _ZERO_DIGESTS[n] = d
+    return d
 
 
 @dataclass
@@ -163,19 +184,17 @@ def diff_indices(a: Manifest, b: Manifest) -> list[int]:
     return [i for i, (x, y) in enumerate(zip(a.chunks, b.chunks, strict=True)) if x is None or x != y]
 
 
-def zero_runs(data: memoryview, block: int) -> Sequence[tuple[int, int, bool]]:
-    """Split ``data`` into runs of ``block``-sized pieces: ``(start, end, is_zero)``.
+def zero_runs(data: bytes | bytearray, length: int, block: int) -> Sequence[tuple[int, int, bool]]:
+    """Split ``data[:length]`` into runs of ``block``-sized pieces: ``(start, end, is_zero)``.
 
     Used for sparse writes: zero runs of a data chunk are not written on a fresh
     target.
     """
     runs: list[tuple[int, int, bool]] = []
-    n = len(data)
-    zeroes = memoryview(_ZEROES)
     pos = 0
-    while pos < n:
-        end = min(pos + block, n)
-        z = data[pos:end] == zeroes[: end - pos]
+    while pos < length:
+        end = min(pos + block, length)
+        z = is_zero(data, pos, end)
         if runs and runs[-1][2] == z:
             runs[-1] = (runs[-1][0], end, z)
         else:
