@@ -194,3 +194,14 @@ def test_heartbeat_notices_takeover_and_check_raises(db: Path) -> None:
         holder = b.lock_holder(RES)
         assert holder is not None and holder.owner == new.owner
         new.release()
+
+
+@pytest.mark.timeout(30)
+def test_release_inside_atomic_does_not_deadlock(store: StateStore) -> None:
+    held = store.lock(RES, lease_seconds=0.3).acquire()
+    time.sleep(0.15)  # let the heartbeat thread come close to its next beat
+    with store.atomic():
+        store.put_checkpoint("k", {"v": 1})
+        time.sleep(0.2)  # the heartbeat wants the store now
+        held.release()  # joins the heartbeat thread while this thread holds the store
+    assert store.lock_holder(RES) is None and store.get_checkpoint("k") == {"v": 1}

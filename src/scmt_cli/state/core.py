@@ -95,6 +95,12 @@ class StoreCore:
             raise StateStoreError(f"cannot open state store {p}: {exc}") from None
         try:
             cls._configure(conn, p)
+        except sqlite3.OperationalError as exc:
+            conn.close()
+            raise StateStoreError(
+                f"cannot open state store {p}: {exc}",
+                hint="another scmt process may be holding it; retry" if "lock" in str(exc) else None,
+            ) from None
         except sqlite3.DatabaseError as exc:
             conn.close()
             raise StateStoreError(

@@ -232,7 +232,12 @@ class VmLock:
 
     def _beat(self) -> None:
         interval = self.lease_seconds / 3
+        mutex = self._store._mutex
         while not self._stop.wait(interval):
+            # Never block indefinitely on the store: a thread that holds it (inside
+            # atomic()) may be the one releasing this lock and joining this thread.
+            if not mutex.acquire(timeout=min(interval / 2, 1.0)):
+                continue  # skip this beat; the next one (or check()) renews
             try:
                 self.renew()
                 self.last_renew_error = None
@@ -242,6 +247,8 @@ class VmLock:
                 self.last_renew_error = exc
             except RuntimeError:  # released concurrently
                 return
+            finally:
+                mutex.release()
 
     # -- context manager -----------------------------------------------------------
     def __enter__(self) -> VmLock:
