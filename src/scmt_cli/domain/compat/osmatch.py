@@ -90,6 +90,10 @@ def find_row(family: str, version: str | None, bits: int | None) -> tuple[OsRow 
     rows = [r for r in os_table().rows if r.family == family]
     for i, cand in enumerate(_candidates(family, version)):
         hits = [r for r in rows if r.version == cand]
+        if not hits and family == "windows":
+            # "server 2003" (no service pack named) -> the "server 2003 sp1" / "r2" rows
+            hits = [r for r in rows if r.version.startswith(cand + " ") and "r2" not in r.version[len(cand):]]
+            i = max(i, 1)
         if not hits:
             continue
         if bits is not None:
