@@ -14,6 +14,7 @@ from typing import Any
 from scmt_cli.errors import InvalidStateError, StateStoreError
 from scmt_cli.state.core import StoreCore, clean_error
 from scmt_cli.state.guard import check_no_secrets, from_json, to_json
+from scmt_cli.state.paths import default_state_path, resolve_state_path
 from scmt_cli.state.records import (
     GENERATION_KINDS,
     INITIAL_VM_STATE,
@@ -22,6 +23,8 @@ from scmt_cli.state.records import (
     PlanRecord,
     VmRecord,
 )
+
+__all__ = ["StateStore", "default_state_path", "resolve_state_path"]
 
 _VM_COLUMNS = "plan, name, state, method, source_id, target, last_sync_at, last_sync_bytes, error, updated_at"
 _VM_FIELDS = frozenset({"state", "method", "source_id", "target", "last_sync_at", "last_sync_bytes", "error"})
