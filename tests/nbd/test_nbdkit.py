@@ -312,3 +312,15 @@ def test_closed_disk_errors_are_transient(servers: Launcher) -> None:
     with pytest.raises(TransportError) as err:
         disk.read(0, 1)
     assert err.value.transient and "closed" in err.value.message
+
+
+def test_block_status_not_supported_falls_back_to_data(servers: Launcher) -> None:
+    srv = servers.nbdkit("eval", "get_size=echo 8M", "pread=head -c $3 /dev/zero", "can_extents=exit 0",
+                         "extents=echo EOPNOTSUPP no allocation info here >&2; exit 1")
+    with NbdDisk(srv.url) as disk:
+        assert disk.info()["block_status"]
+        assert list(disk.extents(100, 5000)) == [base.Extent(100, 5000, "data")]
+    bad = servers.nbdkit("sparse-random", "8M", "error=EPERM", "error-extents-rate=100%", filters=("error",))
+    with NbdDisk(bad.url) as disk, pytest.raises(TransportError) as err:
+        list(disk.extents())
+    assert "BLOCK_STATUS" in err.value.message and "EPERM" in err.value.message

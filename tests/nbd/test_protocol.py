@@ -84,6 +84,7 @@ PARSERS = [
     p.parse_info_block_size,
     p.parse_meta_context,
     p.parse_export_name_reply,
+    p.parse_server_reply,
     p.parse_server_greeting,
     p.reply_magic,
 ]

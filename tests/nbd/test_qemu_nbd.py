@@ -80,4 +80,5 @@ def test_qemu_nbd_read_only_and_unknown_export(servers: Launcher, tmp_path: Path
     with pytest.raises(TransportError) as err:
         NbdDisk(srv.url.replace("/disk0", "/nosuch"))
     assert "no export named 'nosuch'" in err.value.message
+    assert err.value.hint == "the server offers: 'disk0'"
     assert not err.value.transient

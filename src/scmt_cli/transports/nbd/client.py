@@ -297,7 +297,9 @@ class NbdDisk:
     def extents(self, offset: int = 0, length: int | None = None) -> Iterator[Extent]:
         """Allocation of ``[offset, offset+length)`` from base:allocation, merged, covering it exactly.
 
-        A server without block status yields one ``data`` extent.
+        A server without block status (or one answering it with ENOTSUP/EINVAL,
+        as nbdkit does when its plugin cannot report extents) yields ``data``
+        for what it cannot describe.
         """
         if length is None:
             length = self.size - offset
@@ -313,7 +315,19 @@ class NbdDisk:
         while pos < end:
             ask = min(end - pos, _MAX_RANGE - _MAX_RANGE % self._info.min_block)
             conn = self._pick()
-            req = conn.wait(conn.submit(p.CMD_BLOCK_STATUS, pos, ask))
+            try:
+                req = conn.wait(conn.submit(p.CMD_BLOCK_STATUS, pos, ask))
+            except p.ServerError as exc:
+                if exc.errno not in (p.ENOTSUP, p.EINVAL):
+                    raise
+                # the server cannot tell after all: the rest is (conservatively) data
+                if cur is not None and cur.kind == "data":
+                    cur = Extent(cur.offset, cur.length + end - pos, "data")
+                else:
+                    if cur is not None:
+                        yield cur
+                    cur = Extent(pos, end - pos, "data")
+                break
             if not req.status:
                 raise p.ProtocolError(f"NBD server {self.describe()} sent no base:allocation status at {pos}")
             for dlen, flags in req.status:

@@ -343,8 +343,9 @@ class Connection:
         cmd = p.CMD_NAMES.get(req.cmd, str(req.cmd))
         at = f" at offset {offset}" if offset is not None else ""
         said = f" ({detail})" if detail else ""
-        return TransportError(
+        return p.ServerError(
             f"NBD {cmd} of {req.length} bytes at offset {req.offset} on {self.where} failed{at}: {text}{said}",
+            errno=errno,
             transient=transient,
         )
 

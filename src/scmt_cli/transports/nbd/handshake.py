@@ -123,8 +123,17 @@ def _option(sock: socket.socket, option: int, data: bytes) -> list[tuple[int, by
     raise p.ProtocolError(f"NBD server sent more than {_MAX_OPTION_REPLIES} replies to option {option}")
 
 
-def _fatal(exc: _OptionFailed, export: str, where: str) -> Exception:
-    """Turn a fatal option error into the user-facing exception."""
+def _list_exports(sock: socket.socket) -> list[str] | None:
+    """Export names from NBD_OPT_LIST, or None when the server will not say."""
+    try:
+        replies = _option(sock, p.OPT_LIST, b"")
+        return [p.parse_server_reply(payload) for rtype, payload in replies if rtype == p.REP_SERVER]
+    except (_OptionFailed, TransportError):
+        return None
+
+
+def _fatal(exc: _OptionFailed, export: str, where: str, sock: socket.socket | None = None) -> Exception:
+    """Turn a fatal option error into the user-facing exception (``sock`` lets us list exports)."""
     said = f" (server says: {exc.message})" if exc.message else ""
     if exc.rtype == p.REP_ERR_TLS_REQD:
         return NotAvailableError(
@@ -132,7 +141,12 @@ def _fatal(exc: _OptionFailed, export: str, where: str) -> Exception:
             hint="export the disk without TLS on a trusted network, or tunnel it (e.g. over SSH)",
         )
     if exc.rtype == p.REP_ERR_UNKNOWN:
-        return TransportError(f"NBD server {where} has no export named {export!r}{said}")
+        names = _list_exports(sock) if sock is not None else None
+        hint = None
+        if names:
+            shown = ", ".join(repr(n) for n in names[:20]) + (" ..." if len(names) > 20 else "")
+            hint = f"the server offers: {shown}"
+        return TransportError(f"NBD server {where} has no export named {export!r}{said}", hint=hint)
     if exc.rtype == p.REP_ERR_POLICY:
         return TransportError(f"NBD server {where} refused access to export {export!r} by policy{said}")
     if exc.rtype == p.REP_ERR_SHUTDOWN:
@@ -173,7 +187,7 @@ def negotiate(
             replies = _option(sock, p.OPT_SET_META_CONTEXT, p.encode_meta_context(export, (p.BASE_ALLOCATION,)))
         except _OptionFailed as exc:
             if exc.rtype in (p.REP_ERR_TLS_REQD, p.REP_ERR_UNKNOWN):
-                raise _fatal(exc, export, where) from None
+                raise _fatal(exc, export, where, sock) from None
             replies = []
         for rtype, payload in replies:
             if rtype == p.REP_META_CONTEXT:
@@ -186,7 +200,7 @@ def negotiate(
     except _OptionFailed as exc:
         if exc.rtype == p.REP_ERR_UNSUP:
             return _export_name(sock, addr, no_zeroes, structured=structured, context=context)
-        raise _fatal(exc, export, where) from None
+        raise _fatal(exc, export, where, sock) from None
 
     size_flags: tuple[int, int] | None = None
     blocks = (1, 4096, p.DEFAULT_MAX_BLOCK)

@@ -183,6 +183,14 @@ class ProtocolError(TransportError):
         super().__init__(message, transient=transient, **kw)
 
 
+class ServerError(TransportError):
+    """The server answered a request with an NBD error code (``errno``)."""
+
+    def __init__(self, message: str, *, errno: int, transient: bool = False, **kw: object) -> None:
+        super().__init__(message, transient=transient, **kw)
+        self.errno = errno
+
+
 @dataclass(frozen=True, slots=True)
 class SimpleReply:
     error: int
@@ -383,6 +391,16 @@ def parse_meta_context(payload: bytes | bytearray | memoryview) -> tuple[int, st
         raise ProtocolError(f"NBD meta context reply has a bad length ({len(payload)} bytes)")
     context = int(struct.unpack_from(">I", payload)[0])
     return context, _text(payload[4:])
+
+
+def parse_server_reply(payload: bytes | bytearray | memoryview) -> str:
+    """The export name in an NBD_REP_SERVER payload (the reply to NBD_OPT_LIST)."""
+    if len(payload) < 4:
+        raise ProtocolError("NBD_REP_SERVER payload too short")
+    n = int(struct.unpack_from(">I", payload)[0])
+    if n > len(payload) - 4 or n > MAX_STRING:
+        raise ProtocolError(f"NBD_REP_SERVER name length {n} exceeds its payload")
+    return _text(payload[4 : 4 + n])
 
 
 def parse_export_name_reply(data: bytes | bytearray | memoryview) -> tuple[int, int]:
