@@ -318,7 +318,12 @@ class TargetPlatform(Protocol):
     def state(self, vm: str) -> TargetState: ...
 
     def convert(self, spec: TargetVmSpec, *, direct: bool = False) -> ConversionResult:
-        """Guest conversion on the final disks; ``direct`` skips it (the seed's "Directly Fail Over")."""
+        """Guest conversion on the final disks; ``direct`` skips it (the seed's "Directly Fail Over").
+
+        Call :meth:`finalize_disks` first (conversion works on the final,
+        possibly qcow2, disks).  A missing converter is a warning in the
+        result, a failing one raises :class:`~scmt_cli.errors.TargetPlatformError`.
+        """
 
     def close(self) -> None: ...
 
