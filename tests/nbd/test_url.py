@@ -51,5 +51,6 @@ def test_malformed_urls(url: str, needle: str) -> None:
 
 
 def test_describe_round_trips() -> None:
-    for url in ("nbd://h:10809/e", "nbd://[::1]:5/e", "nbd+unix:///e?socket=/s"):
+    for url in ("nbd://h:10809/e", "nbd://[::1]:5/e", "nbd+unix:///e?socket=/s", "nbd://h/a%20b%3Fc",
+                "nbd+unix:///x%23y?socket=/tmp/a%26b"):
         assert parse_nbd_url(parse_nbd_url(url).describe()) == parse_nbd_url(url)

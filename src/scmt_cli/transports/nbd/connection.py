@@ -50,7 +50,7 @@ class _Request:
         self.error: TransportError | None = None
         self.covered: list[tuple[int, int]] = []
         self.status: list[tuple[int, int]] = []
-        self.started = time.monotonic()
+        self.started = float("inf")  # set once fully sent: a slow upload is not a silent server
 
 
 class Request:
@@ -112,6 +112,7 @@ class Connection:
         try:
             with self._send_lock:
                 self._send((header,) if payload is None else (header, payload))
+            req.started = time.monotonic()
         except OSError as exc:
             self._fail(TransportError(f"NBD connection to {self.where} failed while sending: {_why(exc)}",
                                       transient=True))

@@ -12,7 +12,7 @@ parameters, TLS schemes) is a :class:`~scmt_cli.errors.UsageError` naming the UR
 from __future__ import annotations
 
 from dataclasses import dataclass
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from scmt_cli.errors import UsageError, redact_url
 
@@ -31,9 +31,9 @@ class NbdAddress:
 
     def describe(self) -> str:
         """A URL for messages (NBD URLs never carry secrets)."""
-        name = self.export
+        name = quote(self.export, safe="/:@")
         if self.socket_path is not None:
-            return f"nbd+unix:///{name}?socket={self.socket_path}"
+            return f"nbd+unix:///{name}?socket={quote(self.socket_path, safe='/:@')}"
         host = f"[{self.host}]" if self.host and ":" in self.host else self.host
         return f"nbd://{host}:{self.port}/{name}"
 
