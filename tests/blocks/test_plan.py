@@ -1,0 +1,111 @@
+"""Extent planning: coalesce and split cover the disk exactly, without overlap."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from scmt_cli.blocks.plan import (
+    Chunk,
+    check_chunk_size,
+    chunk_count,
+    coalesce,
+    plan_changed,
+    plan_chunks,
+    validate_extents,
+)
+from scmt_cli.errors import UsageError
+from scmt_cli.transports.base import Extent
+
+KiB = 1024
+
+
+@st.composite
+def extent_maps(draw):
+    """A random extent map covering [0, size) exactly; returns (size, extents)."""
+    lengths = draw(st.lists(st.integers(1, 300 * KiB), min_size=0, max_size=30))
+    kinds = draw(st.lists(st.sampled_from(["data", "zero", "hole"]), min_size=len(lengths), max_size=len(lengths)))
+    exts, pos = [], 0
+    for n, k in zip(lengths, kinds, strict=True):
+        exts.append(Extent(pos, n, k))
+        pos += n
+    return pos, exts
+
+
+def _data_bytes(exts):
+    out = set()
+    for e in exts:
+        if e.kind == "data":
+            out.update(range(e.offset, e.end))
+    return out
+
+
+@settings(max_examples=150, deadline=None)
+@given(extent_maps())
+def test_coalesce_preserves_coverage_and_merges(m):
+    size, exts = m
+    merged = list(coalesce(exts))
+    validate_extents(merged, 0, size)
+    for a, b in zip(merged, merged[1:], strict=False):
+        assert a.kind != b.kind, "adjacent extents of one class must be merged"
+    assert _data_bytes(merged) == _data_bytes(exts)
+
+
+@settings(max_examples=150, deadline=None)
+@given(extent_maps(), st.sampled_from([64 * KiB, 128 * KiB, 256 * KiB]))
+def test_plan_covers_every_byte_once_and_never_drops_data(m, cs):
+    size, exts = m
+    plan = plan_chunks(exts, size, cs)
+    assert len(plan) == chunk_count(size, cs)
+    pos = 0
+    for i, c in enumerate(plan):
+        assert c.index == i and c.offset == pos == i * cs
+        assert 0 < c.length <= cs
+        pos = c.end
+    assert pos == size
+    data = _data_bytes(exts)
+    for c in plan:
+        touches = any(b in data for b in range(c.offset, c.end, 4 * KiB)) or any(
+            e.kind == "data" and e.offset < c.end and c.offset < e.end for e in exts
+        )
+        assert (c.kind == "data") == touches
+
+
+@settings(max_examples=100, deadline=None)
+@given(extent_maps(), st.data())
+def test_plan_changed_only_touched_chunks(m, data):
+    size, exts = m
+    if not exts:
+        return
+    changed = data.draw(st.lists(st.sampled_from(exts), max_size=5, unique=True))
+    cs = 64 * KiB
+    plan = plan_changed(changed, size, cs)
+    idx = [c.index for c in plan]
+    assert idx == sorted(set(idx))
+    want = {i for e in changed for i in range(e.offset // cs, (e.end - 1) // cs + 1)}
+    assert set(idx) == want
+    for c in plan:
+        if c.kind == "zero":  # only when zero extents cover the whole chunk
+            assert not any(e.kind == "data" and e.offset < c.end and c.offset < e.end for e in changed)
+
+
+def test_plan_changed_partial_zero_chunk_is_read():
+    plan = plan_changed([Extent(0, 1000, "zero")], 10 * 64 * KiB, 64 * KiB)
+    assert plan == [Chunk(0, 0, 64 * KiB, "data")]
+    plan = plan_changed([Extent(0, 64 * KiB, "hole")], 10 * 64 * KiB, 64 * KiB)
+    assert plan == [Chunk(0, 0, 64 * KiB, "zero")]
+    with pytest.raises(ValueError, match="outside"):
+        plan_changed([Extent(0, 11 * 64 * KiB)], 10 * 64 * KiB, 64 * KiB)
+
+
+def test_coalesce_rejects_overlap():
+    with pytest.raises(ValueError, match="overlap"):
+        list(coalesce([Extent(0, 10), Extent(5, 10)]))
+
+
+@pytest.mark.parametrize("bad", [0, 512 * KiB, 9 * 1024 * KiB, 1024 * KiB + 4096])
+def test_chunk_size_limits(bad):
+    with pytest.raises(UsageError, match="chunk size"):
+        check_chunk_size(bad)
+    assert check_chunk_size(4 * 1024 * KiB) == 4 * 1024 * KiB
