@@ -324,3 +324,15 @@ def test_block_status_not_supported_falls_back_to_data(servers: Launcher) -> Non
     with NbdDisk(bad.url) as disk, pytest.raises(TransportError) as err:
         list(disk.extents())
     assert "BLOCK_STATUS" in err.value.message and "EPERM" in err.value.message
+
+
+def test_large_export_block_status_and_high_offsets(servers: Launcher) -> None:
+    """Block status lengths are 32-bit: a 10 GiB export needs several queries, merged into one extent."""
+    srv = servers.nbdkit("memory", "10G")
+    with NbdDisk(srv.url) as disk:
+        assert list(disk.extents()) == [base.Extent(0, 10 << 30, "hole")]
+        disk.write((9 << 30) + 5, b"far away")
+        assert disk.read((9 << 30) + 4, 10) == b"\0far away\0"
+        exts = list(disk.extents())
+        _check_cover(exts, 0, 10 << 30)
+        assert [e.kind for e in exts] == ["hole", "data", "hole"]
