@@ -53,6 +53,11 @@ def test_format_path_quotes_keys_that_are_not_identifiers():
         ("1.5", 1.5),
         ("~", None),
         ("8GiB", "8GiB"),
+        ("0e0", "0e0"),
+        ("1e5", "1e5"),
+        ("0o17", "0o17"),
+        ("1.5e3", 1500.0),
+        ("-.5", -0.5),
     ],
 )
 def test_scalars_follow_the_yaml_1_2_core_schema(text, expected):
@@ -110,6 +115,13 @@ def test_unsupported_tags_and_complex_keys_are_problems():
     texts = [p.message for p in loc.problems]
     assert any("unsupported YAML tag" in t for t in texts)
     assert any("mapping keys must be plain scalars" in t for t in texts)
+
+
+@pytest.mark.parametrize("value", ["0e0", "1e5", "0o17", "010", "1_000", "22:30", "on", "null", "2030-01-01", "+1"])
+def test_strings_dumped_by_pyyaml_read_back_as_strings(value):
+    import yaml
+
+    assert load_located(yaml.safe_dump({"v": value}), "p").data == {"v": value}
 
 
 def test_empty_document_gives_none():
