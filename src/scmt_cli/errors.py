@@ -289,6 +289,8 @@ def redact_url(url: str) -> str:
         user = userinfo.split(":", 1)[0]
         netloc = f"{user}:***@{hostport}" if ":" in userinfo else f"{user}@{hostport}"
     query = _SECRET_QUERY.sub(lambda m: f"{m.group('key')}=***", parts.query)
+    if netloc == parts.netloc and query == parts.query:
+        return url  # nothing secret: keep it byte for byte (test:///default stays as is)
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 

@@ -193,3 +193,8 @@ def test_redaction():
     assert errors.redact_url("https://admin:s3cret@vc/sdk") == "https://admin:***@vc/sdk"
     assert "s3cret" not in errors.redact_text("failed GET https://u:s3cret@h/x?token=abc&x=1")
     assert "abc" not in errors.redact_text("failed GET https://u:s3cret@h/x?token=abc&x=1")
+
+
+def test_redaction_keeps_urls_without_secrets():
+    for url in ["test:///default", "nbd+unix:///disk?socket=/tmp/s", "file:///var/lib/x.img", "qemu:///system"]:
+        assert errors.redact_url(url) == url
