@@ -147,3 +147,5 @@ def render(console: Console, result: Any, details: bool) -> None:
         console.print(f"skipped: {s}", style="yellow", markup=False, highlight=False)
     for w in result.warnings:
         console.print(f"warning: {w}", style="yellow", markup=False, highlight=False)
+    for n in result.notes:
+        console.print(f"note: {n}", style="dim", markup=False, highlight=False)

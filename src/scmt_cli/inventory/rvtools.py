@@ -9,7 +9,8 @@ Contract:
 * a row with an unreadable value (``Memory`` = ``lots``) skips that VM only:
   ``Inventory.skipped`` gets ``file: tab row N column C: ...`` and the other
   VMs are still assessed;
-* templates are left out (they are not migrated) and counted in ``warnings``;
+* templates are left out (they are not migrated) and counted in a
+  ``warnings`` entry that starts with ``note:`` (information, not a warning);
 * values never reported stay ``None`` (rules then stay silent).
 """
 
@@ -255,7 +256,7 @@ def _build(path: Path, tabs: dict[str, Tab], warnings: list[str], skipped: list[
             continue
         vms.append(vm)
     if templates:
-        warnings.append(f"{path}: {templates} template(s) left out (templates are not migrated)")
+        warnings.append(f"note: {path}: {templates} template(s) left out (templates are not migrated)")
     return inv.Inventory(
         vms=tuple(vms),
         hosts=tuple(hosts),

@@ -59,6 +59,7 @@ class AssessResult:
     vms: list[VmAssessment] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
     preflight: list[PreflightReport] = field(default_factory=list)
     plan: str | None = None
 
@@ -87,6 +88,7 @@ class AssessResult:
             "vms": [a.to_dict() for a in self.vms],
             "skipped": list(self.skipped),
             "warnings": list(self.warnings),
+            "notes": list(self.notes),
             "preflight": [p.to_dict() for p in self.preflight],
         }
 
@@ -172,7 +174,8 @@ def assess(req: AssessRequest, reporter: Reporter | None = None) -> AssessResult
         )
     rep.log("info", f"assessing {len(inventory.vms)} VM(s) from {inventory.source or inv_path}")
     result = AssessResult(source=inventory.source or str(inv_path), plan=str(req.plan) if req.plan else None)
-    result.warnings.extend(inventory.warnings)
+    for w in inventory.warnings:
+        (result.notes if w.startswith("note: ") else result.warnings).append(w.removeprefix("note: "))
     result.skipped.extend(inventory.skipped)
     wanted: list[str] = list(req.vms) or ([v.name for v in plan.vms] if plan is not None else [])
     selected: list[VM] = []

@@ -19,6 +19,7 @@ Units and rounding: :mod:`scmt_cli.domain.estimate`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,7 +78,7 @@ class EstimateResult:
     @property
     def total_minutes(self) -> int:
         if self.waves:
-            return int(round(self.waves[-1].end_minutes + 0.4999))
+            return math.ceil(round(self.waves[-1].end_minutes, 6))
         return sum(v.total_minutes for v in self.vms)
 
     def to_dict(self) -> dict[str, Any]:
