@@ -10,8 +10,8 @@ import pytest
 from scmt_cli.errors import NotAvailableError, ScmtError, SourceUnreachableError, TransportError
 from scmt_cli.transports.nbd import NbdDisk
 from scmt_cli.transports.nbd import protocol as p
-from tests.nbd.conftest import free_port
 from tests.nbd.fakenbd import FakeNbd, Script
+from tests.nbd.servers import free_port
 
 
 def _open(script: Script, **kw: object) -> tuple[FakeNbd, NbdDisk]:

@@ -14,7 +14,7 @@ from scmt_cli.errors import ReadOnlyTargetError, SizeMismatchError, TransportErr
 from scmt_cli.transports import base
 from scmt_cli.transports.nbd import NbdDisk
 from scmt_cli.transports.nbd import protocol as p
-from tests.nbd.conftest import Launcher, needs_nbdkit
+from tests.nbd.servers import Launcher, needs_nbdkit
 
 pytestmark = [pytest.mark.nbd, needs_nbdkit]
 MiB = 1 << 20

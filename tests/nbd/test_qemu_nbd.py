@@ -10,7 +10,7 @@ import pytest
 from scmt_cli.errors import ReadOnlyTargetError, TransportError
 from scmt_cli.transports import base
 from scmt_cli.transports.nbd import NbdDisk
-from tests.nbd.conftest import Launcher, needs_qemu_nbd
+from tests.nbd.servers import Launcher, needs_qemu_nbd
 
 pytestmark = [pytest.mark.nbd, needs_qemu_nbd]
 MiB = 1 << 20

@@ -34,6 +34,8 @@ from typing import Any
 
 import pytest
 
+from tests.nbd.servers import nbd_marks, serve_nbdkit_tcp, serve_nbdkit_unix, serve_qemu_nbd
+
 
 @dataclass(frozen=True)
 class TransportCase:
@@ -72,6 +74,9 @@ def serve_file(image: Path, writable: bool) -> Iterator[str | None]:
 #: One entry per transport; see the module docstring.
 TRANSPORTS: list[TransportCase] = [
     TransportCase("file", serve_file, reports_holes=True),
+    TransportCase("nbd-nbdkit", serve_nbdkit_tcp, reports_holes=True, marks=nbd_marks("nbdkit")),
+    TransportCase("nbd+unix-nbdkit", serve_nbdkit_unix, reports_holes=True, marks=nbd_marks("nbdkit")),
+    TransportCase("nbd+unix-qemu-nbd", serve_qemu_nbd, reports_holes=True, marks=nbd_marks("qemu-nbd")),
 ]
 
 
