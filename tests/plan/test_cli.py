@@ -192,8 +192,29 @@ def test_init_rejects_unknown_method(tmp_path):
     assert not (tmp_path / "p.yaml").exists()
 
 
-def test_validate_with_unsupported_inventory_format(good, tmp_path):
-    inv = tmp_path / "inv.csv"
+def test_validate_with_unreadable_inventory_exits_3(good, tmp_path):
+    inv = tmp_path / "inv.dat"
     inv.write_text("x")
     code, _, err = run_cli("plan", "validate", "--inventory", str(inv), str(good))
-    assert code == 4 and "not available yet" in err
+    assert code == 3 and "unknown inventory type" in err
+
+
+def test_plan_own_inventory_is_used_and_its_problems_are_located(tmp_path):
+    lab = REPO / "examples" / "lab.yaml"
+    if not lab.exists():
+        pytest.skip("examples/lab.yaml not present")
+    doc = base()
+    doc["source"]["inventory"] = str(lab)
+    doc["vms"] = [{"name": "redis-a", "cpus": 1}]
+    doc["target"]["storage"] = {"*": "pool"}
+    doc["target"]["networks"] = {"App-VLAN20": "vlan20"}
+    path = tmp_path / "p.yaml"
+    path.write_text(dump(doc))
+    code, _, err = run_cli("plan", "validate", str(path))
+    assert code == 2
+    assert "vms[0].cpus: cpus 1 is fewer than the source's 2" in err
+    doc["source"]["inventory"] = "missing.xlsx"
+    path.write_text(dump(doc))
+    code, _, err = run_cli("plan", "validate", str(path))
+    assert code == 2
+    assert f"{path}:6:14: source.inventory: cannot read the inventory: " in err

@@ -48,7 +48,9 @@ def test_format_path_quotes_keys_that_are_not_identifiers():
         ("False", False),
         ("22:30", "22:30"),
         ("2030-01-18T22:00:00+01:00", "2030-01-18T22:00:00+01:00"),
-        ("010", 10),
+        ("10", 10),
+        ("010", "010"),
+        ("007", "007"),
         ("0x1f", 31),
         ("1.5", 1.5),
         ("~", None),
@@ -56,7 +58,8 @@ def test_format_path_quotes_keys_that_are_not_identifiers():
         ("0e0", "0e0"),
         ("1e5", "1e5"),
         ("0o17", "0o17"),
-        ("1.5e3", 1500.0),
+        ("1.5e+3", 1500.0),
+        ("1.5e3", "1.5e3"),
         ("-.5", -0.5),
     ],
 )
@@ -117,7 +120,7 @@ def test_unsupported_tags_and_complex_keys_are_problems():
     assert any("mapping keys must be plain scalars" in t for t in texts)
 
 
-@pytest.mark.parametrize("value", ["0e0", "1e5", "0o17", "010", "1_000", "22:30", "on", "null", "2030-01-01", "+1"])
+@pytest.mark.parametrize("value", ["0e0", "1e5", "1.5e3", "08", "0o17", "010", "1_000", "22:30", "on", "null", "2030-01-01", "+1", "0x1F", "1."])
 def test_strings_dumped_by_pyyaml_read_back_as_strings(value):
     import yaml
 

@@ -6,9 +6,8 @@ there are warnings; ``to_dict()`` for ``--json``) or raises an
 per-file verdicts go to the ``reporter``.
 
 An inventory (for the only-expand checks) comes from ``inventory_path`` when
-given, else from the plan's own ``source.inventory``.  Supported today: lab
-YAML files (``examples/lab.yaml`` format); other formats raise
-:class:`~scmt_cli.errors.NotAvailableError`.
+given, else from the plan's own ``source.inventory``; it is read by
+:func:`scmt_cli.inventory.load_inventory` (RVTools exports, lab files).
 """
 
 from __future__ import annotations
@@ -24,7 +23,7 @@ from typing import Any
 from scmt_cli.domain.inventory import Inventory
 from scmt_cli.domain.plan import LoadedPlan, load_plan, schema
 from scmt_cli.domain.plan.model import METHODS
-from scmt_cli.errors import InputError, NotAvailableError, PlanError, Problem, ScmtError, UsageError
+from scmt_cli.errors import PlanError, Problem, ScmtError, UsageError
 from scmt_cli.events import NullReporter, Reporter
 
 
@@ -126,17 +125,10 @@ class InitResult:
 
 
 def read_inventory(path: Path) -> Inventory:
-    """An :class:`Inventory` from a file (lab YAML today); errors are ScmtErrors."""
-    if not path.exists():
-        raise InputError(f"{path}: inventory file not found")
-    if path.suffix.lower() in (".yaml", ".yml"):
-        from scmt_cli.vsphere.lab import lab_inventory
+    """An :class:`Inventory` from a file (RVTools xlsx/CSV or lab YAML); errors are ScmtErrors (exit 3)."""
+    from scmt_cli.inventory import load_inventory
 
-        return lab_inventory(path)
-    raise NotAvailableError(
-        f"{path}: reading this inventory format is not available yet",
-        hint="use a lab YAML inventory, or validate without an inventory (sizing is then checked at sync time)",
-    )
+    return load_inventory(path)
 
 
 def _summary(loaded: LoadedPlan) -> dict[str, Any]:
@@ -158,9 +150,13 @@ def _load(
     try:
         inventory = read_inventory(own)
     except ScmtError as err:
+        from scmt_cli.domain.plan.loader import read_plan_text
+        from scmt_cli.domain.plan.yamlsource import load_located
+
+        located = load_located(read_plan_text(path), str(path))
         raise PlanError(
             f"{path}: source.inventory cannot be read",
-            problems=[Problem(str(path), err.message, "source.inventory")],
+            problems=[located.problem(("source", "inventory"), f"cannot read the inventory: {err.message}")],
             hint=err.hint,
         ) from None
     reporter.log("debug", f"{path}: checking sizes against {own}", file=str(path))
