@@ -116,11 +116,23 @@ def test_bad_method_is_usage_error(capsys):
     assert main(["assess", "--lab", str(LAB), "--method", "teleport"]) == 2
 
 
-def test_live_vcenter_not_available_yet(capsys):
-    rc = main(["assess", "--vcenter", "https://admin:secret@vc.example/sdk"])
+def test_unreachable_vcenter_is_exit_10_without_the_password(capsys, monkeypatch):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    monkeypatch.delenv("SCMT_VCENTER_PASSWORD", raising=False)
+    rc = main(["assess", "--vcenter", f"https://admin:Secret-Zq9@127.0.0.1:{port}/sdk"])
     err = capsys.readouterr().err
-    assert rc in (4, 10)
-    assert "secret" not in err
+    assert rc == 10
+    assert "Secret-Zq9" not in err
+    assert f"127.0.0.1:{port}" in err
+
+
+def test_vcenter_without_credentials_is_config_error(capsys, monkeypatch):
+    for var in ("SCMT_VCENTER_PASSWORD", "GOVC_USERNAME", "GOVC_PASSWORD", "GOVC_URL"):
+        monkeypatch.delenv(var, raising=False)
+    assert main(["assess", "--vcenter", "https://127.0.0.1:1/sdk"]) == 5
 
 
 @pytest.fixture

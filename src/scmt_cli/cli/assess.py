@@ -2,7 +2,7 @@
 
 Exit codes: 0 every VM ready, 1 warnings only, 20 some VM blocked, 21 the
 network preflight found a required port not open; 3 unreadable inventory,
-4 input not available yet (live vCenter before the adapter lands).  The full
+5 missing vCenter credentials, 10-12 vCenter unreachable / login / TLS.  The full
 report is printed before the exit code is returned.
 """
 
@@ -32,6 +32,15 @@ def assess(
     vcenter: Annotated[
         Optional[str], typer.Option("--vcenter", help="Assess a live vCenter (https://host).", metavar="URL")
     ] = None,
+    vcenter_user: Annotated[Optional[str], typer.Option("--vcenter-user", help="vCenter user name.")] = None,
+    vcenter_password_file: Annotated[
+        Optional[str], typer.Option("--vcenter-password-file", help="File holding the vCenter password.",
+                                    metavar="FILE")
+    ] = None,
+    vcenter_thumbprint: Annotated[
+        Optional[str], typer.Option("--vcenter-thumbprint", help="Pin the vCenter certificate (SHA-256).")
+    ] = None,
+    insecure: Annotated[bool, typer.Option("--insecure", help="Do not verify the vCenter certificate (labs).")] = False,
     method: Annotated[
         Optional[str],
         typer.Option("--method", help="Assess under this method: managed | agentless | agent | hot-backup."),
@@ -70,6 +79,10 @@ def assess(
         vms=tuple(vm or ()),
         network=not no_network,
         timeout=timeout,
+        vcenter_user=vcenter_user,
+        vcenter_password_file=vcenter_password_file,
+        vcenter_thumbprint=vcenter_thumbprint,
+        insecure=insecure,
     )
     result = run(req, ui.reporter)
     if fmt == "csv":

@@ -7,7 +7,8 @@ Inputs (exactly one source of VMs):
   from ``--inventory``, or (later) from the live vCenter;
 * an inventory file: an RVTools export (xlsx, CSV file or directory) or the
   fake vCenter's lab file: every VM in it;
-* a live vCenter URL (through the vSphere adapter, when available).
+* a live vCenter (``--vcenter`` or the plan's ``source.url``) through the
+  vSphere adapter; credentials resolve as ``scmt_cli.vsphere.settings`` says.
 
 The result lists every VM with its verdict under the assessed method, the
 recommended method and why, and every finding.  Its ``exit_code`` is 20 when
@@ -28,7 +29,6 @@ from scmt_cli.domain.assess import ALL_METHODS, AssessContext, TargetSizing, VmA
 from scmt_cli.domain.inventory import VM, Inventory
 from scmt_cli.errors import (
     BlockedByAssessmentError,
-    NotAvailableError,
     PreflightError,
     UsageError,
     redact_url,
@@ -51,6 +51,10 @@ class AssessRequest:
     vms: Sequence[str] = ()
     network: bool = True
     timeout: float = 3.0
+    vcenter_user: str | None = None
+    vcenter_password_file: str | None = None
+    vcenter_thumbprint: str | None = None
+    insecure: bool = False
 
 
 @dataclass
@@ -93,23 +97,34 @@ class AssessResult:
         }
 
 
-def _live_inventory(url: str, reporter: Reporter) -> Inventory:
-    """The inventory of a live vCenter through the vSphere adapter, when it exists."""
+def _live_inventory(req: AssessRequest, plan: Any, reporter: Reporter) -> Inventory:
+    """The inventory of a live vCenter through the vSphere adapter (pyvmomi)."""
+    import os
+
+    from scmt_cli.vsphere.adapter import PyVmomiVCenter
+    from scmt_cli.vsphere.settings import resolve_settings
+
+    source: dict[str, Any] = {}
+    base_dir = None
+    if plan is not None:
+        src = plan.source
+        base_dir = Path(plan.file).parent
+        for key, value in (("url", src.url), ("user", src.username), ("password_env", src.password_env),
+                           ("password_file", src.password_file), ("ca_file", src.ca_file),
+                           ("thumbprint", src.thumbprint), ("insecure", src.insecure or None)):
+            if value is not None:
+                source[key] = str(value) if isinstance(value, Path) else value
+    settings = resolve_settings(
+        source=source, url=req.vcenter, user=req.vcenter_user, password_file=req.vcenter_password_file,
+        thumbprint=req.vcenter_thumbprint, insecure=True if req.insecure else None, env=os.environ,
+        base_dir=base_dir,
+    )
+    reporter.log("info", f"reading the inventory of {redact_url(settings.url)}")
+    vc = PyVmomiVCenter(settings, reporter)
     try:
-        from scmt_cli.vsphere import connect as vconnect  # type: ignore[attr-defined]
-    except ImportError:
-        vconnect = None
-    if vconnect is None:
-        raise NotAvailableError(
-            f"assessing a live vCenter ({redact_url(url)}) is not available yet in this release",
-            hint="export the estate with RVTools and run 'scmt assess --inventory EXPORT.xlsx'",
-        )
-    vc = vconnect(url)  # pragma: no cover - wired when the adapter lands
-    try:  # pragma: no cover
         vc.connect()
-        inv: Inventory = vc.inventory()
-        return inv
-    finally:  # pragma: no cover
+        return vc.inventory()
+    finally:
         vc.close()
 
 
@@ -167,7 +182,7 @@ def assess(req: AssessRequest, reporter: Reporter | None = None) -> AssessResult
     if inv_path is not None:
         inventory = _load_inventory(Path(inv_path))
     elif req.vcenter or (plan is not None and plan.source.url):
-        inventory = _live_inventory(req.vcenter or str(plan.source.url if plan else ""), rep)
+        inventory = _live_inventory(req, plan, rep)
     else:
         raise UsageError(
             "nothing to assess: give a PLAN, --inventory FILE (RVTools .xlsx/.csv or lab .yaml) or --vcenter URL"
