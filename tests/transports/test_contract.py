@@ -135,14 +135,23 @@ def test_target_write_zero_flush_readback(transport, tmp_path):
             dst.close()
 
 
+def _open_and_close(url: str, write: bool = False) -> None:
+    t = open_target(url, size=SIZE)
+    try:
+        if write:
+            t.write(0, b"z" * 4096)
+            t.flush()
+    finally:
+        t.close()
+
+
 def test_target_smaller_than_needed_is_size_mismatch(transport, tmp_path):
     path = tmp_path / "small.raw"
     with open(path, "wb") as fh:
         fh.truncate(MiB)
     with transport.serve(path, True) as url:
         with pytest.raises(SizeMismatchError):
-            t = open_target(url, size=SIZE)
-            t.close()
+            _open_and_close(url)
 
 
 def test_read_only_target_refused(transport, tmp_path):
@@ -153,12 +162,7 @@ def test_read_only_target_refused(transport, tmp_path):
         if url is None:
             pytest.skip("no read-only variant for this transport here")
         with pytest.raises(ReadOnlyTargetError):
-            t = open_target(url, size=SIZE)
-            try:
-                t.write(0, b"z" * 4096)
-                t.flush()
-            finally:
-                t.close()
+            _open_and_close(url, write=True)
 
 
 def test_engine_copies_through_transport(transport, image, tmp_path):

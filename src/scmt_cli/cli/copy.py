@@ -30,6 +30,9 @@ def copy(
         "--chunk-size", help="Chunk size, 1MiB to 8MiB (default 4MiB, or the --since manifest's).")] = None,
     in_flight: Annotated[int, typer.Option("--in-flight", help="Chunks in flight (memory = this x chunk size).",
                                            min=1, max=64)] = 4,
+    checkpoint_seconds: Annotated[float, typer.Option(
+        "--checkpoint-seconds", help="Commit a checkpoint at least this often (also every 1 GiB).",
+        min=0.1)] = 5.0,
 ) -> None:
     """Copy a disk block by block, skipping holes and zeroes, with per-chunk digests.
 
@@ -48,7 +51,8 @@ def copy(
     except ValueError as exc:
         raise UsageError(f"{exc}") from None
     req = CopyRequest(source=src, target=dst, since=since, manifest_out=manifest, bandwidth=rate,
-                      verify=verify, resume=resume, chunk_size=csize, in_flight=in_flight)
+                      verify=verify, resume=resume, chunk_size=csize, in_flight=in_flight,
+                      checkpoint_seconds=checkpoint_seconds)
     store = StateStore.open(ui.opts.state)
     try:
         result = run_copy(req, ui.reporter, store)
@@ -74,27 +78,27 @@ def render(console: Console, result: Any) -> None:
     rate = _size(s.size / secs) + "/s" if secs > 0 else "-"
     head = f"copied {result.source} -> {result.target} ({result.mode}"
     head += ", resumed)" if result.resumed else ")"
-    console.print(head, markup=False, highlight=False)
+    console.print(head, markup=False, highlight=False, soft_wrap=True)
     console.print(f"  disk size     {_size(s.size)} in {s.chunks_planned} chunks of {_size(s.chunk_size)}",
-                  markup=False, highlight=False)
-    console.print(f"  read          {_size(s.bytes_read)}", markup=False, highlight=False)
-    console.print(f"  written       {_size(s.bytes_written)} ({s.chunks_written} chunks)", markup=False,
+                  markup=False, highlight=False, soft_wrap=True)
+    console.print(f"  read          {_size(s.bytes_read)}", markup=False, highlight=False, soft_wrap=True)
+    console.print(f"  written       {_size(s.bytes_written)} ({s.chunks_written} chunks)", markup=False, soft_wrap=True,
                   highlight=False)
-    console.print(f"  zeroed        {_size(s.bytes_zeroed)} ({s.chunks_zeroed} chunks)", markup=False,
+    console.print(f"  zeroed        {_size(s.bytes_zeroed)} ({s.chunks_zeroed} chunks)", markup=False, soft_wrap=True,
                   highlight=False)
     console.print(f"  zero/skipped  {_size(s.bytes_skipped)} ({s.chunks_skipped} chunks skipped, "
-                  f"{s.zero_chunks_detected} zero chunks detected)", markup=False, highlight=False)
+                  f"{s.zero_chunks_detected} zero chunks detected)", markup=False, highlight=False, soft_wrap=True)
     if result.mode != "full" or s.chunks_unchanged:
-        console.print(f"  unchanged     {_size(s.bytes_unchanged)} ({s.chunks_unchanged} chunks)", markup=False,
+        console.print(f"  unchanged     {_size(s.bytes_unchanged)} ({s.chunks_unchanged} chunks)", markup=False, soft_wrap=True,
                       highlight=False)
     if s.chunks_resumed:
-        console.print(f"  already done  {s.chunks_resumed} chunks (before the interruption)", markup=False,
+        console.print(f"  already done  {s.chunks_resumed} chunks (before the interruption)", markup=False, soft_wrap=True,
                       highlight=False)
-    console.print(f"  time          {secs:.2f} s ({rate})", markup=False, highlight=False)
+    console.print(f"  time          {secs:.2f} s ({rate})", markup=False, highlight=False, soft_wrap=True)
     if result.verified:
-        console.print(f"  verified      {s.verified_chunks} chunks match ({s.verify_seconds:.2f} s)", markup=False,
+        console.print(f"  verified      {s.verified_chunks} chunks match ({s.verify_seconds:.2f} s)", markup=False, soft_wrap=True,
                       highlight=False)
     if result.manifest_path:
-        console.print(f"  manifest      {result.manifest_path}", markup=False, highlight=False)
+        console.print(f"  manifest      {result.manifest_path}", markup=False, highlight=False, soft_wrap=True)
     for w in result.warnings:
-        console.print(f"warning: {w}", style="yellow", markup=False, highlight=False)
+        console.print(f"warning: {w}", style="yellow", markup=False, highlight=False, soft_wrap=True)
