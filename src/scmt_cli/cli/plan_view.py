@@ -123,5 +123,5 @@ def vm_lines(eff: Effective) -> list[tuple[str, str]]:
         auth = (f"token from ${eff.agent.token_env}" if eff.agent.token_env
                 else f"token file {eff.agent.token_file}" if eff.agent.token_file else "no token")
         lines.append(("agent", f"{eff.agent.address} ({auth})"))
-    lines.append(("hooks", _hooks(eff.hooks)))
+    lines.append(("hooks", _mark(eff, "hooks", _hooks(eff.hooks))))
     return lines
