@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
-from scmt_cli.errors import ScmtError, TransportError
+from scmt_cli.errors import ScmtError, SourceUnreachableError, TransportError
 from scmt_cli.events import NullReporter, Reporter
 from scmt_cli.transports.base import BlockSource, BlockTarget, Extent
 
@@ -138,8 +138,14 @@ class _Retrier:
                         proxy.inner.close()
                     except ScmtError:
                         pass
-                    proxy.inner = self.reopen()
-                    self._generation += 1
+                    try:
+                        proxy.inner = self.reopen()
+                        self._generation += 1
+                    except (SourceUnreachableError, TransportError) as again:
+                        if isinstance(again, TransportError) and not again.transient:
+                            raise
+                        # server not back yet: the closed object fails transiently, the next attempt reopens
+                        self.reporter.log("warning", f"{self.what}: reopen failed: {again.message}")
                 gen[0] = self._generation
             msg = exc.message if isinstance(exc, ScmtError) else str(exc)
             self.reporter.log("warning", f"{self.what}: transient error, retrying "
