@@ -235,3 +235,36 @@ def test_fixture_tabs_cover_every_mapped_tab():
     from scmt_cli.inventory.columns import TABS as SPECS
 
     assert set(SPECS) == set(TABS)
+
+
+AGENT_PLAN = """\
+version: 1
+name: agents
+source:
+  inventory: lab.yaml
+target:
+  type: dir
+  path: out
+defaults:
+  method: agent
+  bandwidth: 1Gbit
+vms:
+  - name: rhel8-db01
+    agent:
+      address: 127.0.0.1:{port}
+      token_env: SCMT_AGENT_TOKEN
+"""
+
+
+def test_agent_plan_preflight_checks_the_agent_address(tmp_path, capsys, listening):
+    shutil.copy(LAB, tmp_path / "lab.yaml")
+    p = tmp_path / "plan.yaml"
+    p.write_text(AGENT_PLAN.format(port=listening))
+    rc, doc = run_json(capsys, ["assess", str(p)])
+    (pre,) = doc["preflight"]
+    assert pre["method"] == "agent"
+    agent = [r for r in pre["results"] if r["role"] == "agent"]
+    assert agent == [dict(agent[0], host="127.0.0.1", port=listening, status="open")]
+    not_checked = {r["from"] for r in pre["results"] if r["status"] == "not_checked"}
+    assert not_checked == {"source"}
+    assert "target" in pre["missing_roles"]  # a dir target has no host to test

@@ -247,7 +247,7 @@ def _build(path: Path, tabs: dict[str, Tab], warnings: list[str], skipped: list[
             if info.get(row, "template", to_bool):
                 templates += 1
                 continue
-            vm = _vm(name, row, tabs, per, source, cur)
+            vm = _vm(name, row, n, tabs, per, source, cur)
         except RowError as exc:
             skipped.append(
                 f"{cur.tab.sheet.file}: {cur.tab.spec.name} row {cur.row} column {cur.tab.header(exc.fname)!r}: "
@@ -362,7 +362,7 @@ def _snapshots(name: str, tabs: dict[str, Tab], per: Rows, cur: Cursor) -> list[
     return out
 
 
-def _vm(name: str, row: list[Any], tabs: dict[str, Tab], per: Rows, source: str, cur: Cursor) -> inv.VM:
+def _vm(name: str, row: list[Any], row_no: int, tabs: dict[str, Tab], per: Rows, source: str, cur: Cursor) -> inv.VM:
     """One VM from its vInfo row and its rows in the other tabs."""
     info = tabs["vInfo"]
     disks = _disks(name, tabs, per, cur)
@@ -378,7 +378,7 @@ def _vm(name: str, row: list[Any], tabs: dict[str, Tab], per: Rows, source: str,
         status = tt.get(r, "tools", to_str)
         tools_status = _tools(status) if status else None
         tools_version = tt.get(r, "version", to_str)
-    cur.at(info, cur.row if cur.tab is info else _row_no(info, row))
+    cur.at(info, row_no)
     fw = info.get(row, "firmware", to_str)
     firmware: inv.Firmware | None = None
     if fw is not None:
@@ -415,10 +415,3 @@ def _vm(name: str, row: list[Any], tabs: dict[str, Tab], per: Rows, source: str,
         annotation=info.get(row, "annotation", to_str),
         source=source,
     )
-
-
-def _row_no(tab: Tab, row: list[Any]) -> int:
-    for n, r in tab.sheet.rows:
-        if r is row:
-            return n
-    return 0

@@ -227,23 +227,27 @@ def assess(req: AssessRequest, reporter: Reporter | None = None) -> AssessResult
 def _preflight(
     req: AssessRequest, plan: Any, inventory: Inventory, vms: list[VmAssessment], rep: Reporter
 ) -> list[PreflightReport]:
-    """One preflight per method in use, on the plan's real addresses."""
+    """One preflight per method in use, on the real addresses of the VMs assessed under it."""
     vc_url = req.vcenter or (plan.source.url if plan is not None else None)
-    addresses: dict[str, list[str]] = {"vcenter": [], "esxi": [], "target": [], "source": []}
+    common: dict[str, list[str]] = {"vcenter": [], "target": []}
     if vc_url:
         parts = urlsplit(vc_url if "://" in vc_url else f"https://{vc_url}")
         if parts.hostname:
-            addresses["vcenter"].append(f"{parts.hostname}:{parts.port}" if parts.port else parts.hostname)
-    for a in vms:
-        vm = inventory.vm(a.name)
-        if vm is not None and vm.host:
-            addresses["esxi"].append(vm.host)
-    if plan is not None:
-        uri = plan.target.uri
-        if uri and (host := urlsplit(uri).hostname):
-            addresses["target"].append(host)
+            common["vcenter"].append(f"{parts.hostname}:{parts.port}" if parts.port else parts.hostname)
+    if plan is not None and plan.target.uri and (host := urlsplit(plan.target.uri).hostname):
+        common["target"].append(host)
     reports = []
     for method in dict.fromkeys(a.method for a in vms):
+        addresses: dict[str, list[str]] = {**common, "esxi": [], "agent": []}
+        for a in vms:
+            if a.method != method:
+                continue
+            vm = inventory.vm(a.name)
+            if vm is not None and vm.host:
+                addresses["esxi"].append(vm.host)
+            eff = plan.effective_by_vm.get(a.name) if plan is not None else None
+            if eff is not None and eff.agent is not None:
+                addresses["agent"].append(f"{eff.agent.host}:{eff.agent.port}")
         checks, missing = required_checks(method, addresses)
         rep.log("info", f"preflight for {method}: {len(checks)} check(s)")
         reports.append(run_preflight(method, checks, missing_roles=missing, timeout=req.timeout, reporter=rep))

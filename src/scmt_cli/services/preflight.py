@@ -112,8 +112,9 @@ def split_host_port(addr: str) -> tuple[str, int | None]:
 def required_checks(method: str, addresses: Mapping[str, Iterable[str]]) -> tuple[list[PortCheck], list[str]]:
     """The checks for ``method`` given real addresses per role (``{"vcenter": ["vc.example"], ...}``).
 
-    An address may carry a port (``vc.example:8443``): it replaces the table's
-    port for single-port rules (a vCenter on a non-standard port).  Returns the
+    An address may carry a port (``vc.example:8443``, ``db01:20001``): it
+    replaces the table's ports (a vCenter on a non-standard port, the port an
+    agent was given).  Returns the
     checks and the roles that have no address (their checks are skipped).
     """
     rules = port_rules().get(method)
@@ -135,7 +136,7 @@ def required_checks(method: str, addresses: Mapping[str, Iterable[str]]) -> tupl
             continue
         for addr in dict.fromkeys(hosts):
             host, explicit = split_host_port(addr)
-            if explicit is not None and len(rule.ports) == 1:
+            if explicit is not None:
                 ports, sampled = [explicit], False
             else:
                 ports, sampled = _sample(rule.ports)

@@ -24,7 +24,7 @@ from scmt_cli.domain.assess.model import (
     Rule,
     Severity,
 )
-from scmt_cli.domain.compat import FAMILY_NAMES, match_os, storage_support, version_tuple, vmware_ranges
+from scmt_cli.domain.compat import FAMILY_NAMES, match_os, storage_support, vmware_ranges
 from scmt_cli.domain.inventory import VM
 
 GIB = 1024**3
@@ -413,12 +413,3 @@ def findings_for(hits: list[tuple[Rule, Hit]], method: str) -> list[Finding]:
         out.append(Finding(r.id, sev, hit.message, r.remedy, r.methods, hit.subject))
     out.sort(key=lambda f: SEVERITY_ORDER[f.severity])
     return out
-
-
-def esxi_parseable(version: str) -> bool:
-    """True when ``version`` reads as a version number."""
-    try:
-        version_tuple(version)
-    except ValueError:
-        return False
-    return True
