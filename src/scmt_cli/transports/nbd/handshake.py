@@ -132,6 +132,15 @@ def _list_exports(sock: socket.socket) -> list[str] | None:
         return None
 
 
+def _abort(sock: socket.socket, error: Exception) -> Exception:
+    """Tell the server we give up (NBD_OPT_ABORT, best effort) and return ``error`` to raise."""
+    try:
+        sock.sendall(p.encode_option(p.OPT_ABORT))
+    except OSError:
+        pass
+    return error
+
+
 def _fatal(exc: _OptionFailed, export: str, where: str, sock: socket.socket | None = None) -> Exception:
     """Turn a fatal option error into the user-facing exception (``sock`` lets us list exports)."""
     said = f" (server says: {exc.message})" if exc.message else ""
@@ -179,7 +188,7 @@ def negotiate(
             structured = True
         except _OptionFailed as exc:
             if exc.rtype == p.REP_ERR_TLS_REQD:
-                raise _fatal(exc, export, where) from None
+                raise _abort(sock, _fatal(exc, export, where)) from None
 
     context: int | None = None
     if structured and want_block_status:
@@ -187,7 +196,7 @@ def negotiate(
             replies = _option(sock, p.OPT_SET_META_CONTEXT, p.encode_meta_context(export, (p.BASE_ALLOCATION,)))
         except _OptionFailed as exc:
             if exc.rtype in (p.REP_ERR_TLS_REQD, p.REP_ERR_UNKNOWN):
-                raise _fatal(exc, export, where, sock) from None
+                raise _abort(sock, _fatal(exc, export, where, sock)) from None
             replies = []
         for rtype, payload in replies:
             if rtype == p.REP_META_CONTEXT:
@@ -200,7 +209,7 @@ def negotiate(
     except _OptionFailed as exc:
         if exc.rtype == p.REP_ERR_UNSUP:
             return _export_name(sock, addr, no_zeroes, structured=structured, context=context)
-        raise _fatal(exc, export, where, sock) from None
+        raise _abort(sock, _fatal(exc, export, where, sock)) from None
 
     size_flags: tuple[int, int] | None = None
     blocks = (1, 4096, p.DEFAULT_MAX_BLOCK)
