@@ -111,3 +111,14 @@ def test_cli_bad_size_is_usage_error(capsys):
 
 def test_cli_needs_data_and_bandwidth(capsys):
     assert main(["plan", "estimate", "--data", "1GiB"]) == 2
+
+
+def test_cli_increments_and_pre_switch(capsys):
+    rc = main(["plan", "estimate", "--json", "--data", "500GiB", "--compression", "0.6", "--bandwidth", "300Mbit",
+               "--increment", "0.3GiB", "--increment", "0.1GiB", "--pre-switch", "0.02GiB"])
+    vm = json.loads(capsys.readouterr().out)["vms"][0]
+    assert rc == 0
+    assert (vm["transfer_minutes"], vm["downtime_minutes"], vm["total_minutes"]) == (164, 5, 169)
+    assert len(vm["increment_minutes_exact"]) == 2
+    assert vm["increment_minutes_exact"][0] > vm["increment_minutes_exact"][1] > 0
+    assert 0 < vm["pre_switch_minutes_exact"] < 0.1
