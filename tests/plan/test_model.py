@@ -130,3 +130,28 @@ def test_example_plans_cover_every_method_and_a_group():
 def test_plan_file_path_is_absolute():
     plan = load_plan(REPO / "plans" / "managed.yaml", now=NOW).plan
     assert plan.file.is_absolute() and plan.file == Path(REPO / "plans" / "managed.yaml").resolve()
+
+
+def test_failover_units_keep_groups_together_in_plan_order():
+    doc = base()
+    doc["vms"] = [{"name": n} for n in ("a", "b", "c", "d")]
+    doc["groups"] = [{"name": "g", "vms": ["d", "b"]}]
+    assert load(doc).plan.failover_units() == (("a",), ("d", "b"), ("c",))
+
+
+def test_disk_and_nic_helpers_answer_for_source_devices():
+    doc = base()
+    doc["vms"][0].update(
+        disks=[{"key": 2001, "include": False}, {"label": "Hard disk 3", "size": "20GiB"}],
+        nics=[{"label": "Network adapter 2", "network": "vlan20"}, {"source": "VM Network", "mac": "generate"}],
+    )
+    eff = load(doc).plan.effective("web01")
+    gib = 1024**3
+    assert eff.includes_disk(2000) and not eff.includes_disk(2001)
+    assert eff.includes_disk(2002, "Hard disk 3")
+    assert eff.target_disk_size(2002, 10 * gib, "Hard disk 3") == 20 * gib
+    assert eff.target_disk_size(2002, 30 * gib, "Hard disk 3") == 30 * gib
+    assert eff.target_disk_size(2000, 5 * gib) == 5 * gib
+    assert eff.nic_spec("Network adapter 2").network == "vlan20"
+    assert eff.nic_spec("Network adapter 1", "VM Network").mac == "generate"
+    assert eff.nic_spec("Network adapter 9", "Other") is None

@@ -246,6 +246,38 @@ class Effective:
     def uses_agent(self) -> bool:
         return self.method in AGENT_METHODS
 
+    def disk_spec(self, key: int, label: str | None = None) -> DiskSpec | None:
+        """The plan entry for the source disk with device ``key`` (or ``label``), if the plan lists it."""
+        for spec in self.disks:
+            if spec.key is not None and spec.key == key:
+                return spec
+        if label is not None:
+            for spec in self.disks:
+                if spec.key is None and spec.label == label:
+                    return spec
+        return None
+
+    def includes_disk(self, key: int, label: str | None = None) -> bool:
+        """Whether the source disk is migrated (disks the plan does not list are)."""
+        spec = self.disk_spec(key, label)
+        return spec is None or spec.include
+
+    def target_disk_size(self, key: int, source_bytes: int, label: str | None = None) -> int:
+        """Size of the target disk: the plan's size when larger, never smaller than the source."""
+        spec = self.disk_spec(key, label)
+        return max(source_bytes, spec.size or 0) if spec is not None else source_bytes
+
+    def nic_spec(self, label: str, network: str | None = None) -> NicSpec | None:
+        """The plan entry for the source NIC ``label`` (or, without a label entry, on VMware ``network``)."""
+        for spec in self.nics:
+            if spec.label is not None and spec.label == label:
+                return spec
+        if network is not None:
+            for spec in self.nics:
+                if spec.label is None and spec.source == network:
+                    return spec
+        return None
+
 
 @dataclass(frozen=True)
 class Plan:
@@ -280,6 +312,19 @@ class Plan:
             if vm in g.vms:
                 return g
         return None
+
+    def failover_units(self) -> tuple[tuple[str, ...], ...]:
+        """VM names grouped as they fail over: each group once (at its first VM), other VMs alone, plan order."""
+        units: list[tuple[str, ...]] = []
+        done: set[str] = set()
+        for vm in self.vms:
+            if vm.name in done:
+                continue
+            group = self.group_of(vm.name)
+            unit = group.vms if group is not None else (vm.name,)
+            units.append(unit)
+            done.update(unit)
+        return tuple(units)
 
     def effective(self, vm: str | VMSpec) -> Effective:
         """Settings of ``vm`` (a name or a :class:`VMSpec`) with group and defaults applied."""
