@@ -154,3 +154,12 @@ def test_verdicts_by_method_and_json_shape():
     d = a.to_dict()
     assert set(d) >= {"name", "verdict", "recommended_method", "findings"}
     assert set(d["findings"][0]) >= {"id", "severity", "message", "remedy"}
+
+
+def test_all_blocked_reason_names_each_methods_blockers():
+    vm = clean_vm(disks=disk(rdm="physical"), memory_mib=1024)
+    a = assess_vm(vm, ctx_for(vm))
+    assert set(a.verdicts.values()) == {"blocked"}
+    assert "managed/agentless: disk.rdm.physical" in a.reason
+    assert "agent/hot-backup: agent.memory.total" in a.reason
+    assert a.to_dict()["blockers_by_method"]["agent"] == ["agent.memory.total"]

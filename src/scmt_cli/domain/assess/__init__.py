@@ -37,6 +37,7 @@ class VmAssessment:
     verdict: Verdict
     findings: tuple[Finding, ...]
     verdicts: dict[str, Verdict] = field(default_factory=dict)  # under every method
+    blockers_by_method: dict[str, list[str]] = field(default_factory=dict)  # rule ids
     os: str | None = None
     group: str | None = None
     source: str = ""
@@ -52,6 +53,7 @@ class VmAssessment:
             "recommended_method": self.recommended_method,
             "reason": self.reason,
             "verdicts_by_method": dict(self.verdicts),
+            "blockers_by_method": {m: list(ids) for m, ids in self.blockers_by_method.items()},
             "os": self.os,
             "group": self.group,
             "source": self.source,
@@ -77,6 +79,13 @@ def assess_vm(
     verdicts: dict[str, Verdict] = {m: verdict(f) for m, f in per_method.items()}
     osm = match_os(vm.guest_id, vm.guest_full_name, vm.tools_guest_full_name)
     rec = recommend(verdicts, osm.os_kind, tolerance_seconds, group)
+    blockers = {m: sorted({f.id for f in per_method[m] if f.severity == "blocker"}) for m in ALL_METHODS}
+    reason = rec.reason
+    if all(verdicts[m] == "blocked" for m in ALL_METHODS):
+        by_ids: dict[str, list[str]] = {}
+        for m in ALL_METHODS:
+            by_ids.setdefault(", ".join(blockers[m]), []).append(m)
+        reason += " (" + "; ".join(f"{'/'.join(ms)}: {ids}" for ids, ms in by_ids.items()) + ")"
     chosen = method or rec.method
     os_label = osm.row.label if osm.row else None
     if os_label is None and osm.family:
@@ -85,7 +94,8 @@ def assess_vm(
         name=vm.name,
         method=chosen,
         recommended_method=rec.method,
-        reason=rec.reason,
+        reason=reason,
+        blockers_by_method=blockers,
         verdict=verdicts[chosen],
         findings=tuple(per_method[chosen]),
         verdicts=verdicts,
