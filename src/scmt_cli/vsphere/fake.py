@@ -42,7 +42,7 @@ from scmt_cli.vsphere.api import (
 from scmt_cli.vsphere.fakedisk import CbtQueryError
 from scmt_cli.vsphere.fakeestate import FakeEstate, VimFault
 from scmt_cli.vsphere.fakehttp import COOKIE
-from scmt_cli.vsphere.folder import FolderDiskSource, FolderSession
+from scmt_cli.vsphere.folder import FolderDiskSource, FolderSession, split_datastore_path
 from scmt_cli.vsphere.lab import Lab, lab_inventory, load_lab
 from scmt_cli.vsphere.settings import ConnectionSettings
 from scmt_cli.vsphere.tls import classify_connect_error, make_ssl_context
@@ -289,6 +289,18 @@ class FakeVCenter:
         assert self._folder is not None
         label = f"{vm}/disk{disk_key}"
         return FolderDiskSource(self._folder, self.estate.lab.datacenter, flat, disk.capacity, label=label)
+
+    # -- datastore files (tests and tooling) -----------------------------------------------
+    def upload(self, datastore_path: str, data: bytes, datacenter: str | None = None) -> None:
+        """PUT a file on a datastore over /folder (VM disks are refused as locked)."""
+        ds, rel = split_datastore_path(datastore_path)
+        assert self._folder is not None
+        self._folder.upload(datacenter or self.estate.lab.datacenter, ds, rel, data)
+
+    def open_datastore_file(self, datastore_path: str, size: int, datacenter: str | None = None) -> BlockSource:
+        """Any datastore file as a BlockSource over /folder."""
+        assert self._folder is not None
+        return FolderDiskSource(self._folder, datacenter or self.estate.lab.datacenter, datastore_path, size)
 
     # -- power and devices ---------------------------------------------------------------
     def shutdown_guest(self, vm: str, timeout: float) -> ShutdownHow:

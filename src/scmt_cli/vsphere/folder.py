@@ -12,6 +12,7 @@ timeouts are transient TransportErrors retried a few times (tenacity).
 
 from __future__ import annotations
 
+import logging
 import ssl
 import threading
 from collections.abc import Callable, Iterator
@@ -28,6 +29,10 @@ from scmt_cli.errors import (
 )
 from scmt_cli.transports.base import Extent
 from scmt_cli.vsphere.tls import classify_connect_error
+
+# httpcore's DEBUG trace prints raw request/response headers, session cookies included.
+# Secrets never reach logs, so its level is pinned above DEBUG (httpx's INFO lines are kept).
+logging.getLogger("httpcore").setLevel(logging.INFO)
 
 
 def split_datastore_path(path: str) -> tuple[str, str]:
