@@ -336,3 +336,14 @@ def test_large_export_block_status_and_high_offsets(servers: Launcher) -> None:
         exts = list(disk.extents())
         _check_cover(exts, 0, 10 << 30)
         assert [e.kind for e in exts] == ["hole", "data", "hole"]
+
+
+def test_writes_split_at_the_advertised_maximum(servers: Launcher) -> None:
+    srv = servers.nbdkit("memory", "4M", "blocksize-maximum=65536", "blocksize-error-policy=error",
+                         filters=("blocksize-policy",))
+    with NbdDisk(srv.url) as disk:
+        data = os.urandom(MiB + 4097)
+        disk.write(3, data)
+        assert disk.read(3, len(data)) == data
+        disk.write_zeroes(3, MiB)  # no payload: not bound by the payload maximum
+        assert disk.read(0, MiB + 3) == bytes(MiB + 3)
