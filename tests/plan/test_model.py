@@ -155,3 +155,25 @@ def test_disk_and_nic_helpers_answer_for_source_devices():
     assert eff.nic_spec("Network adapter 2").network == "vlan20"
     assert eff.nic_spec("Network adapter 1", "VM Network").mac == "generate"
     assert eff.nic_spec("Network adapter 9", "Other") is None
+
+
+def test_managed_vms_always_shut_the_source_down_and_boot_the_target():
+    doc = base()
+    doc["defaults"].update(source_action="none", target_state="off")
+    doc["vms"][0]["method"] = "managed"
+    loaded = load(doc)
+    web, db = loaded.plan.effective("web01"), loaded.plan.effective("db01")
+    assert (web.source_action, web.target_state) == ("shutdown", "on")
+    assert (db.source_action, db.target_state) == ("none", "off")
+    assert loaded.warnings == ()  # the defaults are not meant for the managed VM alone
+    doc["vms"][0]["source_action"] = "none"
+    [warning] = load(doc).warnings
+    assert warning.path == "vms[0].source_action" and "managed migration always uses source_action shutdown" in \
+        warning.message
+
+
+def test_managed_defaults_with_cutover_knobs_warn_once():
+    doc = base()
+    doc["defaults"].update(method="managed", source_action="disconnect-network")
+    [warning] = load(doc).warnings
+    assert warning.path == "defaults.source_action" and warning.line > 0

@@ -218,8 +218,12 @@ def _effective(raw: dict[str, Any], spec: VMSpec, group: Group | None, d: Defaul
     if group is not None and group.target_state is not None:
         target_state = group.target_state
         overridden.add("target_state")
+    source_action = raw.get("source_action", source_action)
+    target_state = raw.get("target_state", target_state)
     tolerance = raw.get("downtime_tolerance")
     method: Method = spec.method or d.method
+    if method == "managed":  # no knobs at cutover: the source is shut down, the target boots
+        source_action, target_state = "shutdown", "on"
     return Effective(
         name=spec.name,
         target_name=spec.target_name,
@@ -229,8 +233,8 @@ def _effective(raw: dict[str, Any], spec: VMSpec, group: Group | None, d: Defaul
         bandwidth=_rate(raw["bandwidth"]) if "bandwidth" in raw else d.bandwidth,
         compression=raw.get("compression", d.compression),
         cutover_window=_window(raw["cutover_window"]) if "cutover_window" in raw else d.cutover_window,
-        source_action=raw.get("source_action", source_action),
-        target_state=raw.get("target_state", target_state),
+        source_action=source_action,
+        target_state=target_state,
         direct=raw.get("direct", d.direct),
         downtime_tolerance=units.parse_duration(tolerance) if tolerance is not None else d.downtime_tolerance,
         hooks=d.hooks.merged(spec.hooks),

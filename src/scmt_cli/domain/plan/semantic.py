@@ -98,6 +98,7 @@ class Checker:
         self.check_target()
         self.check_names_and_groups()
         self.check_vms()
+        self.check_managed_cutover()
         if self.inventory is None:
             self.notes.append(_NOTE_NO_INVENTORY)
         else:
@@ -270,6 +271,34 @@ class Checker:
             if name is not None:
                 out.setdefault(name, vm)
         return out
+
+    def check_managed_cutover(self) -> None:
+        """Managed migration has no cutover knobs: warn where a plan sets them for a managed VM."""
+        defaults = _dict(self.doc.get("defaults"))
+        group_of: dict[str, tuple[int, dict[str, Any]]] = {}
+        for g, group in enumerate(_list(self.doc.get("groups"))):
+            for member in _list(_dict(group).get("vms")):
+                if isinstance(member, str):
+                    group_of.setdefault(member, (g, _dict(group)))
+        fixed = {"source_action": "shutdown", "target_state": "on"}
+        warned: set[PathT] = set()
+        for i, vm in self.vms():
+            if self.method_of(vm) != "managed":
+                continue
+            g, group = group_of.get(_str(vm.get("name")) or "", (-1, {}))
+            for key, forced in fixed.items():
+                where: PathT | None = None
+                if key in vm:
+                    where = ("vms", i, key)
+                elif key in group:
+                    where = ("groups", g, key)
+                elif key in defaults and "method" not in vm:
+                    where = ("defaults", key)
+                if where is not None and where not in warned and \
+                        vm.get(key, group.get(key, defaults.get(key))) != forced:
+                    warned.add(where)
+                    self.warn(where, f"{key} is ignored for managed VMs: managed migration always uses "
+                                     f"{key} {forced} (use agentless to choose)")
 
     def check_vms(self) -> None:
         target = _dict(self.doc.get("target"))
