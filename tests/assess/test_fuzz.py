@@ -10,7 +10,8 @@ from scmt_cli.errors import InputError
 from scmt_cli.inventory import load_inventory
 
 HEADERS = ["VM", "Powerstate", "Memory", "CPUs", "Template", "OS according to the configuration file", "CBT", "Host"]
-cell = st.one_of(st.text(max_size=12), st.integers(-5, 10**7).map(str), st.sampled_from(["True", "False", ""]))
+text = st.text(st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",)), max_size=12)
+cell = st.one_of(text, st.integers(-5, 10**7).map(str), st.sampled_from(["True", "False", ""]))
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -143,3 +143,15 @@ def test_lab_file_goes_to_the_lab_reader():
     inv = load_inventory(LAB)
     assert inv.source.startswith("lab:")
     assert len(inv.vms) >= 5
+
+
+@pytest.mark.parametrize("in_use", ["In Use MiB", "In Use MB"])
+def test_in_use_column_feeds_effective_data(tmp_path, in_use):
+    from scmt_cli.services.estimate import effective_data
+
+    data = tabs(renames={"vInfo": {"In Use MiB": in_use}}, drop=("vPartition",))
+    inv = load_inventory(write_xlsx(tmp_path / "x.xlsx", data))
+    web, db = inv.vms
+    assert effective_data(web) == (20480 * MIB, "disks in use")
+    assert db.disks[1].used_bytes is None  # the RDM is remapped, not copied
+    assert effective_data(db)[0] == 102400 * MIB  # in use capped at the copied disk's size

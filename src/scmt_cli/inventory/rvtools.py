@@ -298,6 +298,25 @@ def _disks(name: str, tabs: dict[str, Tab], per: Rows, cur: Cursor) -> list[inv.
     return disks
 
 
+def _spread_in_use(disks: list[inv.Disk], in_use_mib: int | None) -> list[inv.Disk]:
+    """Give each copied disk a share of vInfo's per-VM ``In Use`` (proportional to capacity).
+
+    RVTools reports space in use per VM, not per disk; the share is an
+    approximation that estimates use when the guest's partitions are unknown.
+    """
+    import dataclasses
+
+    copied = [d for d in disks if d.rdm is None]
+    total = sum(d.capacity_bytes for d in copied)
+    if in_use_mib is None or not total:
+        return disks
+    in_use = min(in_use_mib * MIB, total)
+    return [
+        d if d.rdm is not None else dataclasses.replace(d, used_bytes=in_use * d.capacity_bytes // total)
+        for d in disks
+    ]
+
+
 def _partitions(name: str, tabs: dict[str, Tab], per: Rows, cur: Cursor) -> list[inv.Partition]:
     out: list[inv.Partition] = []
     t = tabs.get("vPartition")
@@ -365,7 +384,7 @@ def _snapshots(name: str, tabs: dict[str, Tab], per: Rows, cur: Cursor) -> list[
 def _vm(name: str, row: list[Any], row_no: int, tabs: dict[str, Tab], per: Rows, source: str, cur: Cursor) -> inv.VM:
     """One VM from its vInfo row and its rows in the other tabs."""
     info = tabs["vInfo"]
-    disks = _disks(name, tabs, per, cur)
+    disks = _spread_in_use(_disks(name, tabs, per, cur), info.get(row, "in_use_mib", to_int))
     partitions = _partitions(name, tabs, per, cur)
     nics, sriov = _nics(name, tabs, per, cur)
     snapshots = _snapshots(name, tabs, per, cur)
