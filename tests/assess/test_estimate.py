@@ -122,3 +122,16 @@ def test_cli_increments_and_pre_switch(capsys):
     assert len(vm["increment_minutes_exact"]) == 2
     assert vm["increment_minutes_exact"][0] > vm["increment_minutes_exact"][1] > 0
     assert 0 < vm["pre_switch_minutes_exact"] < 0.1
+
+
+def test_compare_measured_pace():
+    from scmt_cli.domain.estimate import compare_measured
+
+    est = estimate_vm(EstimateInput("OA", parse_size("500GiB"), 0.6, parse_rate("300Mbit")))
+    # half the data in half the estimated time: on track
+    half = compare_measured(est, parse_size("250GiB"), est.transfer_minutes_exact * 60 / 2)
+    assert half.assessment == "on track" and half.ratio == pytest.approx(1.0)
+    slow = compare_measured(est, parse_size("100GiB"), est.transfer_minutes_exact * 60)
+    assert slow.assessment == "slower than estimated" and slow.ratio == pytest.approx(5.0)
+    with pytest.raises(ValueError, match="need some bytes"):
+        compare_measured(est, 0, 10)

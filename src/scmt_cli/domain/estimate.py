@@ -261,3 +261,50 @@ def schedule(
         out.append(WaveTimeline(name, t0, seed_end, switch, end, tuple(slots)))
         t0 = end
     return out
+
+
+@dataclass(frozen=True)
+class MeasuredComparison:
+    """A finished (or running) full seed measured against its estimate.
+
+    ``measured_minutes`` is the wall time the seed took (or will take at the
+    measured rate); ``ratio`` is measured / estimated (above 1: slower than
+    estimated).  ``effective_rate_bps`` is the source bytes per second achieved.
+    """
+
+    estimated_minutes: float
+    measured_minutes: float
+    ratio: float
+    effective_rate_bps: float
+
+    @property
+    def assessment(self) -> str:
+        if self.ratio > 1.2:
+            return "slower than estimated"
+        if self.ratio < 0.8:
+            return "faster than estimated"
+        return "on track"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "estimated_minutes": round(self.estimated_minutes, 2),
+            "measured_minutes": round(self.measured_minutes, 2),
+            "ratio": round(self.ratio, 3),
+            "effective_rate_bps": self.effective_rate_bps,
+            "assessment": self.assessment,
+        }
+
+
+def compare_measured(est: VmEstimate, bytes_done: int, seconds: float) -> MeasuredComparison:
+    """Project the full seed at the measured pace (``bytes_done`` source bytes in ``seconds``).
+
+    For ``scmt status``: after (part of) a real sync, how does the pace compare
+    with :func:`estimate_vm`'s transfer time for the same VM?
+    """
+    if bytes_done <= 0 or seconds <= 0:
+        raise ValueError("need some bytes copied over some time to compare")
+    rate = bytes_done / seconds
+    measured = est.inputs.data_bytes / rate / 60.0
+    estimated = est.transfer_minutes_exact
+    ratio = measured / estimated if estimated > 0 else math.inf
+    return MeasuredComparison(estimated, measured, ratio, rate)
