@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
+from rich.console import Console
 
-from scmt_cli.cli._common import not_available
+from scmt_cli.cli.context import current
 
 
 def sync(
@@ -19,5 +20,63 @@ def sync(
         bool, typer.Option("--until-ready", help="Stop once every VM is ready for cutover.")
     ] = False,
 ) -> None:
-    """First run seeds (full copy); later runs copy only changed blocks."""
-    raise not_available("sync", "the migration engine (issue: migration end to end)")
+    """First run seeds (full copy); later runs copy only changed blocks.
+
+    Exit codes: 0 every VM synced, 1 with warnings, 60 some VMs failed (the
+    others were synced), 40 a VM is locked by another run.
+    """
+    from scmt_cli.domain.units import parse_duration
+    from scmt_cli.errors import UsageError
+    from scmt_cli.services.migration.sync import SyncRequest, sync_service
+    from scmt_cli.services.migration.when import parse_when
+    from scmt_cli.state import StateStore
+
+    ui = current()
+    interval = None
+    if every is not None:
+        try:
+            interval = parse_duration(every)
+        except ValueError as exc:
+            raise UsageError(f"--every: {exc}") from None
+        if interval <= 0:
+            raise UsageError("--every must be a positive duration, e.g. 30m")
+    stop_at = parse_when(until, option="--until") if until is not None else None
+    req = SyncRequest(plan=plan, vms=tuple(vm or ()), every=interval, until=stop_at, until_ready=until_ready)
+    with StateStore.open(ui.opts.state) as store:
+        result = sync_service(req, store, ui.reporter)
+    ui.finish(result, render)
+
+
+def _size(n: float) -> str:
+    from scmt_cli.domain.units import format_size
+
+    return format_size(n)
+
+
+def render(console: Console, result: Any) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"sync of plan {result.plan}" + (f" ({len(result.rounds)} rounds)" if len(result.rounds) > 1
+                                                           else ""))
+    for col in ("VM", "pass", "state", "read", "written", "time", "throughput", "result"):
+        table.add_column(col, overflow="fold")
+    for o in result.last.values():
+        d = o.data
+        secs = d.get("seconds")
+        rate = d.get("throughput_bytes_per_s")
+        table.add_row(
+            o.vm, str(d.get("kind", o.action or "-")), o.state or "-",
+            _size(d["bytes_read"]) if "bytes_read" in d else "-",
+            _size(d["bytes_written"]) if "bytes_written" in d else "-",
+            f"{secs:.2f} s" if secs is not None else "-",
+            f"{_size(rate)}/s" if rate else "-",
+            "[green]ok[/]" if o.ok else f"[bold red]failed[/] ({o.error})",
+        )
+    console.print(table)
+    if result.stopped:
+        console.print(f"stopped: {result.stopped}", markup=False)
+    if result.failed:
+        console.print(f"{len(result.failed)} VM(s) failed: {', '.join(result.failed)}; run scmt sync again to "
+                      "resume them", style="bold red", markup=False)
+    for w in result.to_dict()["warnings"]:
+        console.print(f"warning: {w}", style="yellow", markup=False, highlight=False)

@@ -48,6 +48,7 @@ them, so adding them never breaks an implementation):
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
@@ -145,6 +146,7 @@ def registered() -> dict[str, Scheme]:
 
 
 _BUILTIN_LOADED = False
+_BUILTIN_LOCK = threading.RLock()
 
 
 def _load_builtin() -> None:
@@ -152,15 +154,18 @@ def _load_builtin() -> None:
     global _BUILTIN_LOADED
     if _BUILTIN_LOADED:
         return
-    _BUILTIN_LOADED = True
     import importlib
 
-    for mod in ("scmt_cli.transports.file", "scmt_cli.transports.nbd"):
-        try:
-            importlib.import_module(mod)
-        except ModuleNotFoundError as exc:  # a transport not built yet
-            if exc.name != mod:
-                raise
+    with _BUILTIN_LOCK:  # threads opening targets at once must not see a half-filled registry
+        if _BUILTIN_LOADED:
+            return
+        for mod in ("scmt_cli.transports.file", "scmt_cli.transports.nbd"):
+            try:
+                importlib.import_module(mod)
+            except ModuleNotFoundError as exc:  # a transport not built yet
+                if exc.name != mod:
+                    raise
+        _BUILTIN_LOADED = True
 
 
 def _scheme_of(url: str) -> Scheme:

@@ -1,0 +1,126 @@
+"""The source side of a migration: which vCenter implementation to talk to and
+which disks of a VM are copied.
+
+:func:`open_vcenter` picks, from the plan's ``source`` section:
+
+1. the in-process fake vCenter listening on the plan's host:port (the demo and
+   in-process tests start one with :func:`scmt_cli.vsphere.fake.start_estate`);
+2. a fake vCenter in another process when ``SCMT_FAKE_VCENTER_RPC`` names its
+   control URL (subprocess tests; see :mod:`scmt_cli.vsphere.fakeremote`);
+3. otherwise a real vCenter through pyvmomi.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from scmt_cli.domain.inventory import VM
+from scmt_cli.domain.plan import Effective, Plan
+from scmt_cli.errors import ConfigError, PlanError
+from scmt_cli.events import Reporter
+from scmt_cli.vsphere.api import VCenter
+from scmt_cli.vsphere.settings import resolve_settings
+
+#: Environment variable naming a fake vCenter's control URL (tests only).
+FAKE_RPC_ENV = "SCMT_FAKE_VCENTER_RPC"
+
+
+def source_mapping(plan: Plan) -> dict[str, Any]:
+    """The plan's ``source`` section in the form :func:`resolve_settings` reads."""
+    s = plan.source
+    raw: dict[str, Any] = {
+        "url": s.url,
+        "user": s.username,
+        "password_env": s.password_env,
+        "password_file": str(s.password_file) if s.password_file else None,
+        "ca_file": str(s.ca_file) if s.ca_file else None,
+        "thumbprint": s.thumbprint,
+    }
+    if s.insecure:
+        raw["insecure"] = True
+    return {k: v for k, v in raw.items() if v is not None}
+
+
+def open_vcenter(plan: Plan, reporter: Reporter) -> VCenter:
+    """A VCenter (not yet connected) for the plan's source; see the module docstring."""
+    if not plan.source.url:
+        raise PlanError(f"{plan.file}: source.url is required to sync from vCenter")
+    settings = resolve_settings(source=source_mapping(plan), env=os.environ, base_dir=plan.file.parent)
+    from scmt_cli.vsphere.fake import FakeVCenter, estate_for
+
+    estate = estate_for(settings.host, settings.port)
+    if estate is not None:
+        return FakeVCenter(estate, settings, reporter)
+    rpc = os.environ.get(FAKE_RPC_ENV)
+    if rpc:
+        from scmt_cli.vsphere.fakeremote import RemoteFakeVCenter
+
+        return RemoteFakeVCenter(rpc, settings, reporter)
+    try:
+        from scmt_cli.vsphere.adapter import PyVmomiVCenter
+    except ImportError as exc:  # pragma: no cover - pyvmomi is a dependency
+        raise ConfigError(f"the vSphere adapter cannot be loaded: {exc}") from None
+    return PyVmomiVCenter(settings, reporter)
+
+
+@dataclass(frozen=True)
+class SourceDisk:
+    """One disk to copy: vSphere device ``key``, ``index`` on the target (0, 1, ...)."""
+
+    key: int
+    label: str
+    capacity: int
+    index: int
+    datastore: str | None = None
+
+
+def included_disks(eff: Effective, vm: VM) -> tuple[list[SourceDisk], list[str]]:
+    """The disks of ``vm`` the plan copies, and warnings for those skipped.
+
+    A plan ``disks`` entry matches by ``key``, else by ``label``; ``include:
+    false`` skips the disk.  Physical-mode RDMs and independent disks cannot be
+    read through a snapshot and are skipped with a warning.
+    """
+    out: list[SourceDisk] = []
+    warnings: list[str] = []
+    for disk in sorted(vm.disks, key=lambda d: d.key):
+        spec = next((s for s in eff.disks if s.key is not None and s.key == disk.key), None)
+        spec = spec or next((s for s in eff.disks if s.label is not None and s.label == disk.label), None)
+        if spec is not None and not spec.include:
+            continue
+        if disk.rdm == "physical":
+            warnings.append(f"{vm.name}: {disk.label} is a physical-mode RDM; it is not copied (map the LUN)")
+            continue
+        if disk.mode and disk.mode.startswith("independent"):
+            warnings.append(f"{vm.name}: {disk.label} is an independent disk; snapshots do not cover it, "
+                            "so it is not copied (set include: false to silence this)")
+            continue
+        out.append(SourceDisk(disk.key, disk.label, disk.capacity_bytes, len(out), disk.datastore))
+    return out, warnings
+
+
+def source_vm(vc: VCenter, name: str) -> VM:
+    """The inventory record of ``name``; a missing VM is a PlanError naming it."""
+    vm = vc.inventory().vm(name)
+    if vm is None:
+        raise PlanError(f"VM {name!r} of the plan does not exist in the source vCenter")
+    return vm
+
+
+TOOL_SNAPSHOT_PREFIX = "scmt-"
+
+
+def cleanup_tool_snapshots(vc: VCenter, vm: str, reporter: Reporter, *, keep: str | None = None) -> list[str]:
+    """Remove every snapshot of ``vm`` whose name starts with ``scmt-`` (except ``keep``); return their names."""
+    removed: list[str] = []
+    for snap in reversed(vc.list_snapshots(vm)):
+        if snap.name.startswith(TOOL_SNAPSHOT_PREFIX) and snap.id != keep:
+            vc.remove_snapshot(vm, snap.id)
+            removed.append(f"{snap.name} ({snap.id})")
+    if removed:
+        reporter.log("warning", f"{vm}: removed {len(removed)} snapshot(s) left by an interrupted run: "
+                     + ", ".join(removed), vm=vm)
+        reporter.event("leftover_snapshots_removed", vm=vm, snapshots=removed)
+    return removed

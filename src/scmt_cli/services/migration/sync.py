@@ -1,0 +1,355 @@
+"""``scmt sync``: seed each VM's disks, then copy only what CBT says changed.
+
+One *pass* over one VM (:func:`sync_pass`), under the VM's leased lock:
+
+1. decide from the persisted state (``planned``/``rolled-back`` -> seed,
+   ``seeding`` -> resume the seed, ``syncing`` -> incremental);
+2. remove the tool's snapshots an interrupted run left behind (reported);
+3. turn CBT on when it is off (the stun cycle is the adapter's job);
+4. prepare the target disks on the plan's platform;
+5. open (or resume) the sync generation, run the ``sync`` pre hooks;
+6. create the snapshot ``scmt-sync-<plan>-g<generation>``, read its change
+   ids, copy every included disk (:mod:`.diskcopy`), remove the snapshot -
+   also when the copy fails;
+7. finish the generation, ``seeding -> syncing``, run the post hooks.
+
+:func:`run_sync` runs passes over the selected VMs, ``concurrency`` at a
+time, once or every ``--every`` until ``--until`` / ``--until-ready``.  A
+failing VM does not stop the others; the result's exit code is 60 then.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from scmt_cli.domain.vmstate import plan_command
+from scmt_cli.errors import InvalidStateError, PartialFailureError, ScmtError, SourceOperationError
+from scmt_cli.events import Reporter
+from scmt_cli.services.hooks import HookContext, commands_for, run_hooks
+from scmt_cli.services.migration.context import MigrationContext, VmOutcome
+from scmt_cli.services.migration.diskcopy import DiskResult, copy_disk, progress_key, reset_progress
+from scmt_cli.services.migration.source import cleanup_tool_snapshots, included_disks, source_vm
+from scmt_cli.state.locks import VmLock
+from scmt_cli.targets import DiskRequest
+from scmt_cli.transports.base import BlockSource
+from scmt_cli.transports.wrappers import ThrottledSource
+from scmt_cli.vsphere.api import VCenter
+
+
+class _CancellableSource:
+    """Checks the command's cancel flag before every read (so Ctrl-C stops worker threads)."""
+
+    def __init__(self, inner: BlockSource, check: Callable[[], None]) -> None:
+        self._inner = inner
+        self._check = check
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    @property
+    def size(self) -> int:
+        return self._inner.size
+
+    @property
+    def thread_safe(self) -> bool:
+        return self._inner.thread_safe
+
+    def describe(self) -> str:
+        return self._inner.describe()
+
+    def extents(self, offset: int = 0, length: int | None = None) -> Any:
+        return self._inner.extents(offset, length)
+
+    def read(self, offset: int, length: int) -> bytes:
+        self._check()
+        return self._inner.read(offset, length)
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+def hook_context(ctx: MigrationContext, vm: str, phase: Any, step: str) -> HookContext:
+    eff = ctx.effective(vm)
+    return HookContext(plan=ctx.plan.name, phase=phase, vm=vm, step=step, method=eff.method, group=eff.group,
+                       target_name=eff.target_name, cwd=str(Path(ctx.plan.file).parent))
+
+
+def tool_snapshot_name(plan: str, generation: int) -> str:
+    return f"scmt-sync-{plan}-g{generation}"
+
+
+def sync_pass(ctx: MigrationContext, vm: str, lock: VmLock, *, final: bool = False,
+              vc: VCenter | None = None) -> VmOutcome:
+    """One pass over ``vm`` (see the module doc); ``final`` is failover's last pass (state untouched).
+
+    Raises ScmtError on failure; the caller records it.
+    """
+    store, plan = ctx.store, ctx.plan.name
+    eff = ctx.effective(vm)
+    status, _ = ctx.status(vm)
+    out = VmOutcome(vm)
+    if final:
+        kind = "final"
+    else:
+        decision = plan_command("sync", status.state, vm=vm, failed_from=status.failed_from)
+        assert decision.enter is not None
+        if status.state == "rolled-back" or status.failed_from == "rolled-back":
+            for key in store.checkpoint_keys(f"sync/{plan}/{vm}/disk"):
+                tail = key.rsplit("/", 1)[-1]
+                if key.count("/") == 3 and tail.startswith("disk"):
+                    reset_progress(store, plan, vm, int(tail[4:]))
+            out.warnings.append(f"{vm}: the target ran after the last failover; seeding again from scratch")
+        if decision.enter != status.state or status.state == "failed":
+            status = status.move(decision.enter)
+            ctx.save_status(status)
+        kind = "seed" if status.state == "seeding" else "incremental"
+    out.action = kind
+    own_vc = vc is None
+    vcenter = vc or ctx.vcenter()
+    gen: int | None = None
+    snap: str | None = None
+    t0 = time.monotonic()
+    try:
+        inv_vm = source_vm(vcenter, vm)
+        disks, skipped = included_disks(eff, inv_vm)
+        out.warnings.extend(skipped)
+        if not disks:
+            raise InvalidStateError(f"{vm}: no disk of this VM is copied (all excluded or unsupported)")
+        leftovers = cleanup_tool_snapshots(vcenter, vm, ctx.reporter)
+        if leftovers:
+            out.data["leftover_snapshots_removed"] = leftovers
+        if vcenter.enable_cbt(vm):
+            ctx.reporter.log("info", f"{vm}: changed block tracking was off; turned it on (stun cycle)", vm=vm)
+            out.data["cbt_enabled"] = True
+        target_name = eff.target_name
+        fresh = {d.index: not _copy_file_exists(ctx, target_name, d.index) for d in disks}
+        prepared = ctx.platform.prepare_disks(target_name, [DiskRequest(d.index, d.capacity) for d in disks])
+        by_index = {p.index: p for p in prepared}
+        running = store.last_generation(plan, vm)
+        if running is not None and running.status == "running":
+            if running.kind == kind:
+                gen = running.id
+                ctx.reporter.log("info", f"{vm}: resuming interrupted {kind} pass (generation {gen})", vm=vm)
+                out.data["resumed"] = True
+            else:
+                store.finish_generation(running.id, ok=False, stats={}, error="interrupted")
+        if gen is None:
+            starts = {}
+            for d in disks:
+                prog = store.get_checkpoint(progress_key(plan, vm, d.key)) or {}
+                starts[d.key] = prog.get("change_id") or "*"
+            gen = store.begin_generation(plan, vm, kind, starts)
+        if not final:
+            run_hooks(commands_for(eff.hooks, "sync"), "pre", hook_context(ctx, vm, "sync", kind), ctx.reporter)
+        ctx.cancel.check()
+        snap = vcenter.create_snapshot(vm, tool_snapshot_name(plan, gen),
+                                       description=f"scmt plan {plan}: {kind} sync, generation {gen}")
+        change_ids = vcenter.disk_change_ids(vm, snap)
+        capacities = vcenter.disk_capacities(vm, snap)
+        bucket = ctx.bucket(eff.bandwidth)
+
+        def wrap(src: BlockSource) -> BlockSource:
+            wrapped: BlockSource = _CancellableSource(src, ctx.cancel.check)
+            return ThrottledSource(wrapped, bucket) if bucket is not None else wrapped
+
+        results: list[DiskResult] = []
+        for d in disks:
+            size = capacities.get(d.key, d.capacity)
+            if size > by_index[d.index].size_bytes:
+                ctx.platform.prepare_disks(target_name, [DiskRequest(x.index, capacities.get(x.key, x.capacity))
+                                                         for x in disks])
+            results.append(copy_disk(
+                store=store, vc=vcenter, plan=plan, vm=vm, snapshot=snap, disk_key=d.key, label=d.label,
+                index=d.index, size=size, change_id=change_ids.get(d.key), target_url=by_index[d.index].copy_url,
+                generation=gen, fresh_target=fresh[d.index], lock=lock, reporter=ctx.reporter, wrap_source=wrap,
+            ))  # fmt: skip
+        removed, snap = snap, None
+        vcenter.remove_snapshot(vm, removed)
+        seconds = time.monotonic() - t0
+        stats = _stats(results, seconds)
+        store.finish_generation(gen, ok=True, stats=stats)
+        for r in results:
+            if r.reason:
+                out.warnings.append(f"{vm}: {r.label}: {r.reason}; the whole disk was copied again")
+        if not final and status.state == "seeding":
+            status = status.move("syncing")
+            ctx.save_status(status)
+        out.state = status.state
+        out.data.update(stats)
+        out.data["generation"] = gen
+        out.data["kind"] = kind
+        if not final:
+            post = run_hooks(commands_for(eff.hooks, "sync"), "post", hook_context(ctx, vm, "sync", kind),
+                             ctx.reporter)
+            out.warnings.extend(post.warnings)
+        ctx.reporter.event("sync_done", vm=vm, pass_kind=kind, generation=gen, bytes_read=stats["bytes_read"],
+                           bytes_written=stats["bytes_written"], seconds=stats["seconds"])
+        return out
+    except BaseException as exc:
+        if gen is not None:
+            try:
+                store.finish_generation(gen, ok=False, stats={}, error=_message(exc))
+            except ScmtError:
+                pass
+        raise
+    finally:
+        if snap is not None:
+            try:
+                vcenter.remove_snapshot(vm, snap)
+            except ScmtError as exc:
+                ctx.reporter.log("warning", f"{vm}: could not remove snapshot {snap}: {exc.message}; "
+                                 "the next run removes it", vm=vm)
+        if own_vc:
+            vcenter.close()
+
+
+def _copy_file_exists(ctx: MigrationContext, target_name: str, index: int) -> bool:
+    root = getattr(ctx.platform, "vm_dir", None)
+    if root is None:
+        return True  # unknown platform layout: never assume the target reads as zeroes
+    return bool((root(target_name) / f"disk{index}.raw").exists())
+
+
+def _message(exc: BaseException) -> str:
+    return exc.message if isinstance(exc, ScmtError) else f"{type(exc).__name__}: {exc}"
+
+
+def _stats(results: list[DiskResult], seconds: float) -> dict[str, Any]:
+    read = sum(r.bytes_read for r in results)
+    return {
+        "bytes_read": read,
+        "bytes_written": sum(r.bytes_written for r in results),
+        "bytes_zero": sum(r.bytes_zero for r in results),
+        "planned_bytes": sum(r.planned_bytes for r in results),
+        "seconds": round(seconds, 3),
+        "throughput_bytes_per_s": int(read / seconds) if seconds > 0 else None,
+        "disks": [r.to_dict() for r in results],
+    }
+
+
+def guarded_pass(ctx: MigrationContext, vm: str) -> VmOutcome:
+    """:func:`sync_pass` under the VM's lock; a failure is recorded and returned, not raised."""
+    status, _ = ctx.status(vm)
+    try:
+        with ctx.lock(vm) as lock:
+            status, _ = ctx.status(vm)
+            return sync_pass(ctx, vm, lock)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as exc:  # noqa: BLE001 - one VM's failure must not stop the others
+        if not isinstance(exc, ScmtError):
+            exc = SourceOperationError(f"{vm}: {type(exc).__name__}: {exc}")
+        out = VmOutcome(vm, ok=False, error=exc.message, error_code=exc.exit_code, action="sync")
+        if exc.exit_code not in (40, 42):  # a lock held elsewhere or a refusal changes nothing
+            status, _ = ctx.status(vm)
+            out.state = ctx.fail(status, exc).state
+        else:
+            out.state = status.state
+        ctx.reporter.log("error", f"{vm}: sync failed: {exc.message}", vm=vm)
+        return out
+
+
+@dataclass(frozen=True)
+class SyncRequest:
+    """``scmt sync``.  ``every`` in seconds; ``until`` timezone-aware."""
+
+    plan: Path
+    vms: tuple[str, ...] = ()
+    every: float | None = None
+    until: dt.datetime | None = None
+    until_ready: bool = False
+
+
+@dataclass
+class SyncResult:
+    plan: str
+    rounds: list[list[VmOutcome]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    stopped: str = ""
+
+    @property
+    def last(self) -> dict[str, VmOutcome]:
+        out: dict[str, VmOutcome] = {}
+        for rnd in self.rounds:
+            for o in rnd:
+                out[o.vm] = o
+        return out
+
+    @property
+    def failed(self) -> list[str]:
+        return [o.vm for o in self.last.values() if not o.ok]
+
+    @property
+    def exit_code(self) -> int:
+        if self.failed:
+            return PartialFailureError.exit_code
+        return 1 if self.warnings or any(o.warnings for o in self.last.values()) else 0
+
+    def to_dict(self) -> dict[str, Any]:
+        last = self.last
+        return {
+            "plan": self.plan,
+            "rounds": len(self.rounds),
+            "stopped": self.stopped,
+            "vms": [o.to_dict() for o in last.values()],
+            "failed": self.failed,
+            "totals": {
+                "bytes_read": sum(int(o.data.get("bytes_read", 0)) for r in self.rounds for o in r),
+                "bytes_written": sum(int(o.data.get("bytes_written", 0)) for r in self.rounds for o in r),
+            },
+            "history": [[o.to_dict() for o in r] for r in self.rounds] if len(self.rounds) > 1 else [],
+            "warnings": list(self.warnings) + [w for o in last.values() for w in o.warnings],
+        }
+
+
+def run_sync(req: SyncRequest, ctx: MigrationContext, *, sleep: Callable[[float], None] = time.sleep,
+             now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)) -> SyncResult:
+    """Run rounds of passes over the selected VMs (see the module doc)."""
+    names = ctx.select(req.vms)
+    result = SyncResult(ctx.plan.name)
+    workers = max(1, ctx.plan.defaults.concurrency)
+    while True:
+        started = time.monotonic()
+        ctx.reporter.event("sync_round", round=len(result.rounds) + 1, vms=names)
+        result.rounds.append(ctx.run_pool(names, lambda v: guarded_pass(ctx, v), workers=workers))
+        ready = all(o.ok and o.state == "syncing" for o in result.last.values())
+        if req.until_ready and ready:
+            result.stopped = "every VM is ready for cutover"
+            break
+        if req.every is None and not req.until_ready:
+            break
+        if req.until is not None and now() >= req.until:
+            result.stopped = "--until reached"
+            break
+        wait = max(0.0, (req.every or 0.0) - (time.monotonic() - started))
+        if req.until is not None:
+            wait = min(wait, max(0.0, (req.until - now()).total_seconds()))
+        if req.every is None and not ready and len(result.rounds) >= 3:
+            result.stopped = "gave up after 3 rounds with failures"
+            break
+        ctx.reporter.log("info", f"next sync round in {wait:.0f} s")
+        _sleep_cancellable(ctx, wait, sleep)
+    return result
+
+
+def _sleep_cancellable(ctx: MigrationContext, seconds: float, sleep: Callable[[float], None]) -> None:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        ctx.cancel.check()
+        sleep(min(1.0, max(0.0, end - time.monotonic())))
+
+
+def sync_service(req: SyncRequest, store: Any, reporter: Reporter, **kw: Any) -> SyncResult:
+    """Open the plan's context on ``store`` and run :func:`run_sync`."""
+    from scmt_cli.services.migration.context import open_context
+
+    ctx = open_context(req.plan, store, reporter, **kw)
+    try:
+        return run_sync(req, ctx)
+    finally:
+        ctx.close()
