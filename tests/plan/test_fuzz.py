@@ -37,14 +37,14 @@ def plans(draw: st.DrawFn) -> dict[str, Any]:
     vm_names = draw(st.lists(names, min_size=1, max_size=4, unique=True))
     method = draw(st.sampled_from(["managed", "agentless", "agent", "hot-backup"]))
     vms = []
-    for name in vm_names:
+    for index, name in enumerate(vm_names):
         vm: dict[str, Any] = {"name": name}
         if draw(st.booleans()):
             vm["cpus"] = draw(st.integers(min_value=1, max_value=64))
         if draw(st.booleans()):
             vm["memory"] = f"{draw(st.integers(min_value=1, max_value=512))}GiB"
         if method in ("agent", "hot-backup") or draw(st.booleans()):
-            vm["agent"] = {"address": f"{name}:{draw(st.integers(1, 65535))}", "token_env": "TOKEN"}
+            vm["agent"] = {"address": f"vm{index}.example.com:{draw(st.integers(1, 65535))}", "token_env": "TOKEN"}
         if draw(st.booleans()):
             vm["nics"] = [{"label": "Network adapter 1", "network": "default",
                            "mac": draw(st.sampled_from(["keep", "generate"]))}]

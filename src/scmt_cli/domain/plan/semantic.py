@@ -217,6 +217,10 @@ class Checker:
                 self.error(("target",), "type: libvirt needs 'uri', e.g. qemu:///system")
         if ttype == "dir" and "path" not in target:
             self.error(("target",), "type: dir needs 'path', the directory for disk images")
+        host = _str(target.get("migration_host"))
+        if host is not None and not is_host(host):
+            self.error(("target", "migration_host"), f"expected a host name or IP address (no port, no URL), "
+                                                     f"got {host!r}")
 
     def check_names_and_groups(self) -> None:
         seen: dict[str, int] = {}
@@ -425,6 +429,19 @@ class Checker:
                       key=True)
 
 
+_LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9])?"
+_HOSTNAME = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})*\.?$")
+
+
+def is_host(text: str) -> bool:
+    """True for a DNS host name or an IPv4/IPv6 address."""
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return bool(_HOSTNAME.match(text))
+    return True
+
+
 def split_address(address: str) -> tuple[str, int] | None:
     """``host:port`` or ``[v6]:port`` -> (host, port); None when malformed."""
     m = re.match(r"^\[(?P<v6>[0-9A-Fa-f:.]+)\]:(?P<port>[0-9]{1,5})$|^(?P<host>[A-Za-z0-9_.-]+):(?P<p2>[0-9]{1,5})$",
@@ -433,7 +450,7 @@ def split_address(address: str) -> tuple[str, int] | None:
         return None
     host = m.group("v6") or m.group("host")
     port = int(m.group("port") or m.group("p2"))
-    if not 1 <= port <= 65535:
+    if not 1 <= port <= 65535 or not is_host(host):
         return None
     if m.group("v6"):
         try:
