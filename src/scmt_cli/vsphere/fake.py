@@ -8,8 +8,10 @@ the in-process estate, translating vSphere faults into SourceOperationErrors
 that name the VM and the step.  An expired session is renewed once.
 
 ``python -m scmt_cli.vsphere.fake --lab examples/lab.yaml`` starts an estate and
-prints one JSON line (``url``, ``thumbprint``, ``user``); only login and
-``/folder`` are reachable from other processes (the SOAP API is not emulated).
+prints one JSON line (``url``, ``thumbprint``, ``user``, ``rpc``); other
+processes use it through :class:`scmt_cli.vsphere.fakeremote.RemoteFakeVCenter`
+(login and ``/folder`` as on vCenter, other calls over a JSON RPC; the SOAP API
+is not emulated).
 """
 
 from __future__ import annotations
@@ -364,8 +366,11 @@ def main(argv: list[str] | None = None) -> int:
         except ScmtError as exc:
             sys.stderr.write(f"error: {exc.message}\n")
             return exc.exit_code
+        from scmt_cli.vsphere.fakeremote import install_rpc
+
+        install_rpc(estate)
         info: dict[str, Any] = {"url": estate.base_url + "/sdk", "thumbprint": estate.http.thumbprint}
-        info["user"] = estate.lab.user
+        info.update(user=estate.lab.user, rpc=estate.base_url + "/sdk/rpc", cert_file=str(estate.http.cert_file))
         sys.stdout.write(json.dumps(info) + "\n")
         sys.stdout.flush()
         stop.wait()

@@ -96,6 +96,8 @@ class FakeHttpServer:
         self._sessions: set[str] = set()
         self._lock = threading.Lock()
         self.fail_reads = 0  # answer the next N /folder GETs with 503
+        # POST /sdk/rpc handler (see fakeremote): JSON request -> (HTTP status, JSON answer)
+        self.rpc: Callable[[dict[str, object]], tuple[int, dict[str, object]]] | None = None
         self.requests: list[tuple[str, str]] = []  # (method, path) without query
         self.thumbprint: str | None = None
         self.cert_file: Path | None = None
@@ -207,6 +209,17 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             cookie = f'{COOKIE}="{token}"; Path=/; HttpOnly; Secure'
             self._send(200, b"{}", {"Set-Cookie": cookie, "Content-Type": "application/json"})
+        elif path == "/sdk/rpc" and self.owner.rpc is not None:
+            if not self.owner.valid(self._token()):
+                self._send(401, b'{"fault": "NotAuthenticated"}', {"Content-Type": "application/json"})
+                return
+            try:
+                request = json.loads(body or b"{}")
+            except ValueError:
+                self._send(400)
+                return
+            status, answer = self.owner.rpc(request)
+            self._send(status, json.dumps(answer).encode(), {"Content-Type": "application/json"})
         elif path == "/sdk/logout":
             self.owner.logout(self._token())
             self._send(200, b"{}")
