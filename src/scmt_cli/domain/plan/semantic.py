@@ -34,8 +34,8 @@ from scmt_cli.errors import Problem
 _MAC = re.compile(r"^(?:[0-9A-Fa-f]{2}[:-]){5}[0-9A-Fa-f]{2}$")
 _SIZE_FIELDS = ("memory",)
 _NOTE_NO_INVENTORY = (
-    "sizing (cpus, memory, disk sizes) was not checked against the source: no inventory was given, "
-    "so the only-expand rule is checked when the VMs are read from vCenter"
+    "sizing (cpus, memory, disk sizes) and source disks/NICs were not checked against the source: no inventory "
+    "was given (use --inventory FILE or source.inventory)"
 )
 
 
