@@ -146,7 +146,7 @@ class Connection:
             except OSError:
                 pass
         if self._reader is not threading.current_thread():
-            self._reader.join(min(self.timeout, 5.0))
+            self._reader.join(min(self.timeout, 2.0))  # servers close right after DISC
         try:
             self.sock.shutdown(socket.SHUT_RDWR)
         except OSError:
