@@ -378,6 +378,14 @@ class Checker:
                     iface = ipaddress.ip_interface(ip.strip())
                 except ValueError:
                     self.error(path + ("ip",), f"expected an address with prefix, like 10.0.0.10/24, got {ip!r}")
+                else:
+                    net = iface.network
+                    if net.num_addresses > 2 and iface.ip in (net.network_address, net.broadcast_address) \
+                            and iface.version == 4:
+                        what = "network" if iface.ip == net.network_address else "broadcast"
+                        self.error(path + ("ip",), f"{iface.ip} is the {what} address of {net}; expected a host "
+                                                   "address")
+                        iface = None
             if direct:
                 self.warn(path + ("ip",), "direct failover skips guest configuration: this static IP is not applied")
         gateway = _str(nic.get("gateway"))
@@ -391,6 +399,8 @@ class Checker:
                     self.error(path + ("gateway",), "a gateway needs a static 'ip' on the same NIC")
                 elif iface is not None and (gw.version != iface.version or gw not in iface.network):
                     self.error(path + ("gateway",), f"gateway {gateway} is outside {iface.network}")
+                elif iface is not None and gw == iface.ip:
+                    self.error(path + ("gateway",), f"gateway {gateway} is the NIC's own address")
         for k, server in enumerate(_list(nic.get("dns"))):
             if isinstance(server, str):
                 try:
