@@ -70,6 +70,16 @@ def test_plan_covers_every_byte_once_and_never_drops_data(m, cs):
             e.kind == "data" and e.offset < c.end and c.offset < e.end for e in exts
         )
         assert (c.kind == "data") == touches
+        if c.ranges is not None:  # the ranges to read hold every data byte of the chunk
+            assert c.kind == "data"
+            assert all(0 <= a < b <= c.length for a, b in c.ranges)
+            assert all(x[1] < y[0] for x, y in zip(c.ranges, c.ranges[1:], strict=False))
+            for e in exts:
+                if e.kind == "data":
+                    lo, hi = max(e.offset, c.offset) - c.offset, min(e.end, c.end) - c.offset
+                    if lo < hi:
+                        assert any(a <= lo and hi <= b for a, b in c.ranges) or sum(
+                            max(0, min(b, hi) - max(a, lo)) for a, b in c.ranges) == hi - lo
 
 
 @settings(max_examples=100, deadline=None)

@@ -34,13 +34,14 @@ from typing import Any, Literal
 
 from scmt_cli.blocks.checkpoint import Checkpointer
 from scmt_cli.blocks.digest import ZERO, Manifest, digest, is_zero, zero_runs
-from scmt_cli.blocks.plan import DEFAULT_CHUNK_SIZE, Chunk, chunk_count
+from scmt_cli.blocks.plan import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, Chunk, chunk_count
 from scmt_cli.errors import InternalError, ScmtError, SizeMismatchError
 from scmt_cli.events import NullReporter, Reporter
 from scmt_cli.transports.base import BlockSource, BlockTarget
 
 Action = Literal["write", "zeroes", "skip", "unchanged"]
 _POLL = 0.1
+_ZERO_VIEW = memoryview(bytes(MAX_CHUNK_SIZE))
 
 
 @dataclass(frozen=True)
@@ -197,18 +198,30 @@ class _Pipeline:
                         break
 
     def _read(self, chunk: Chunk, view: memoryview) -> None:
+        """Fill ``view`` with the chunk: its data ranges from the source, zeroes elsewhere."""
+        ranges = chunk.ranges or ((0, chunk.length),)
+        pos = 0
+        for start, end in ranges:
+            if start > pos:
+                view[pos:start] = _ZERO_VIEW[: start - pos]
+            self._read_range(chunk.offset + start, view[start:end])
+            pos = end
+        if pos < chunk.length:
+            view[pos : chunk.length] = _ZERO_VIEW[: chunk.length - pos]
+
+    def _read_range(self, offset: int, view: memoryview) -> None:
         lock = self.src_lock
         if lock is not None:
             lock.acquire()
         try:
             if self.readinto is not None:
-                self.readinto(chunk.offset, view)
+                self.readinto(offset, view)
             else:
-                data = self.source.read(chunk.offset, chunk.length)
-                if len(data) != chunk.length:
+                data = self.source.read(offset, len(view))
+                if len(data) != len(view):
                     raise SizeMismatchError(
-                        f"short read from {self.source.describe()} at {chunk.offset}: "
-                        f"{len(data)} of {chunk.length} bytes (did the source shrink?)")
+                        f"short read from {self.source.describe()} at {offset}: "
+                        f"{len(data)} of {len(view)} bytes (did the source shrink?)")
                 view[:] = data
         finally:
             if lock is not None:
@@ -420,7 +433,7 @@ def _final_checkpoint(target: BlockTarget, commit: Any, rep: Reporter) -> None:
 
 def _account(stats: CopyStats, chunk: Chunk, action: Action, d: str, written: int) -> None:
     if chunk.kind == "data":
-        stats.bytes_read += chunk.length
+        stats.bytes_read += sum(e - s for s, e in chunk.ranges) if chunk.ranges else chunk.length
         if d == ZERO:
             stats.zero_chunks_detected += 1
     if action == "write":

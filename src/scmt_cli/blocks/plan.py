@@ -34,14 +34,27 @@ CHUNK_ALIGN = 64 * 1024
 ChunkKind = Literal["data", "zero"]
 
 
+#: Data ranges of a chunk closer than this are read with one request.
+READ_MERGE_GAP = 256 * 1024
+
+Ranges = tuple[tuple[int, int], ...]
+
+
 @dataclass(frozen=True, slots=True)
 class Chunk:
-    """One grid cell of the plan: ``index`` on the grid, its byte range and kind."""
+    """One grid cell of the plan: ``index`` on the grid, its byte range and kind.
+
+    ``ranges`` (data chunks only) lists the ``(start, end)`` byte ranges,
+    relative to ``offset``, that the allocation map says hold data; the rest
+    of the chunk reads as zeroes and need not be read.  ``None`` means "read
+    the whole chunk".
+    """
 
     index: int
     offset: int
     length: int
     kind: ChunkKind
+    ranges: Ranges | None = None
 
     @property
     def end(self) -> int:
@@ -111,11 +124,31 @@ def plan_chunks(extents: Iterable[Extent], size: int, chunk_size: int) -> list[C
     any part of the disk not covered by an extent is treated as zero, which is
     what :class:`BlockSource` implementations promise for holes).
     """
-    data = set(data_chunk_indices(extents, chunk_size))
+    ranges: dict[int, list[tuple[int, int]]] = {}
+    for ext in coalesce(extents):
+        if ext.kind != "data":
+            continue
+        for i in range(ext.offset // chunk_size, (ext.end - 1) // chunk_size + 1):
+            base = i * chunk_size
+            start = max(ext.offset, base) - base
+            end = min(ext.end, base + chunk_size, size) - base
+            if end <= start:
+                continue
+            lst = ranges.setdefault(i, [])
+            if lst and start - lst[-1][1] < READ_MERGE_GAP:
+                lst[-1] = (lst[-1][0], end)
+            else:
+                lst.append((start, end))
     out: list[Chunk] = []
     for i in range(chunk_count(size, chunk_size)):
         off, length = chunk_range(i, size, chunk_size)
-        out.append(Chunk(i, off, length, "data" if i in data else "zero"))
+        r = ranges.get(i)
+        if r is None:
+            out.append(Chunk(i, off, length, "zero"))
+        elif r == [(0, length)]:
+            out.append(Chunk(i, off, length, "data"))
+        else:
+            out.append(Chunk(i, off, length, "data", tuple(r)))
     return out
 
 
