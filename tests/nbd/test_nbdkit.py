@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from scmt_cli.errors import ReadOnlyTargetError, SizeMismatchError, TransportError, UsageError
+from scmt_cli.errors import NotAvailableError, ReadOnlyTargetError, SizeMismatchError, TransportError, UsageError
 from scmt_cli.transports import base
 from scmt_cli.transports.nbd import NbdDisk
 from scmt_cli.transports.nbd import protocol as p
@@ -347,3 +347,13 @@ def test_writes_split_at_the_advertised_maximum(servers: Launcher) -> None:
         assert disk.read(3, len(data)) == data
         disk.write_zeroes(3, MiB)  # no payload: not bound by the payload maximum
         assert disk.read(0, MiB + 3) == bytes(MiB + 3)
+
+
+def test_tls_required_by_nbdkit_is_not_available(servers: Launcher, tmp_path: Path) -> None:
+    psk = tmp_path / "keys.psk"
+    psk.write_text("alice:" + os.urandom(16).hex() + "\n")
+    psk.chmod(0o600)
+    srv = servers.nbdkit("memory", "1M", options=("--tls=require", f"--tls-psk={psk}"))
+    with pytest.raises(NotAvailableError) as err:
+        NbdDisk(srv.url)
+    assert "requires TLS" in err.value.message and err.value.exit_code == 4
