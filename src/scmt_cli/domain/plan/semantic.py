@@ -365,9 +365,10 @@ class Checker:
                 self.error(path + ("mac",), f"MAC {mac} is also used by {format_path(macs[norm])}")
             else:
                 macs[norm] = path
-        self.check_ip(path, nic, direct)
+        self.check_ip(path, nic, direct, macs)
 
-    def check_ip(self, path: PathT, nic: dict[str, Any], direct: bool) -> None:
+    def check_ip(self, path: PathT, nic: dict[str, Any], direct: bool, taken: dict[str, PathT]) -> None:
+        """Address, gateway and DNS of one NIC; ``taken`` records addresses used elsewhere in the plan."""
         iface: ipaddress.IPv4Interface | ipaddress.IPv6Interface | None = None
         ip = _str(nic.get("ip"))
         if ip is not None:
@@ -386,6 +387,13 @@ class Checker:
                         self.error(path + ("ip",), f"{iface.ip} is the {what} address of {net}; expected a host "
                                                    "address")
                         iface = None
+                if iface is not None:
+                    key = f"ip:{iface.ip}"
+                    if key in taken:
+                        from scmt_cli.domain.plan.yamlsource import format_path
+
+                        self.error(path + ("ip",), f"{iface.ip} is also assigned to {format_path(taken[key])}")
+                    taken.setdefault(key, path)
             if direct:
                 self.warn(path + ("ip",), "direct failover skips guest configuration: this static IP is not applied")
         gateway = _str(nic.get("gateway"))
