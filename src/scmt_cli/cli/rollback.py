@@ -1,19 +1,37 @@
-"""``scmt rollback``: switch back to the source after a failed business check."""
+"""``scmt rollback``: give the workload back to the source."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
+from rich.console import Console
 
-from scmt_cli.cli._common import not_available
+from scmt_cli.cli.context import current
 
 
 def rollback(
     plan: Annotated[Path, typer.Argument(help="Migration plan (YAML).", metavar="PLAN")],
     vm: Annotated[Optional[list[str]], typer.Option("--vm", help="Only this VM (repeatable).")] = None,
-    group: Annotated[Optional[str], typer.Option("--group", help="Roll back this group.")] = None,
+    group: Annotated[Optional[str], typer.Option("--group", help="Roll back this group together.")] = None,
 ) -> None:
-    """Stop or isolate the target and restore the source's network or power."""
-    raise not_available("rollback", "the migration engine (issue: migration end to end)")
+    """Stop and isolate the target, restore the source's network or power (in seconds).
+
+    Exit codes: 0 ok, 42 nothing to roll back, 60 some VMs failed.
+    """
+    from scmt_cli.services.migration.rollback import RollbackRequest, rollback_service
+    from scmt_cli.state import StateStore
+
+    ui = current()
+    req = RollbackRequest(plan=plan, vms=tuple(vm or ()), group=group)
+    with StateStore.open(ui.opts.state) as store:
+        result = rollback_service(req, store, ui.reporter)
+    ui.finish(result, render)
+
+
+def render(console: Console, result: Any) -> None:
+    from scmt_cli.cli._migration_view import render_outcomes
+
+    render_outcomes(console, result, title=f"rollback of plan {result.plan}",
+                    columns=[("took", "rollback_seconds")])

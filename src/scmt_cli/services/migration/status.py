@@ -1,0 +1,149 @@
+"""``scmt status``: where every VM of a plan stands, from the state store alone.
+
+Per VM: state (and the state a failed VM failed in), the cutover steps done,
+the last successful sync (time, kind, bytes, throughput), the lag since it,
+the estimated cutover downtime and the commands that may run next.
+
+Estimated downtime = the last incremental's bytes at the measured throughput
+(what the final sync will move, roughly) + :data:`SWITCH_OVERHEAD_SECONDS`
+(quiesce, define, start).  When the plan's bandwidth is known the seed-table
+estimate (:func:`scmt_cli.domain.estimate.estimate_vm`) is shown next to it,
+and a seed's measured pace is compared with the plan estimate.  After a
+failover the measured downtime is shown instead.  Nothing here contacts
+vCenter, so status is instant and safe to ``--watch``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from scmt_cli.domain.estimate import EstimateInput, compare_measured, estimate_vm
+from scmt_cli.domain.plan import load_plan
+from scmt_cli.domain.vmstate import commands_allowed
+from scmt_cli.events import Reporter
+from scmt_cli.services.migration.context import MigrationContext
+from scmt_cli.state import StateStore, iso, vm_resource
+
+SWITCH_OVERHEAD_SECONDS = 30.0
+#: The link rate assumed for the plan estimate when the plan sets no bandwidth (1 Gbit/s).
+DEFAULT_LINK_BPS = 125_000_000.0
+
+
+@dataclass(frozen=True)
+class StatusRequest:
+    plan: Path
+    vms: tuple[str, ...] = ()
+
+
+@dataclass
+class VmStatusView:
+    vm: str
+    state: str
+    failed_from: str | None = None
+    error: str | None = None
+    steps_done: list[str] = field(default_factory=list)
+    last_sync_at: float | None = None
+    last_sync_kind: str | None = None
+    last_sync_bytes: int | None = None
+    throughput_bytes_per_s: float | None = None
+    lag_seconds: float | None = None
+    est_downtime_seconds: float | None = None
+    plan_downtime_minutes: int | None = None
+    measured_downtime_seconds: float | None = None
+    rollback_seconds: float | None = None
+    seed_vs_estimate: dict[str, Any] | None = None
+    locked_by: str | None = None
+    next_commands: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d["last_sync_at"] = iso(self.last_sync_at)
+        return d
+
+
+@dataclass
+class StatusResult:
+    plan: str
+    vms: list[VmStatusView]
+    generated_at: float
+
+    @property
+    def warnings(self) -> list[str]:
+        return [w for v in self.vms for w in v.warnings]
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.warnings else 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"plan": self.plan, "generated_at": iso(self.generated_at), "vms": [v.to_dict() for v in self.vms],
+                "warnings": self.warnings}
+
+
+def _view(ctx: MigrationContext, vm: str, now: float) -> VmStatusView:
+    store, plan = ctx.store, ctx.plan.name
+    eff = ctx.effective(vm)
+    status, data = ctx.status(vm)
+    rec = store.get_vm(plan, vm)
+    v = VmStatusView(vm, status.state, status.failed_from, status.error, list(status.steps_done))
+    gens = store.generations(plan, vm)
+    ok = [g for g in gens if g.ok]
+    if ok:
+        last = ok[-1]
+        v.last_sync_at, v.last_sync_kind, v.last_sync_bytes = last.finished_at, last.kind, last.bytes_written
+        secs = float(last.stats.get("seconds") or 0.0)
+        rates = [g.bytes_read / float(g.stats.get("seconds") or 0) for g in ok
+                 if g.bytes_read > 1024 * 1024 and float(g.stats.get("seconds") or 0) > 0]
+        v.throughput_bytes_per_s = max(rates) if rates else (last.bytes_read / secs if secs > 0 else None)
+        if status.state in ("seeding", "syncing") and last.finished_at is not None:
+            v.lag_seconds = round(now - last.finished_at, 1)
+    incs = [g for g in ok if g.kind in ("incremental", "final")]
+    delta = incs[-1].bytes_read if incs else None
+    if delta is not None and v.throughput_bytes_per_s:
+        v.est_downtime_seconds = round(delta / v.throughput_bytes_per_s + SWITCH_OVERHEAD_SECONDS, 1)
+    disks = store.list_disks(plan, vm)
+    size = sum(d.capacity_bytes or 0 for d in disks)
+    if size:
+        inp = EstimateInput(vm, data_bytes=size, source_bps=eff.bandwidth or DEFAULT_LINK_BPS,
+                            pre_switch_bytes=delta or 0)
+        est = estimate_vm(inp)
+        v.plan_downtime_minutes = est.downtime_minutes
+        seeds = [g for g in ok if g.kind == "seed" and g.bytes_read > 0]
+        if seeds and float(seeds[-1].stats.get("seconds") or 0) > 0:
+            v.seed_vs_estimate = compare_measured(est, seeds[-1].bytes_read,
+                                                  float(seeds[-1].stats["seconds"])).to_dict()
+    v.measured_downtime_seconds = data.get("downtime_seconds")
+    v.rollback_seconds = data.get("rollback_seconds")
+    holder = store.lock_holder(vm_resource(plan, vm))
+    if holder is not None and holder.lease_expires_at > now:
+        v.locked_by = f"pid {holder.pid} on {holder.hostname}"
+    v.next_commands = list(commands_allowed(status.state, failed_from=status.failed_from))  # type: ignore[arg-type]
+    # -- warnings ---------------------------------------------------------------------
+    if status.state == "failed":
+        v.warnings.append(f"{vm}: failed while {status.failed_from}: {status.error or 'unknown error'}; "
+                          f"run the same command again to resume")
+    if gens and gens[-1].status == "running" and v.locked_by is None:
+        v.warnings.append(f"{vm}: a {gens[-1].kind} pass was interrupted; the next sync resumes it")
+    if v.lag_seconds is not None and status.state == "syncing" and v.lag_seconds > 2 * eff.sync_interval:
+        v.warnings.append(f"{vm}: last sync {v.lag_seconds:.0f} s ago, more than twice the sync interval")
+    tolerance = eff.downtime_tolerance
+    if tolerance is not None and v.est_downtime_seconds is not None and v.est_downtime_seconds > tolerance:
+        v.warnings.append(f"{vm}: estimated downtime {v.est_downtime_seconds:.0f} s exceeds the plan's "
+                          f"tolerance of {tolerance:.0f} s; sync more often before the cutover")
+    if rec is not None and rec.state == "cutting-over" and v.locked_by is None:
+        v.warnings.append(f"{vm}: a failover stopped after {', '.join(status.steps_done) or 'no step'}; "
+                          "run failover again to finish it, or rollback")
+    return v
+
+
+def status_service(req: StatusRequest, store: StateStore, reporter: Reporter) -> StatusResult:
+    """Read-only: the plan file and the state store (nothing is recorded)."""
+    plan = load_plan(req.plan).plan
+    ctx = MigrationContext(plan, store, reporter)
+    names = ctx.select(req.vms)
+    now = time.time()
+    return StatusResult(plan.name, [_view(ctx, vm, now) for vm in names], now)
