@@ -199,3 +199,17 @@ def test_changed_areas(backend: Backend) -> None:
         vc.remove_snapshot(backend.vm, snap)
     finally:
         vc.close()
+
+
+def test_enable_cbt_with_stun_cycle_leaves_no_snapshot(backend: Backend) -> None:
+    vm = "ubuntu22-web01" if backend.kind == "fake" else "DC0_C0_RP0_VM0"
+    vc = backend.open()
+    try:
+        before = [s.id for s in vc.list_snapshots(vm)]
+        assert vc.enable_cbt(vm) is True
+        assert vc.enable_cbt(vm) is False  # already on: nothing done
+        assert [s.id for s in vc.list_snapshots(vm)] == before
+        vm_inv = vc.inventory().vm(vm)
+        assert vm_inv is not None and vm_inv.cbt_enabled is True
+    finally:
+        vc.close()

@@ -136,3 +136,58 @@ def test_wrong_password_and_unreachable(estate: FakeEstate) -> None:
     with pytest.raises(SourceUnreachableError, match="connection refused") as info2:
         FakeVCenter(estate, fake_settings(estate, port=port)).connect()
     assert info2.value.exit_code == 10
+
+
+def test_expired_certificate_is_refused(tmp_path: Path) -> None:
+    """A certificate past its validity is a TLS error (12), even when its CA is trusted."""
+    import datetime
+    import ssl
+    import threading
+
+    x509 = pytest.importorskip("cryptography.x509")
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=30)).not_valid_after(now - datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(__import__("ipaddress").ip_address("127.0.0.1"))]),
+                       critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )  # fmt: skip
+    cert_file, key_file = tmp_path / "c.pem", tmp_path / "k.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert_file, key_file)
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        try:
+            with ctx.wrap_socket(conn, server_side=True):
+                pass
+        except (ssl.SSLError, OSError):
+            pass
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        from scmt_cli.vsphere.fake import FakeVCenter
+
+        settings = resolve_settings(url=f"https://127.0.0.1:{port}/sdk", user="u", ca_file=str(cert_file),
+                                    env={"SCMT_VCENTER_PASSWORD": "pw"})  # fmt: skip
+        with pytest.raises(TLSVerificationError, match="expired"):
+            FakeVCenter(None, settings).connect()  # type: ignore[arg-type]
+    finally:
+        thread.join(timeout=5)
+        listener.close()
