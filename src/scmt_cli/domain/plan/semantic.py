@@ -168,10 +168,10 @@ class Checker:
         if url is not None:
             self.check_vcenter_url(url)
             if "username" not in src:
-                self.error(("source",), "source.url needs 'username' (the vCenter user)")
+                self.error(("source",), "missing 'username', the vCenter user that goes with 'url'")
             refs = [k for k in ("password_env", "password_file") if k in src]
             if not refs:
-                self.error(("source",), "source needs the vCenter password by reference: password_env (an "
+                self.error(("source",), "missing the vCenter password reference: password_env (an "
                                         "environment variable name) or password_file")
             elif len(refs) == 2:
                 self.error(("source", "password_file"), "give either password_env or password_file, not both",
