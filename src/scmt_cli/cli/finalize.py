@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
+from rich.console import Console
 
-from scmt_cli.cli._common import not_available
+from scmt_cli.cli.context import current
 
 
 def finalize(
@@ -15,5 +16,22 @@ def finalize(
     vm: Annotated[Optional[list[str]], typer.Option("--vm", help="Only this VM (repeatable).")] = None,
     disable_cbt: Annotated[bool, typer.Option("--disable-cbt", help="Also disable CBT on the source.")] = False,
 ) -> None:
-    """Remove the tool's snapshots and keep the source powered off."""
-    raise not_available("finalize", "the migration engine (issue: migration end to end)")
+    """Remove the tool's snapshots and keep the source powered off (cut-over -> committed).
+
+    Exit codes: 0 ok, 1 warnings, 42 nothing to finalize, 60 some VMs failed.
+    """
+    from scmt_cli.services.migration.finalize import FinalizeRequest, finalize_service
+    from scmt_cli.state import StateStore
+
+    ui = current()
+    req = FinalizeRequest(plan=plan, vms=tuple(vm or ()), disable_cbt=disable_cbt)
+    with StateStore.open(ui.opts.state) as store:
+        result = finalize_service(req, store, ui.reporter)
+    ui.finish(result, render)
+
+
+def render(console: Console, result: Any) -> None:
+    from scmt_cli.cli._migration_view import render_outcomes
+
+    render_outcomes(console, result, title=f"finalize of plan {result.plan}",
+                    columns=[("source power", "source_power")])

@@ -1,0 +1,88 @@
+"""``scmt migrate``: the managed method in one unattended command.
+
+For each VM, at most :data:`MAX_CONCURRENT` at a time (the seed: "a maximum
+of two virtual machines are migrated concurrently"): seed, incremental syncs
+until the delta is small (:func:`delta_is_small`) or :data:`MAX_PASSES` passes
+ran, then a failover with the managed method's fixed choices: shut the source
+down, final sync, start the target.  Every step is the same resumable step
+``sync`` and ``failover`` use, so a killed ``migrate`` continues where it
+stopped; VMs already cut over are left alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from scmt_cli.domain.vmstate import plan_command
+from scmt_cli.errors import InvalidStateError
+from scmt_cli.services.migration.context import MigrationContext, VmOutcome
+from scmt_cli.services.migration.failover import FailoverRequest, _failover_unit
+from scmt_cli.services.migration.sync import guarded_pass
+from scmt_cli.services.migration.units import MigrationResult
+
+MAX_CONCURRENT = 2
+MAX_PASSES = 5
+SMALL_DELTA_BYTES = 8 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class MigrateRequest:
+    plan: Path
+    vms: tuple[str, ...] = ()
+    max_passes: int = MAX_PASSES
+
+
+def delta_is_small(bytes_read: int, disk_bytes: int) -> bool:
+    """Stop syncing when the last incremental read at most 8 MiB or 2 % of the VM's disks."""
+    return bytes_read <= max(SMALL_DELTA_BYTES, disk_bytes // 50)
+
+
+def _migrate_vm(ctx: MigrationContext, req: MigrateRequest, vm: str) -> VmOutcome:
+    status, _ = ctx.status(vm)
+    try:
+        decision = plan_command("migrate", status.state, vm=vm, failed_from=status.failed_from)
+    except InvalidStateError as exc:
+        return VmOutcome(vm, ok=False, action="migrate", state=status.state, error=exc.message,
+                         error_code=exc.exit_code)
+    if decision.noop:
+        return VmOutcome(vm, state=status.state, action="already cut over")
+    passes: list[dict[str, Any]] = []
+    effective = status.failed_from if status.state == "failed" else status.state
+    if effective != "cutting-over":
+        for _ in range(max(1, req.max_passes)):
+            ctx.cancel.check()
+            out = guarded_pass(ctx, vm)
+            if not out.ok:
+                out.action = "migrate (sync)"
+                out.data["passes"] = passes
+                return out
+            passes.append({"kind": out.data.get("kind"), "bytes_read": out.data.get("bytes_read", 0),
+                           "seconds": out.data.get("seconds")})
+            size = sum(int(d.get("size", 0)) for d in out.data.get("disks", []))
+            if out.data.get("kind") == "incremental" and delta_is_small(int(out.data.get("bytes_read", 0)), size):
+                break
+    fo = FailoverRequest(ctx.plan.file, source_action="shutdown", target_state="on")
+    final = _failover_unit(ctx, fo, None, [vm])[0]
+    final.action = "migrated" if final.ok else "migrate (failover)"
+    final.data["passes"] = passes
+    return final
+
+
+def run_migrate(req: MigrateRequest, ctx: MigrationContext) -> MigrationResult:
+    names = ctx.select(req.vms)
+    result = MigrationResult("migrate", ctx.plan.name)
+    workers = min(MAX_CONCURRENT, max(1, ctx.plan.defaults.concurrency))
+    result.outcomes.extend(ctx.run_pool(names, lambda v: _migrate_vm(ctx, req, v), workers=workers))
+    return result
+
+
+def migrate_service(req: MigrateRequest, store: Any, reporter: Any, **kw: Any) -> MigrationResult:
+    from scmt_cli.services.migration.context import open_context
+
+    ctx = open_context(req.plan, store, reporter, **kw)
+    try:
+        return run_migrate(req, ctx)
+    finally:
+        ctx.close()
