@@ -1,0 +1,309 @@
+"""``scmt demo``: the whole flow on a lab built on the fly, offline, in seconds.
+
+Steps (each timed and reported): build the lab (fake vCenter over HTTPS on
+127.0.0.1, four small VMs, a workload writing to every running VM) -> assess
+-> write a plan -> sync (seed, then two incrementals while the workload
+writes) -> fail over ``db01`` (network disconnected) -> fail over the Redis
+group (``source_action: none``; its pre hooks stop the simulated service) ->
+verify every target disk byte for byte against the source as it was when it
+was quiesced -> roll ``db01`` back (measured) and check the source is as it was.
+
+The source "at quiesce" is captured when failover reports ``source_quiesced``:
+the simulated clients write through the network (a disconnected NIC stops
+them) and stop when their hook says so, under the fake's lock, so nothing
+can change the disk after that moment.  The result's exit code is 0 only if
+every verification passed (31 otherwise).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from scmt_cli.errors import VerificationError
+from scmt_cli.events import Reporter
+from scmt_cli.services import demo_lab
+from scmt_cli.state import StateStore
+from scmt_cli.vsphere.fakeestate import FakeEstate
+from scmt_cli.vsphere.workload import Workload, WriteRecord
+
+WORKLOAD_RATE = 512 * 1024
+PAUSE_BETWEEN_SYNCS = 0.6
+
+
+@dataclass(frozen=True)
+class DemoRequest:
+    keep: Path | None = None
+
+
+@dataclass
+class DemoResult:
+    lab_dir: str | None
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    verifications: list[dict[str, Any]] = field(default_factory=list)
+    vms: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+    warnings: list[str] = field(default_factory=list)
+    explore: list[str] = field(default_factory=list)
+
+    @property
+    def verified(self) -> bool:
+        return bool(self.verifications) and all(v["ok"] for v in self.verifications)
+
+    @property
+    def exit_code(self) -> int:
+        if not self.verified or not all(s["ok"] for s in self.steps):
+            return VerificationError.exit_code
+        return 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ok": self.exit_code == 0, "lab_dir": self.lab_dir, "seconds": round(self.seconds, 2),
+                "steps": self.steps, "verifications": self.verifications, "vms": self.vms,
+                "explore": self.explore, "warnings": self.warnings}
+
+
+class _Gated(Workload):
+    """A workload whose writes stop when ``gate()`` is false (checked under the fake's lock)."""
+
+    gate: Callable[[], bool] = staticmethod(lambda: True)  # type: ignore[assignment]
+
+    def write_once(self) -> WriteRecord | None:
+        with self.estate.lock:
+            if not self.gate():
+                return None
+            return super().write_once()
+
+
+class _Tap:
+    """Forwards to the CLI's reporter; captures the source's disks when a VM is quiesced."""
+
+    def __init__(self, inner: Reporter, on_quiesce: Callable[[str], None]) -> None:
+        self._inner = inner
+        self._on_quiesce = on_quiesce
+
+    def log(self, level: Any, message: str, **fields: Any) -> None:
+        self._inner.log(level, message, **fields)
+
+    def progress(self, task: str, done: int, total: int | None, **fields: Any) -> None:
+        self._inner.progress(task, done, total, **fields)
+
+    def event(self, kind: str, **fields: Any) -> None:
+        if kind == "source_quiesced":
+            self._on_quiesce(str(fields["vm"]))
+        self._inner.event(kind, **fields)
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def source_digests(estate: FakeEstate, vm: str) -> dict[int, str]:
+    """SHA-256 of each live disk of ``vm`` (taken under the fake's lock)."""
+    with estate.lock:
+        disks = estate.vm(vm).disks
+        return {k: _digest(d.read(0, d.capacity)) for k, d in sorted(disks.items())}
+
+
+class _Demo:
+    def __init__(self, req: DemoRequest, reporter: Reporter) -> None:
+        self.req = req
+        self.rep = reporter
+        self.quiesced: dict[str, dict[int, str]] = {}
+        self.lock = threading.Lock()
+        self.estate: FakeEstate | None = None
+        self.result = DemoResult(None)
+
+    def step(self, name: str, fn: Callable[[], str]) -> bool:
+        self.rep.log("info", f"== {name}")
+        t0 = time.monotonic()
+        try:
+            detail = fn()
+            ok = True
+        except Exception as exc:  # noqa: BLE001 - the demo reports every step, then stops
+            detail = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
+            ok = False
+            self.rep.log("error", f"{name}: {detail}")
+        self.result.steps.append({"step": name, "ok": ok, "seconds": round(time.monotonic() - t0, 2),
+                                  "detail": detail})
+        return ok
+
+    def on_quiesce(self, vm: str) -> None:
+        assert self.estate is not None
+        self.quiesced[vm] = source_digests(self.estate, vm)
+
+    def gate(self, vm: str) -> Callable[[], bool]:
+        def open_() -> bool:
+            assert self.estate is not None
+            fvm = self.estate.vms[vm]
+            return any(n.connected for n in fvm.nics) and \
+                not (self.root / "lab" / f"stop-{vm}").exists()
+        return open_
+
+    def run(self) -> DemoResult:
+        from scmt_cli.services.assess import AssessRequest, assess
+        from scmt_cli.services.migration.context import open_context
+        from scmt_cli.services.migration.failover import FailoverRequest, run_failover
+        from scmt_cli.services.migration.rollback import RollbackRequest, run_rollback
+        from scmt_cli.services.migration.status import StatusRequest, status_service
+        from scmt_cli.services.migration.sync import SyncRequest, run_sync
+        from scmt_cli.vsphere.fake import start_estate, stop_estate
+
+        t_start = time.monotonic()
+        tmp = None
+        if self.req.keep is not None:
+            self.root = self.req.keep.absolute()
+            if self.root.exists() and any(self.root.iterdir()):
+                from scmt_cli.errors import UsageError
+
+                raise UsageError(f"--keep {self.root}: the directory is not empty", hint="name a new directory")
+        else:
+            tmp = tempfile.mkdtemp(prefix="scmt-demo-")
+            self.root = Path(tmp)
+        self.result.lab_dir = str(self.root) if self.req.keep is not None else None
+        workloads: list[Workload] = []
+        store: StateStore | None = None
+        ctx = None
+        try:
+            labdir = self.root / "lab"
+            lab = demo_lab.write_lab(labdir)
+            plan_path: Path | None = None
+
+            def build() -> str:
+                self.estate = start_estate(lab, self.root / "vcenter")
+                for i, vm in enumerate(demo_lab.DEMO_VMS):
+                    w = _Gated(self.estate, vm, rate=WORKLOAD_RATE, pattern="hotspot", seed=i + 1)
+                    w.gate = self.gate(vm)  # type: ignore[method-assign]
+                    workloads.append(w.start())
+                return (f"fake vCenter {self.estate.base_url}/sdk with {len(demo_lab.DEMO_VMS)} VMs; "
+                        f"a workload writes {WORKLOAD_RATE // 1024} KiB/s to each")
+
+            def do_assess() -> str:
+                res = assess(AssessRequest(inventory=lab, network=False, method="agentless"), self.rep)
+                c = res.counts()
+                return f"{c['vms']} VMs: {c['ready']} ready, {c['warnings']} with warnings, {c['blocked']} blocked"
+
+            def write_plan() -> str:
+                nonlocal plan_path
+                assert self.estate is not None
+                hooks = {vm: [[sys.executable, "-c", "import pathlib,sys; pathlib.Path(sys.argv[1]).touch()",
+                               str(labdir / f"stop-{vm}")]] for vm in ("redis-a", "redis-b")}
+                plan_path = demo_lab.write_plan(labdir, url=self.estate.base_url + "/sdk",
+                                                thumbprint=self.estate.http.thumbprint, user=self.estate.lab.user,
+                                                group_hooks=hooks)
+                return f"{plan_path.name}: agentless, dir target, group 'redis' (source action none, stop hooks)"
+
+            for name, fn in (("build the lab", build), ("assess", do_assess), ("write a plan", write_plan)):
+                if not self.step(name, fn):
+                    return self.result
+            assert plan_path is not None and self.estate is not None
+            store = StateStore.open(self.root / "state.db")
+            tap = _Tap(self.rep, self.on_quiesce)
+            ctx = open_context(plan_path, store, tap)
+
+            def sync(label: str) -> Callable[[], str]:
+                def go() -> str:
+                    res = run_sync(SyncRequest(plan_path), ctx)  # type: ignore[arg-type]
+                    if res.failed:
+                        raise RuntimeError(f"sync failed for {', '.join(res.failed)}")
+                    moved = sum(int(o.data.get("bytes_read", 0)) for o in res.last.values())
+                    secs = max(float(o.data.get("seconds", 0)) for o in res.last.values())
+                    self.result.warnings.extend(res.to_dict()["warnings"])
+                    return f"{label}: read {moved / 2**20:.1f} MiB in {secs:.2f} s (4 VMs, 2 at a time)"
+                return go
+
+            ok = self.step("sync: seed", sync("full copies"))
+            for n in (1, 2):
+                time.sleep(PAUSE_BETWEEN_SYNCS)
+                ok = ok and self.step(f"sync: incremental {n}", sync("changed blocks only (CBT)"))
+            if not ok:
+                return self.result
+
+            def failover(vms: tuple[str, ...], group: str | None) -> Callable[[], str]:
+                def go() -> str:
+                    res = run_failover(FailoverRequest(plan_path, vms=vms, group=group), ctx)  # type: ignore[arg-type]
+                    if res.failed:
+                        raise RuntimeError("; ".join(f"{o.vm}: {o.error}" for o in res.failed))
+                    self.result.warnings.extend(res.all_warnings())
+                    return ", ".join(f"{o.vm} down {o.data.get('downtime_seconds', 0):.2f} s" for o in res.outcomes)
+                return go
+
+            self.step("failover db01 (disconnect the source's network)", failover(("db01",), None))
+            self.step("failover group redis (hooks stop the service)", failover((), "redis"))
+            self.step("verify target disks = source at quiesce", lambda: self.verify(ctx))
+
+            def rollback() -> str:
+                before = source_power(self.estate, "db01")  # type: ignore[arg-type]
+                res = run_rollback(RollbackRequest(plan_path, vms=("db01",)), ctx)  # type: ignore[arg-type]
+                o = res.outcomes[0]
+                after = source_power(self.estate, "db01")  # type: ignore[arg-type]
+                target = ctx.platform.state(ctx.effective("db01").target_name)  # type: ignore[union-attr]
+                good = o.ok and after == ("poweredOn", True) and not target.network_connected \
+                    and target.power == "shutoff"
+                self.result.verifications.append({"check": "db01 rollback restored the source", "ok": good,
+                                                  "source_before": list(before), "source_after": list(after),
+                                                  "seconds": o.data.get("rollback_seconds")})
+                if not good:
+                    raise RuntimeError(f"rollback left the source as {after} and the target {target.to_dict()}")
+                return f"db01 back on the source in {o.data['rollback_seconds']:.2f} s (network reconnected)"
+
+            self.step("rollback db01", rollback)
+            status = status_service(StatusRequest(plan_path), store, self.rep)
+            self.result.vms = [{"vm": v.vm, "state": v.state, "downtime_seconds": v.measured_downtime_seconds,
+                                "rollback_seconds": v.rollback_seconds, "last_sync": v.last_sync_kind}
+                               for v in status.vms]
+            if self.req.keep is not None:
+                self.result.explore = [
+                    f"scmt --state {self.root / 'state.db'} status {plan_path}",
+                    f"cat {self.root / 'lab' / 'target' / 'db01' / 'domain.xml'}",
+                    f"ls -ls {self.root / 'lab' / 'target'}/*/",
+                ]
+            return self.result
+        finally:
+            for w in workloads:
+                w.stop()
+            if ctx is not None:
+                ctx.close()
+            if store is not None:
+                store.close()
+            if self.estate is not None:
+                stop_estate(self.estate)
+            if tmp is not None:
+                shutil.rmtree(tmp, ignore_errors=True)
+            self.result.seconds = time.monotonic() - t_start
+
+    def verify(self, ctx: Any) -> str:
+        checked = 0
+        for vm, digests in sorted(self.quiesced.items()):
+            target = ctx.effective(vm).target_name
+            folder = Path(ctx.platform.vm_dir(target))
+            for index, (key, want) in enumerate(sorted(digests.items())):
+                path = folder / f"disk{index}.raw"
+                got = _digest(path.read_bytes()) if path.exists() else None
+                ok = got == want
+                self.result.verifications.append({"check": f"{vm} disk {key} byte-identical", "vm": vm,
+                                                  "disk": key, "ok": ok, "source_sha256": want,
+                                                  "target_sha256": got})
+                checked += 1
+        bad = [v for v in self.result.verifications if not v["ok"]]
+        if bad:
+            raise VerificationError(f"{len(bad)} target disk(s) differ from the source at quiesce")
+        return f"{checked} disks of {len(self.quiesced)} VMs identical (SHA-256 of every byte)"
+
+
+def source_power(estate: FakeEstate, vm: str) -> tuple[str, bool]:
+    with estate.lock:
+        fvm = estate.vm(vm)
+        return fvm.power, any(n.connected for n in fvm.nics)
+
+
+def run_demo(req: DemoRequest, reporter: Reporter) -> DemoResult:
+    """Run the demo (see the module doc); never raises for a failed step (the result says)."""
+    return _Demo(req, reporter).run()
