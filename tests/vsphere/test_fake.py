@@ -212,3 +212,19 @@ def test_workload_thread_writes_and_stops_when_vm_is_off(vc: FakeVCenter, estate
     assert {r.disk_key for r in wl.records} <= {2000, 2001}
     vc.power_off(VM)
     assert wl.write_once() is None
+
+
+def test_a_stalled_client_does_not_block_the_server(estate: FakeEstate) -> None:
+    import socket
+
+    from .conftest import fake_settings
+
+    host, port = estate.base_url.split("://")[1].rsplit(":", 1)
+    stalled = socket.create_connection((host, int(port)))  # never starts TLS
+    try:
+        other = FakeVCenter(estate, fake_settings(estate))
+        other.connect()
+        assert other.power_state(VM) == "poweredOn"
+        other.close()
+    finally:
+        stalled.close()

@@ -129,14 +129,15 @@ class FakeHttpServer:
     # -- lifecycle ---------------------------------------------------------------
     def start(self) -> str:
         handler = type("Handler", (_Handler,), {"owner": self})
-        server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        server = _QuietServer(("127.0.0.1", 0), handler)
         server.daemon_threads = True
         scheme = "http"
         if self._tls:
             cert, key = make_self_signed(self.root / ".tls")
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             ctx.load_cert_chain(cert, key)
-            server.socket = ctx.wrap_socket(server.socket, server_side=True)
+            # the handshake runs in the handler thread, so a stalled client blocks only itself
+            server.socket = ctx.wrap_socket(server.socket, server_side=True, do_handshake_on_connect=False)
             self.cert_file = cert
             der = ssl.PEM_cert_to_DER_cert(cert.read_text())
             self.thumbprint = cert_thumbprint(der)
@@ -156,9 +157,23 @@ class FakeHttpServer:
             self._thread = None
 
 
+class _QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        return None  # a client that hangs up (e.g. after a thumbprint mismatch) is not news
+
+
 class _Handler(BaseHTTPRequestHandler):
     owner: FakeHttpServer
     protocol_version = "HTTP/1.1"
+    timeout = 60
+
+    def setup(self) -> None:
+        if isinstance(self.request, ssl.SSLSocket):
+            self.request.settimeout(self.timeout)
+            self.request.do_handshake()
+        super().setup()
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
         return None  # quiet: never echo cookies or paths to stderr

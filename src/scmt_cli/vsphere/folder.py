@@ -106,7 +106,8 @@ class FolderSession:
                 raise TransportError(f"{what}: {type(exc).__name__} while reading", transient=True) from None
             if resp.status_code in (401, 403) and attempt == 1 and self._relogin is not None:
                 with self._relogin_lock:
-                    self._relogin()
+                    if self._cookie() == headers["Cookie"]:  # another thread may have renewed it already
+                        self._relogin()
                 kw["headers"] = {k: v for k, v in headers.items() if k != "Cookie"}
                 continue
             if resp.status_code in (401, 403):
