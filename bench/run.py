@@ -4,7 +4,7 @@ Fixture: a sparse raw image (default 2 GiB) about half allocated in 1 MiB
 pieces; half of the allocated pieces are incompressible random bytes, half a
 repeated text.  Generated here, never committed.
 
-Rows (best of ``--repeat`` runs, page cache warm for the source, each run
+Rows (best of ``--repeat`` runs done round-robin, page cache warm for the source, each run
 starting from a synced system and ending with the target's data on disk:
 ``sync -d TARGET`` is part of the timed command for cp and qemu-img, scmt
 flushes itself):
@@ -87,14 +87,16 @@ def timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, int
     return secs, usage.ru_maxrss
 
 
-def best(n: int, prepare: Callable[[], None], cmd: list[str]) -> tuple[float, int]:
-    times, rss = [], 0
+def interleaved(n: int, prepare: Callable[[], None], cmds: dict[str, list[str]]) -> dict[str, tuple[float, int]]:
+    """Run every command ``n`` times, round-robin (so load changes hit all alike); best time and max RSS each."""
+    out: dict[str, tuple[float, int]] = {}
     for _ in range(n):
-        prepare()
-        secs, r = timed(cmd)
-        times.append(secs)
-        rss = max(rss, r)
-    return min(times), rss
+        for name, cmd in cmds.items():
+            prepare()
+            secs, rss = timed(cmd)
+            old = out.get(name)
+            out[name] = (min(secs, old[0]), max(rss, old[1])) if old else (secs, rss)
+    return out
 
 
 def scmt_cmd(*args: str, state: Path) -> list[str]:
@@ -165,13 +167,16 @@ def main(argv: list[str] | None = None) -> int:
         def prep() -> None:
             drop(dst)
 
-        cp_t, _ = best(args.repeat, prep, ["sh", "-c", f'cp --sparse=always "{src}" "{dst}" && sync -d "{dst}"'])
+        cmds = {
+            "cp": ["sh", "-c", f'cp --sparse=always "{src}" "{dst}" && sync -d "{dst}"'],
+            "qemu": ["sh", "-c", f'qemu-img convert -O raw -W -m 8 "{src}" "{dst}" && sync -d "{dst}"'],
+            "scmt": scmt_cmd(f"file://{src}", f"file://{dst}", state=state),
+        }
+        res = interleaved(args.repeat, prep, cmds)
+        cp_t, q_t, (s_t, rss) = res["cp"][0], res["qemu"][0], res["scmt"]
         rows.append(("file->file cp --sparse=always", cp_t, ""))
-        q_t, _ = best(args.repeat, prep, ["sh", "-c",
-                                          f'qemu-img convert -O raw -W -m 8 "{src}" "{dst}" && sync -d "{dst}"'])
         rows.append(("file->file qemu-img convert -W -m 8", q_t, ""))
         ref = min(cp_t, q_t)
-        s_t, rss = best(args.repeat, prep, scmt_cmd(f"file://{src}", f"file://{dst}", state=state))
         rows.append(("file->file scmt copy", s_t, f"{s_t / ref:.2f}x of fastest reference (target <= 1.25)"))
         if subprocess.run(["cmp", "-s", str(src), str(dst)]).returncode != 0:
             notes.append("ERROR: scmt copy produced a different image")
@@ -187,10 +192,13 @@ def main(argv: list[str] | None = None) -> int:
         if have_nbd:
             srv = Nbdkit(src)
             try:
-                qn_t, _ = best(args.repeat, prep, ["sh", "-c", f'qemu-img convert -f raw -O raw -W -m 8 '
-                                                               f'"{srv.url}" "{dst}" && sync -d "{dst}"'])
+                nres = interleaved(args.repeat, prep, {
+                    "qemu": ["sh", "-c", f'qemu-img convert -f raw -O raw -W -m 8 "{srv.url}" "{dst}" '
+                                         f'&& sync -d "{dst}"'],
+                    "scmt": scmt_cmd(srv.url, f"file://{dst}", state=state),
+                })
+                qn_t, sn_t = nres["qemu"][0], nres["scmt"][0]
                 rows.append(("nbd->file qemu-img convert", qn_t, ""))
-                sn_t, _ = best(args.repeat, prep, scmt_cmd(srv.url, f"file://{dst}", state=state))
                 rows.append(("nbd->file scmt copy", sn_t, f"{sn_t / qn_t:.2f}x of qemu-img (target <= 1.0)"))
             finally:
                 srv.stop()

@@ -33,8 +33,9 @@ def test_is_zero(kind):
 def test_zero_runs():
     b = bytearray(10 * KiB)
     b[4 * KiB] = 1
-    assert list(zero_runs(b, len(b), 2 * KiB)) == [(0, 4 * KiB, True), (4 * KiB, 6 * KiB, False),
-                                                   (6 * KiB, 10 * KiB, True)]
+    assert list(zero_runs(b, 0, len(b), 2 * KiB)) == [(0, 4 * KiB, True), (4 * KiB, 6 * KiB, False),
+                                                      (6 * KiB, 10 * KiB, True)]
+    assert list(zero_runs(b, 4 * KiB, 4 * KiB, 2 * KiB)) == [(0, 2 * KiB, False), (2 * KiB, 4 * KiB, True)]
 
 
 def test_digest_is_xxh3_128_hex():

@@ -184,17 +184,17 @@ def diff_indices(a: Manifest, b: Manifest) -> list[int]:
     return [i for i, (x, y) in enumerate(zip(a.chunks, b.chunks, strict=True)) if x is None or x != y]
 
 
-def zero_runs(data: bytes | bytearray, length: int, block: int) -> Sequence[tuple[int, int, bool]]:
-    """Split ``data[:length]`` into runs of ``block``-sized pieces: ``(start, end, is_zero)``.
+def zero_runs(data: bytes | bytearray, base: int, length: int, block: int) -> Sequence[tuple[int, int, bool]]:
+    """Split ``data[base:base+length]`` into runs of ``block``-sized pieces: ``(start, end, is_zero)``.
 
-    Used for sparse writes: zero runs of a data chunk are not written on a fresh
-    target.
+    ``start``/``end`` are relative to ``base``.  Used for sparse writes: zero
+    runs of a data chunk are not written on a fresh target.
     """
     runs: list[tuple[int, int, bool]] = []
     pos = 0
     while pos < length:
         end = min(pos + block, length)
-        z = is_zero(data, pos, end)
+        z = is_zero(data, base + pos, base + end)
         if runs and runs[-1][2] == z:
             runs[-1] = (runs[-1][0], end, z)
         else:

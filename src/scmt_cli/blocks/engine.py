@@ -25,6 +25,7 @@ Contracts:
 
 from __future__ import annotations
 
+import ctypes
 import queue
 import threading
 import time
@@ -42,6 +43,7 @@ from scmt_cli.transports.base import BlockSource, BlockTarget
 Action = Literal["write", "zeroes", "skip", "unchanged"]
 _POLL = 0.1
 _ZERO_VIEW = memoryview(bytes(MAX_CHUNK_SIZE))
+_PAGE = 4096
 
 
 @dataclass(frozen=True)
@@ -101,6 +103,13 @@ class CopyOutcome:
     manifest: Manifest
 
 
+def _aligned_buffer(size: int) -> tuple[bytearray, int]:
+    """A bytearray and the offset in it where ``size`` page-aligned bytes start (O_DIRECT needs alignment)."""
+    raw = bytearray(size + _PAGE)
+    addr = ctypes.addressof(ctypes.c_char.from_buffer(raw))
+    return raw, (-addr) % _PAGE
+
+
 class _Stop(Exception):
     """Internal: a worker noticed the stop flag."""
 
@@ -120,10 +129,10 @@ class _Pipeline:
         self.pos_lock = threading.Lock()
         self.src_lock = None if source.thread_safe else threading.Lock()
         self.dst_lock = None if target.thread_safe else threading.Lock()
-        self.pool: queue.Queue[bytearray] = queue.Queue()
+        self.pool: queue.Queue[tuple[bytearray, int]] = queue.Queue()
         for _ in range(options.in_flight):
-            self.pool.put(bytearray(options.chunk_size))
-        self.work: queue.Queue[tuple[int, Chunk, Action, memoryview | None, str, bytearray | None]] = (
+            self.pool.put(_aligned_buffer(options.chunk_size))
+        self.work: queue.Queue[tuple[int, Chunk, Action, memoryview | None, str, tuple[bytearray, int] | None]] = (
             queue.Queue(maxsize=options.in_flight))
         self.done: queue.SimpleQueue[tuple[int, Action, str, int] | BaseException] = queue.SimpleQueue()
         self.readinto = getattr(source, "readinto", None)
@@ -171,16 +180,16 @@ class _Pipeline:
                 if chunk.kind == "zero":
                     self._put(self.work, (pos, chunk, self._decide(chunk.index, ZERO), None, ZERO, None))
                     continue
-                buf: bytearray = self._get(self.pool)
-                view = memoryview(buf)[: chunk.length]
+                buf, base = self._get(self.pool)
+                view = memoryview(buf)[base : base + chunk.length]
                 try:
                     self._read(chunk, view)
-                    d = ZERO if is_zero(buf, 0, chunk.length) else digest(view)
+                    d = ZERO if is_zero(buf, base, base + chunk.length) else digest(view)
                 except BaseException:
                     view.release()
-                    self.pool.put(buf)
+                    self.pool.put((buf, base))
                     raise
-                self._put(self.work, (pos, chunk, self._decide(chunk.index, d), view, d, buf))
+                self._put(self.work, (pos, chunk, self._decide(chunk.index, d), view, d, (buf, base)))
         except _Stop:
             return
         except BaseException as exc:  # travels to the caller
@@ -248,7 +257,8 @@ class _Pipeline:
             self.done.put(exc)
             self.stop.set()
 
-    def _write(self, chunk: Chunk, action: Action, view: memoryview | None, buf: bytearray | None) -> int:
+    def _write(self, chunk: Chunk, action: Action, view: memoryview | None,
+               buf: tuple[bytearray, int] | None) -> int:
         if action in ("skip", "unchanged"):
             return 0
         lock = self.dst_lock
@@ -264,7 +274,7 @@ class _Pipeline:
                 return chunk.length
             written = 0
             assert buf is not None
-            for start, end, zero in zero_runs(buf, chunk.length, self.options.sparse_block):
+            for start, end, zero in zero_runs(buf[0], buf[1], chunk.length, self.options.sparse_block):
                 if not zero:
                     self.target.write(chunk.offset + start, view[start:end])
                     written += end - start

@@ -1,8 +1,16 @@
 """``file://`` transport: raw disk images and block devices.
 
 URL forms: ``file:///abs/path.img``, ``file://localhost/abs/path``,
-``file:relative/path``; query options ``?direct=1`` (O_DIRECT, bypass the page
-cache; reads of unaligned tails fall back to buffered I/O).
+``file:relative/path``; query option ``direct``: unset (default) means
+O_DIRECT *writes* on targets and buffered reads; ``direct=1`` adds O_DIRECT
+reads; ``direct=0`` disables O_DIRECT.  Requests that are not 4 KiB-aligned
+(offset, length, buffer address) and filesystems without O_DIRECT (tmpfs)
+fall back to buffered I/O on the same file.
+
+Why direct writes by default: a copy writes each byte once, so the page cache
+only costs (measured here for 1 GiB of fresh writes: buffered 0.17-1.4 s of
+CPU in page allocation plus 0.25 s of fdatasync; O_DIRECT 0.35 s wall, 0.04 s
+CPU) and it evicts the cache the rest of the host is using.
 
 * Allocation comes from ``SEEK_DATA``/``SEEK_HOLE``; a filesystem without them
   reports the whole file as one ``data`` extent.
@@ -108,10 +116,11 @@ def _io_error(what: str, path: str, exc: OSError) -> TransportError:
 class _FileBase:
     """Shared size/read logic of sources and targets (one descriptor, pread/pwrite)."""
 
-    def __init__(self, path: str, fd: int, direct_fd: int | None) -> None:
+    def __init__(self, path: str, fd: int, direct_fd: int | None, direct_reads: bool = True) -> None:
         self.path = path
         self._fd = fd
         self._direct_fd = direct_fd
+        self._direct_reads = direct_reads
         st = os.fstat(fd)
         self.is_block = stat.S_ISBLK(st.st_mode)
         self._size = os.lseek(fd, 0, os.SEEK_END) if self.is_block else st.st_size
@@ -131,8 +140,8 @@ class _FileBase:
         """Fill ``buf`` from ``offset`` (exactly ``len(buf)`` bytes, or SizeMismatchError)."""
         length = len(buf)
         fd = self._fd
-        if (self._direct_fd is not None and offset % _ALIGN == 0 and length % _ALIGN == 0
-                and _aligned(buf)):
+        if (self._direct_fd is not None and self._direct_reads and offset % _ALIGN == 0
+                and length % _ALIGN == 0 and _aligned(buf)):
             fd = self._direct_fd
         got = 0
         try:
@@ -243,7 +252,7 @@ class FileSource(_FileBase):
 class FileTarget(_FileBase):
     """A raw image (created sparse when missing) or block device written with pwrite."""
 
-    def __init__(self, path: str, *, size: int | None = None, direct: bool = False) -> None:
+    def __init__(self, path: str, *, size: int | None = None, direct: bool | None = None) -> None:
         self._fresh = False
         flags = os.O_RDWR | os.O_CLOEXEC
         try:
@@ -269,7 +278,8 @@ class FileTarget(_FileBase):
                 os.close(fd)
                 os.unlink(path)
                 raise _io_error("cannot create target", path, exc) from None
-        super().__init__(path, fd, _open_direct(path, flags) if direct else None)
+        super().__init__(path, fd, None if direct is False else _open_direct(path, flags),
+                         direct_reads=direct is True)
         if size is not None and self._size < size:
             self.close()
             raise SizeMismatchError(f"target {path} is smaller than the source: {self._size} < {size} bytes",
@@ -338,7 +348,10 @@ def open_source(url: str, **options: Any) -> FileSource:
 def open_target(url: str, size: int | None = None, **options: Any) -> FileTarget:
     """Open ``url`` for writing, creating it with ``size`` bytes if it does not exist."""
     path, q = parse_file_url(url)
-    return FileTarget(path, size=size, direct=bool(options.get("direct")) or _flag(q, "direct"))
+    direct = options.get("direct")
+    if direct is None and "direct" in q:
+        direct = _flag(q, "direct")
+    return FileTarget(path, size=size, direct=direct)
 
 
 register(Scheme("file", open_source, open_target, help="raw disk image or block device: file:///path"))
