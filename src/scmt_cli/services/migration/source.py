@@ -6,7 +6,8 @@ which disks of a VM are copied.
 1. the in-process fake vCenter listening on the plan's host:port (the demo and
    in-process tests start one with :func:`scmt_cli.vsphere.fake.start_estate`);
 2. a fake vCenter in another process when ``SCMT_FAKE_VCENTER_RPC`` names its
-   control URL (subprocess tests; see :mod:`scmt_cli.vsphere.fakeremote`);
+   RPC URL (subprocess tests: ``python -m scmt_cli.vsphere.fake`` prints it;
+   see :mod:`scmt_cli.vsphere.fakeremote`);
 3. otherwise a real vCenter through pyvmomi.
 """
 
@@ -23,7 +24,7 @@ from scmt_cli.events import Reporter
 from scmt_cli.vsphere.api import VCenter
 from scmt_cli.vsphere.settings import resolve_settings
 
-#: Environment variable naming a fake vCenter's control URL (tests only).
+#: Environment variable naming a fake vCenter's RPC URL (tests only).
 FAKE_RPC_ENV = "SCMT_FAKE_VCENTER_RPC"
 
 
