@@ -228,3 +228,23 @@ def test_a_stalled_client_does_not_block_the_server(estate: FakeEstate) -> None:
         other.close()
     finally:
         stalled.close()
+
+
+def test_resized_disk_forces_a_full_resync(vc: FakeVCenter, estate: FakeEstate) -> None:
+    s1 = vc.create_snapshot(VM, "a")
+    old_id = vc.disk_change_ids(VM, s1)[2001] or ""
+    old_cap = vc.disk_capacities(VM, s1)[2001]
+    with pytest.raises(ValueError, match="snapshots"):
+        estate.vms[VM].disks[2001].grow(old_cap * 2)
+    vc.remove_snapshot(VM, s1)
+    estate.resize_disk(VM, 2001, old_cap * 2)
+    s2 = vc.create_snapshot(VM, "b")
+    assert vc.disk_capacities(VM, s2)[2001] == old_cap * 2
+    assert (vc.inventory().vm(VM) or pytest.fail("VM missing")).disks[1].capacity_bytes == old_cap * 2
+    res = vc.changed_areas(VM, s2, 2001, old_id, previous_capacity=old_cap)
+    assert res.reset and "resized" in (res.reason or "")
+    same = vc.changed_areas(VM, s2, 2001, old_id, previous_capacity=old_cap * 2)
+    assert not same.reset
+    src = vc.open_disk(VM, s2, 2001)
+    assert src.size == old_cap * 2 and src.read(old_cap, 4096) == bytes(4096)
+    vc.remove_snapshot(VM, s2)

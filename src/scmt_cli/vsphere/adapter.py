@@ -353,7 +353,9 @@ class PyVmomiVCenter:
 
         return self._call(vm, "read disk capacities", work)
 
-    def changed_areas(self, vm: str, snapshot: str, disk_key: int, change_id: str) -> ChangedAreas:
+    def changed_areas(
+        self, vm: str, snapshot: str, disk_key: int, change_id: str, *, previous_capacity: int | None = None
+    ) -> ChangedAreas:
         step = f"query changed areas of disk {disk_key}"
         ref = self._call(vm, "find VM", lambda: self._vm(vm))
         snap = self._call(vm, "find snapshot", lambda: self._snapshot(ref, snapshot))
@@ -361,7 +363,12 @@ class PyVmomiVCenter:
         disk = disks.get(disk_key)
         if disk is None:
             raise SourceOperationError(f"{vm}: {step}: the snapshot has no disk {disk_key}")
-        reason = cbt_reset_reason(change_id, getattr(disk.backing, "changeId", None) or None)
+        reason = cbt_reset_reason(
+            change_id,
+            getattr(disk.backing, "changeId", None) or None,
+            previous_capacity=previous_capacity,
+            capacity=_capacity(disk),
+        )
         if reason:
             self.reporter.log("warning", f"{vm}: disk {disk_key}: {reason}; a full resync is needed")
             return ChangedAreas((), reset=True, reason=reason)

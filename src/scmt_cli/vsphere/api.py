@@ -100,8 +100,13 @@ class VCenter(Protocol):
     def disk_capacities(self, vm: str, snapshot: str) -> dict[int, int]:
         """Each disk's capacity in bytes in the snapshot's config."""
 
-    def changed_areas(self, vm: str, snapshot: str, disk_key: int, change_id: str) -> ChangedAreas:
-        """Areas of the disk changed between ``change_id`` and ``snapshot`` (``"*"``: allocated areas)."""
+    def changed_areas(
+        self, vm: str, snapshot: str, disk_key: int, change_id: str, *, previous_capacity: int | None = None
+    ) -> ChangedAreas:
+        """Areas of the disk changed between ``change_id`` and ``snapshot`` (``"*"``: allocated areas).
+
+        ``previous_capacity`` (the disk's size when ``change_id`` was recorded) lets a resize
+        count as a reset."""
 
     def open_disk(self, vm: str, snapshot: str, disk_key: int) -> BlockSource:
         """The disk's content as frozen by ``snapshot``, read over the datastore ``/folder`` endpoint."""
@@ -147,10 +152,17 @@ def format_change_id(uuid16: bytes, seq: int) -> str:
     return f"{left}-{right}/{seq}"
 
 
-def cbt_reset_reason(previous: str, current: str | None) -> str | None:
-    """Why ``previous`` cannot be used against a disk whose change id is now ``current``; None if it can."""
+def cbt_reset_reason(
+    previous: str, current: str | None, *, previous_capacity: int | None = None, capacity: int | None = None
+) -> str | None:
+    """Why ``previous`` cannot be used against a disk whose change id is now ``current``; None if it can.
+
+    A capacity that differs from ``previous_capacity`` (both given) is a resize: a reset.
+    """
     if current is None:
         return "changed block tracking is off for this disk"
+    if previous_capacity is not None and capacity is not None and previous_capacity != capacity and previous != "*":
+        return f"the disk was resized from {previous_capacity} to {capacity} bytes"
     if previous == "*":
         return None
     try:
@@ -200,9 +212,9 @@ def collect_changed_areas(query: QueryFn, capacity: int, *, what: str) -> tuple[
 def merge_areas(areas: Sequence[tuple[int, int]], capacity: int) -> list[Extent]:
     """Sort, clip to ``[0, capacity)`` and merge touching/overlapping areas into data extents."""
     out: list[Extent] = []
-    for off, length in sorted(areas):
-        off = max(0, off)
-        end = min(capacity, off + length)
+    for start, length in sorted(areas):
+        off = max(0, start)
+        end = min(capacity, start + length)
         if end <= off:
             continue
         if out and off <= out[-1].end:

@@ -179,7 +179,12 @@ class FakeVCenter:
                 old = by_name[fvm.spec.name]
                 on = fvm.power == "poweredOn"
                 disks = tuple(
-                    dataclasses.replace(d, cbt_enabled=fvm.cbt_config, change_id=fvm.disks[d.key].change_id)
+                    dataclasses.replace(
+                        d,
+                        capacity_bytes=fvm.disks[d.key].capacity,
+                        cbt_enabled=fvm.cbt_config,
+                        change_id=fvm.disks[d.key].change_id,
+                    )
                     for d in old.disks
                 )
                 nics = tuple(
@@ -257,7 +262,9 @@ class FakeVCenter:
 
         return self._call(vm, "read disk capacities", work)
 
-    def changed_areas(self, vm: str, snapshot: str, disk_key: int, change_id: str) -> ChangedAreas:
+    def changed_areas(
+        self, vm: str, snapshot: str, disk_key: int, change_id: str, *, previous_capacity: int | None = None
+    ) -> ChangedAreas:
         step = f"query changed areas of disk {disk_key}"
 
         def work() -> ChangedAreas:
@@ -267,7 +274,9 @@ class FakeVCenter:
             if disk_key not in snap.disk_keys:
                 return ChangedAreas((), reset=True, reason="independent disks are not tracked through snapshots")
             frozen = disk.frozen(snapshot)
-            reason = cbt_reset_reason(change_id, frozen.change_id)
+            reason = cbt_reset_reason(
+                change_id, frozen.change_id, previous_capacity=previous_capacity, capacity=frozen.capacity
+            )
             if reason:
                 return ChangedAreas((), reset=True, reason=reason)
 

@@ -152,6 +152,20 @@ class FakeDisk:
             os.close(fd)
         return out
 
+    def grow(self, new_capacity: int) -> None:
+        """Extend the disk (the new area reads as zeroes).  Not allowed while frozen by snapshots."""
+        with self._lock:
+            if new_capacity < self.capacity:
+                raise ValueError("a disk cannot shrink")
+            if self._freezes:
+                raise ValueError("a disk with snapshots cannot be extended")
+            with open(self.path, "r+b") as f:
+                f.truncate(new_capacity)
+            nblocks = (new_capacity + BLOCK - 1) // BLOCK
+            self._stamps.extend([0] * (nblocks - len(self._stamps)))
+            self._allocated.extend(bytes(nblocks - len(self._allocated)))
+            self.capacity = new_capacity
+
     # -- freezes -----------------------------------------------------------------
     def freeze(self, name: str) -> Freeze:
         with self._lock:

@@ -161,6 +161,15 @@ class FakeEstate:
             raise VimFault("InvalidArgument", f"{vm.name} has no disk with key {key}")
         return disk
 
+    def resize_disk(self, name: str, key: int, capacity: int) -> None:
+        """Extend a disk, refused like vSphere while the VM has snapshots or to shrink."""
+        with self.lock:
+            disk = self.disk(self.vm(name), key)
+            try:
+                disk.grow(capacity)
+            except ValueError as exc:
+                raise VimFault("InvalidDeviceOperation", str(exc)) from None
+
     def delete_vm(self, name: str) -> None:
         """Tests: the VM disappears (as if someone deleted it between two calls)."""
         with self.lock:

@@ -216,8 +216,10 @@ class RemoteFakeVCenter(FakeVCenter):
     def disk_capacities(self, vm: str, snapshot: str) -> dict[int, int]:
         return {int(k): int(v) for k, v in self._rpc("disk_capacities", vm, snapshot).items()}
 
-    def changed_areas(self, vm: str, snapshot: str, disk_key: int, change_id: str) -> ChangedAreas:
-        d = self._rpc("changed_areas", vm, snapshot, disk_key, change_id)
+    def changed_areas(
+        self, vm: str, snapshot: str, disk_key: int, change_id: str, *, previous_capacity: int | None = None
+    ) -> ChangedAreas:
+        d = self._rpc("changed_areas", vm, snapshot, disk_key, change_id, previous_capacity=previous_capacity)
         extents = tuple(Extent(e["offset"], e["length"], e["kind"]) for e in d["extents"])
         result = ChangedAreas(extents, reset=d["reset"], reason=d["reason"], queries=d["queries"])
         if result.reset:
