@@ -248,3 +248,18 @@ def test_resized_disk_forces_a_full_resync(vc: FakeVCenter, estate: FakeEstate) 
     src = vc.open_disk(VM, s2, 2001)
     assert src.size == old_cap * 2 and src.read(old_cap, 4096) == bytes(4096)
     vc.remove_snapshot(VM, s2)
+
+
+def test_injected_faults_leave_nothing_behind(vc: FakeVCenter, estate: FakeEstate) -> None:
+    estate.inject_fault("create_snapshot", VM, "SnapshotFault", "insufficient disk space on datastore")
+    with pytest.raises(SourceOperationError, match=rf"{VM}: create snapshot: SnapshotFault: insufficient disk space"):
+        vc.create_snapshot(VM, "scmt-1")
+    assert vc.list_snapshots(VM) == []  # nothing half-done
+    snap = vc.create_snapshot(VM, "scmt-1")  # the fault fired once
+    estate.inject_fault("remove_snapshot", None, "InvalidState", "the VM is being migrated")
+    with pytest.raises(SourceOperationError, match="InvalidState"):
+        vc.remove_snapshot(VM, snap)
+    assert [s.id for s in vc.list_snapshots(VM)] == [snap]
+    estate.inject_fault("remove_snapshot", None, "TaskInProgress", "busy", times=2)  # transient: retried
+    vc.remove_snapshot(VM, snap)
+    assert vc.list_snapshots(VM) == []

@@ -50,6 +50,8 @@ from scmt_cli.vsphere.settings import ConnectionSettings
 from scmt_cli.vsphere.tls import classify_connect_error, make_ssl_context
 
 T = TypeVar("T")
+TRANSIENT_FAULTS = ("TaskInProgress", "HostCommunication")  # retried, like the adapter does
+TRANSIENT_ATTEMPTS = 4
 
 _ESTATES: dict[tuple[str, int], FakeEstate] = {}
 _ESTATES_LOCK = threading.Lock()
@@ -159,10 +161,15 @@ class FakeVCenter:
             raise SourceOperationError(f"{vm}: {step}: not connected to {self.settings.url}")
         if not self.estate.http.valid(self._token):
             self._relogin()
-        try:
-            return fn()
-        except VimFault as exc:
-            raise SourceOperationError(f"{vm}: {step}: {exc.fault}: {exc.message}") from None
+        for attempt in range(1, TRANSIENT_ATTEMPTS + 1):
+            try:
+                return fn()
+            except VimFault as exc:
+                if exc.fault in TRANSIENT_FAULTS and attempt < TRANSIENT_ATTEMPTS:
+                    time.sleep(0.01 * attempt)
+                    continue
+                raise SourceOperationError(f"{vm}: {step}: {exc.fault}: {exc.message}") from None
+        raise AssertionError("unreachable")
 
     # -- inventory -----------------------------------------------------------------
     def inventory(self) -> inv.Inventory:

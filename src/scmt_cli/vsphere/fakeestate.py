@@ -90,6 +90,7 @@ class FakeEstate:
         self.lock = threading.RLock()
         self.cbt_queries = 0
         self._ids = itertools.count(1)
+        self._faults: list[list[object]] = []  # [op, vm or None, fault, message, times left]
         self.vms: dict[str, FakeVM] = {}
         files: dict[str, FakeDisk] = {}
         for spec in lab.vms:
@@ -170,6 +171,21 @@ class FakeEstate:
             except ValueError as exc:
                 raise VimFault("InvalidDeviceOperation", str(exc)) from None
 
+    def inject_fault(
+        self, op: str, vm: str | None = None, fault: str = "SystemError", message: str = "injected", times: int = 1
+    ) -> None:
+        """Tests: the next ``times`` calls of ``op`` (``create_snapshot``, ``remove_snapshot``,
+        ``power_on``, ``power_off``, ``shutdown_guest``, ``set_nics_connected``, ``open_disk``)
+        on ``vm`` (any VM when None) fail with vSphere fault ``fault``."""
+        with self.lock:
+            self._faults.append([op, vm, fault, message, times])
+
+    def _check_fault(self, op: str, vm: str) -> None:
+        for entry in self._faults:
+            if entry[0] == op and entry[1] in (None, vm) and int(entry[4]) > 0:  # type: ignore[call-overload]
+                entry[4] = int(entry[4]) - 1  # type: ignore[call-overload]
+                raise VimFault(str(entry[2]), str(entry[3]))
+
     def delete_vm(self, name: str) -> None:
         """Tests: the VM disappears (as if someone deleted it between two calls)."""
         with self.lock:
@@ -219,6 +235,7 @@ class FakeEstate:
     def create_snapshot(self, name: str, snap_name: str, quiesce: bool, description: str) -> str:
         with self.lock:
             vm = self.vm(name)
+            self._check_fault("create_snapshot", name)
             for disk in vm.disks.values():
                 if disk.spec.sharing == "sharingMultiWriter":
                     raise VimFault("SnapshotFault", "snapshots are not supported on VMs with multi-writer disks")
@@ -233,6 +250,7 @@ class FakeEstate:
     def remove_snapshot(self, name: str, snap_id: str) -> None:
         with self.lock:
             vm = self.vm(name)
+            self._check_fault("remove_snapshot", name)
             snap = self.snapshot(vm, snap_id)
             for key in snap.disk_keys:
                 vm.disks[key].release(snap_id)
@@ -256,6 +274,7 @@ class FakeEstate:
         """Check that ``key`` of ``snap_id`` is a flat file /folder can serve; return (disk, flat path)."""
         with self.lock:
             vm = self.vm(name)
+            self._check_fault("open_disk", name)
             snap = self.snapshot(vm, snap_id)
             disk = self.disk(vm, key)
             if disk.spec.rdm == "physical":
@@ -290,6 +309,7 @@ class FakeEstate:
     def power_on(self, name: str) -> None:
         with self.lock:
             vm = self.vm(name)
+            self._check_fault("power_on", name)
             if vm.power == "poweredOn":
                 raise VimFault("InvalidPowerState", "the VM is already powered on")
             vm.power = "poweredOn"
@@ -302,6 +322,7 @@ class FakeEstate:
     def power_off(self, name: str) -> None:
         with self.lock:
             vm = self.vm(name)
+            self._check_fault("power_off", name)
             if vm.power == "poweredOff":
                 raise VimFault("InvalidPowerState", "the VM is already powered off")
             vm.power = "poweredOff"
@@ -312,6 +333,7 @@ class FakeEstate:
         """Start a guest shutdown; the VM powers off ``shutdown_delay`` seconds later."""
         with self.lock:
             vm = self.vm(name)
+            self._check_fault("shutdown_guest", name)
             if vm.power != "poweredOn":
                 raise VimFault("InvalidPowerState", "the VM is not powered on")
             if not vm.tools_running:
@@ -333,6 +355,7 @@ class FakeEstate:
     def set_nics_connected(self, name: str, connected: bool) -> None:
         with self.lock:
             vm = self.vm(name)
+            self._check_fault("set_nics_connected", name)
             for nic in vm.nics:
                 nic.start_connected = connected
                 nic.connected = connected and vm.power == "poweredOn"

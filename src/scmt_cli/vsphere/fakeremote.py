@@ -9,7 +9,7 @@ on the estate.  ScmtErrors raised there are raised again here with the same
 class and message.
 
 Test controls (not part of the VCenter port) are reachable with
-:meth:`RemoteFakeVCenter.control`: ``delete_vm``, ``reset_cbt``,
+:meth:`RemoteFakeVCenter.control`: ``delete_vm``, ``reset_cbt``, ``inject_fault``,
 ``set_shutdown_delay``, ``workload_start`` / ``workload_stop``.
 """
 
@@ -122,6 +122,8 @@ class RpcServer:
             return est.delete_vm(*args)
         if method == "reset_cbt":
             return est.reset_cbt(*args)
+        if method == "inject_fault":
+            return est.inject_fault(*args, **kwargs)
         if method == "set_shutdown_delay":
             est.shutdown_delay = float(args[0])
             return None
@@ -182,7 +184,7 @@ class RemoteFakeVCenter(FakeVCenter):
         return answer.get("result")
 
     def control(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        """Test controls: delete_vm, reset_cbt, set_shutdown_delay, workload_start, workload_stop."""
+        """Test controls: delete_vm, reset_cbt, inject_fault, set_shutdown_delay, workload_start/stop."""
         return self._rpc(method, *args, **kwargs)
 
     def inventory(self) -> inv.Inventory:
