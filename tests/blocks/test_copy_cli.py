@@ -18,7 +18,7 @@ from scmt_cli.errors import SizeMismatchError, TransportError
 from scmt_cli.events import NullReporter
 from scmt_cli.services.copy import CopyRequest, run_copy
 from scmt_cli.state.store import StateStore
-from scmt_cli.transports.wrappers import Fault, FaultPlan, FaultyTarget, _SourceProxy
+from scmt_cli.transports.wrappers import Fault, FaultPlan, FaultySource, FaultyTarget, _SourceProxy
 
 MiB = 1024 * 1024
 
@@ -229,3 +229,20 @@ def test_resume_after_signal_is_bit_identical(tmp_path, sig, code):
     doc = json.loads(again.stdout)
     assert doc["resumed"] is True and doc["stats"]["chunks_resumed"] >= 1
     assert dst.read_bytes() == data
+
+
+def test_resume_after_target_was_deleted_starts_over(env):
+    d, src, dst, state = env
+    plan = FaultPlan([Fault("read", start=8 * MiB, end=16 * MiB, times=-1, transient=False)])
+    with StateStore.open(state) as store:
+        with pytest.raises(TransportError):
+            run_copy(CopyRequest(f"file://{src}", f"file://{dst}", chunk_size=MiB, in_flight=1,
+                                 checkpoint_seconds=0.0), NullReporter(), store,
+                     wrap_source=lambda s: FaultySource(s, plan))
+        (key,) = store.checkpoint_keys("copy/")
+        assert store.get_checkpoint(key)["watermark"] > 0
+        dst.unlink()
+        res = run_copy(CopyRequest(f"file://{src}", f"file://{dst}", chunk_size=MiB, resume=True),
+                       NullReporter(), store)
+    assert res.exit_code == 1 and "restarted" in res.warnings[0] and res.stats.chunks_resumed == 0
+    assert dst.read_bytes() == src.read_bytes()

@@ -73,32 +73,28 @@ def render(console: Console, result: Any) -> None:
     from scmt_cli.services.copy import CopyResult
 
     assert isinstance(result, CopyResult)
+
+    def line(text: str, style: str | None = None) -> None:
+        console.print(text, style=style, markup=False, highlight=False, soft_wrap=True)
+
     s = result.stats
     secs = result.elapsed_seconds
     rate = _size(s.size / secs) + "/s" if secs > 0 else "-"
-    head = f"copied {result.source} -> {result.target} ({result.mode}"
-    head += ", resumed)" if result.resumed else ")"
-    console.print(head, markup=False, highlight=False, soft_wrap=True)
-    console.print(f"  disk size     {_size(s.size)} in {s.chunks_planned} chunks of {_size(s.chunk_size)}",
-                  markup=False, highlight=False, soft_wrap=True)
-    console.print(f"  read          {_size(s.bytes_read)}", markup=False, highlight=False, soft_wrap=True)
-    console.print(f"  written       {_size(s.bytes_written)} ({s.chunks_written} chunks)", markup=False, soft_wrap=True,
-                  highlight=False)
-    console.print(f"  zeroed        {_size(s.bytes_zeroed)} ({s.chunks_zeroed} chunks)", markup=False, soft_wrap=True,
-                  highlight=False)
-    console.print(f"  zero/skipped  {_size(s.bytes_skipped)} ({s.chunks_skipped} chunks skipped, "
-                  f"{s.zero_chunks_detected} zero chunks detected)", markup=False, highlight=False, soft_wrap=True)
+    line(f"copied {result.source} -> {result.target} ({result.mode}{', resumed' if result.resumed else ''})")
+    line(f"  disk size     {_size(s.size)} in {s.chunks_planned} chunks of {_size(s.chunk_size)}")
+    line(f"  read          {_size(s.bytes_read)}")
+    line(f"  written       {_size(s.bytes_written)} ({s.chunks_written} chunks)")
+    line(f"  zeroed        {_size(s.bytes_zeroed)} ({s.chunks_zeroed} chunks)")
+    line(f"  zero/skipped  {_size(s.bytes_skipped)} ({s.chunks_skipped} chunks skipped, "
+         f"{s.zero_chunks_detected} zero chunks detected)")
     if result.mode != "full" or s.chunks_unchanged:
-        console.print(f"  unchanged     {_size(s.bytes_unchanged)} ({s.chunks_unchanged} chunks)", markup=False, soft_wrap=True,
-                      highlight=False)
+        line(f"  unchanged     {_size(s.bytes_unchanged)} ({s.chunks_unchanged} chunks)")
     if s.chunks_resumed:
-        console.print(f"  already done  {s.chunks_resumed} chunks (before the interruption)", markup=False, soft_wrap=True,
-                      highlight=False)
-    console.print(f"  time          {secs:.2f} s ({rate})", markup=False, highlight=False, soft_wrap=True)
+        line(f"  already done  {s.chunks_resumed} chunks (before the interruption)")
+    line(f"  time          {secs:.2f} s ({rate})")
     if result.verified:
-        console.print(f"  verified      {s.verified_chunks} chunks match ({s.verify_seconds:.2f} s)", markup=False, soft_wrap=True,
-                      highlight=False)
+        line(f"  verified      {s.verified_chunks} chunks match ({s.verify_seconds:.2f} s)")
     if result.manifest_path:
-        console.print(f"  manifest      {result.manifest_path}", markup=False, highlight=False, soft_wrap=True)
+        line(f"  manifest      {result.manifest_path}")
     for w in result.warnings:
-        console.print(f"warning: {w}", style="yellow", markup=False, highlight=False, soft_wrap=True)
+        line(f"warning: {w}", "yellow")

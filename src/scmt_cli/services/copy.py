@@ -152,7 +152,13 @@ def run_copy(req: CopyRequest, reporter: Reporter, store: CheckpointStore | None
                       "mode": mode, "base": _file_digest(req.since) if base is not None and req.since else None}
             ckpt = Checkpointer(store, key, params)
             existing = store.get_checkpoint(key)
-            if existing is not None and not req.resume:
+            if existing is not None and req.resume and dst.fresh:
+                # The target was just created: whatever the checkpoint says was written is gone.
+                warnings.append(f"{dst.describe()} did not exist any more: the interrupted copy was restarted "
+                                "from the beginning")
+                ckpt.clear()
+                existing = None
+            elif existing is not None and not req.resume:
                 reporter.log("warning", "an interrupted copy to this target was found; starting over "
                              "(pass --resume to continue it instead)")
             elif existing is None and req.resume:
