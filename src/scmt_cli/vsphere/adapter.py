@@ -428,6 +428,21 @@ class PyVmomiVCenter:
         assert self._folder is not None
         return FolderDiskSource(self._folder, dc, flat, size, label=f"{vm}/disk{disk_key}")
 
+    def open_disk_vddk(self, vm: str, snapshot: str, disk_key: int, libdir: str) -> BlockSource:
+        """The disk of ``snapshot`` read through ``nbdkit vddk`` (follows snapshot chains; see :mod:`.vddk`)."""
+        from scmt_cli.vsphere.vddk import VddkDisk, open_vddk_disk
+
+        def work() -> VddkDisk:
+            ref = self._vm(vm)
+            snap = self._snapshot(ref, snapshot)
+            disk = self._snapshot_disks(vm, snapshot).get(disk_key)
+            if disk is None:
+                raise vim.fault.NotFound(msg=f"the snapshot has no disk {disk_key}")
+            return VddkDisk(libdir=libdir, vm_moref=ref._moId, snapshot_moref=snap._moId, file=disk.backing.fileName)
+
+        spec = self._call(vm, f"open disk {disk_key} through VDDK", work)
+        return open_vddk_disk(spec, self.settings, label=f"{vm}/disk{disk_key}")
+
     # -- power and devices --------------------------------------------------------------------
     def shutdown_guest(self, vm: str, timeout: float) -> ShutdownHow:
         def request() -> bool:
