@@ -138,11 +138,13 @@ def write_plan(
     group_hooks: dict[str, list[list[str]]] | None = None,
     concurrency: int = 2,
     name: str = "demo",
+    bandwidth: str | None = None,
 ) -> Path:
     """Write an agentless plan for the fake vCenter at ``url`` into ``directory``; return its path.
 
     The password goes to ``vcenter.pass`` (mode 0600) next to the plan.
-    ``group_hooks`` maps a Redis VM to its failover ``pre`` commands.
+    ``group_hooks`` maps a Redis VM to its failover ``pre`` commands;
+    ``bandwidth`` (e.g. ``"64Mbit"``) limits the sync read rate.
     """
     directory.mkdir(parents=True, exist_ok=True)
     secret = directory / "vcenter.pass"
@@ -167,6 +169,7 @@ def write_plan(
         "  method: agentless",
         "  sync_interval: 30m",
         f"  concurrency: {concurrency}",
+        *([f"  bandwidth: {bandwidth}"] if bandwidth else []),
         "  source_action: disconnect-network",
         "  target_state: \"on\"",
         "  downtime_tolerance: 5m",
