@@ -128,3 +128,36 @@ def test_extents_of_fully_sparse_and_full_files(tmp_path: Path):
         finally:
             src.close()
         assert [(e.offset, e.length, e.kind) for e in exts] == [(0, 3 * MiB, kind)]
+
+
+def test_block_device_target_and_source(tmp_path):
+    """A loop device (root only): size by seek, ZERO_RANGE zeroing, copy both ways."""
+    import subprocess
+
+    backing = tmp_path / "backing.img"
+    with open(backing, "wb") as fh:
+        fh.truncate(8 * MiB)
+    try:
+        dev = subprocess.run(["losetup", "-f", "--show", str(backing)], capture_output=True, text=True,
+                             check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip("no loop devices here (needs root)")
+    try:
+        data = os.urandom(8 * MiB)
+        t = open_target(f"file://{dev}", size=8 * MiB)
+        try:
+            assert t.is_block and not t.fresh and t.size == 8 * MiB
+            t.write(0, data)
+            t.write_zeroes(MiB, 2 * MiB)
+            t.flush()
+        finally:
+            t.close()
+        src = open_source(f"file://{dev}")
+        try:
+            assert src.size == 8 * MiB
+            got = src.read(0, 8 * MiB)
+        finally:
+            src.close()
+        assert got[:MiB] == data[:MiB] and got[MiB : 3 * MiB] == bytes(2 * MiB) and got[3 * MiB :] == data[3 * MiB :]
+    finally:
+        subprocess.run(["losetup", "-d", dev], check=False)

@@ -117,7 +117,7 @@ class _FileBase:
     """Shared size/read logic of sources and targets (one descriptor, pread/pwrite)."""
 
     def __init__(self, path: str, fd: int, direct_fd: int | None, direct_reads: bool = True) -> None:
-        self.path = path
+        self.path = os.path.abspath(path)  # describe() keys checkpoints: independent of the cwd
         self._fd = fd
         self._direct_fd = direct_fd
         self._direct_reads = direct_reads
