@@ -55,7 +55,9 @@ def _table(result: Any) -> Any:
     from scmt_cli.domain.units import format_size
 
     table = Table(title=f"status of plan {result.plan}")
-    for col in ("VM", "state", "last sync", "size", "lag", "est. downtime", "plan est.", "next"):
+    for col in ("VM", "state"):
+        table.add_column(col, no_wrap=True)
+    for col in ("last sync", "size", "lag", "downtime (plan)", "next"):
         table.add_column(col, overflow="fold")
     styles = {"syncing": "green", "cut-over": "cyan", "committed": "bold green", "failed": "bold red",
               "rolled-back": "yellow", "cutting-over": "magenta"}
@@ -63,11 +65,12 @@ def _table(result: Any) -> Any:
         state = v.state if not v.failed_from else f"{v.state} ({v.failed_from})"
         last = "-" if v.last_sync_at is None else f"{v.last_sync_kind} {time_ago(v.last_sync_at)}"
         size = "-" if v.last_sync_bytes is None else format_size(v.last_sync_bytes)
-        est = _fmt_secs(v.measured_downtime_seconds) + " (measured)" if v.measured_downtime_seconds is not None \
+        est = _fmt_secs(v.measured_downtime_seconds) + " measured" if v.measured_downtime_seconds is not None \
             else _fmt_secs(v.est_downtime_seconds)
-        plan_est = "-" if v.plan_downtime_minutes is None else f"{v.plan_downtime_minutes} min"
+        if v.plan_downtime_minutes is not None:
+            est += f" ({v.plan_downtime_minutes} min)"
         table.add_row(v.vm, f"[{styles.get(v.state, '')}]{state}[/]" if v.state in styles else state, last, size,
-                      _fmt_secs(v.lag_seconds), est, plan_est, ", ".join(v.next_commands) or "-")
+                      _fmt_secs(v.lag_seconds), est, ", ".join(v.next_commands) or "-")
     return table
 
 
