@@ -296,10 +296,12 @@ class _Pipeline:
         for t in self.threads:
             t.start()
 
-    def shutdown(self) -> None:
+    def shutdown(self, timeout: float = 30.0) -> None:
+        """Stop and join the workers; a worker stuck in I/O longer than ``timeout`` is abandoned (daemon)."""
         self.stop.set()
+        deadline = time.monotonic() + timeout
         for t in self.threads:
-            t.join()
+            t.join(max(0.0, deadline - time.monotonic()))
 
 
 def copy_chunks(
