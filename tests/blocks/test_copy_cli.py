@@ -246,3 +246,27 @@ def test_resume_after_target_was_deleted_starts_over(env):
                        NullReporter(), store)
     assert res.exit_code == 1 and "restarted" in res.warnings[0] and res.stats.chunks_resumed == 0
     assert dst.read_bytes() == src.read_bytes()
+
+
+def test_resume_with_other_chunk_size_is_refused_42(env, capsys):
+    d, src, dst, state = env
+    plan = FaultPlan([Fault("read", start=8 * MiB, end=16 * MiB, times=-1, transient=False)])
+    with StateStore.open(state) as store, pytest.raises(TransportError):
+        run_copy(CopyRequest(f"file://{src}", f"file://{dst}", chunk_size=MiB, in_flight=1, checkpoint_seconds=0.0),
+                 NullReporter(), store, wrap_source=lambda s: FaultySource(s, plan))
+    code, _, err = scmt(capsys, "--state", state, "copy", f"file://{src}", f"file://{dst}", "--resume",
+                        "--chunk-size", "2MiB")
+    assert code == 42 and "different parameters (chunk_size: checkpoint 1048576 vs now 2097152" in err
+    code, out, err = scmt(capsys, "--state", state, "--json", "copy", f"file://{src}", f"file://{dst}", "--resume",
+                          "--chunk-size", "1MiB")
+    assert code == 0, err
+    assert json.loads(out)["resumed"] is True and dst.read_bytes() == src.read_bytes()
+
+
+def test_transient_faults_are_retried_by_the_service(env):
+    d, src, dst, state = env
+    plan = FaultPlan([Fault("write", times=2), Fault("read", times=1, after=2)])
+    res = run_copy(CopyRequest(f"file://{src}", f"file://{dst}", chunk_size=MiB), NullReporter(), None,
+                   wrap_source=lambda s: FaultySource(s, plan), wrap_target=lambda t: FaultyTarget(t, plan))
+    assert res.stats.extra["retries"] == 3
+    assert dst.read_bytes() == src.read_bytes()
