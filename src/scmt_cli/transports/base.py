@@ -40,8 +40,9 @@ them, so adding them never breaks an implementation):
 * ``BlockSource.changed_extents(since_token) -> (extents, new_token)``: the
   extents changed since ``since_token`` (CBT); ``None`` for a full map.
 * ``BlockSource.max_connections`` / ``BlockTarget.max_connections`` (int):
-  how many parallel connections the engine may open through the factory
-  (NBD multi-conn); 1 when absent.
+  informational: how many server connections the object uses (NBD
+  multi-conn).  The engine does not open extra objects; a transport that
+  wants parallel connections manages them inside one ``thread_safe`` object.
 * ``BlockTarget.trim(offset, length)``: discard a range (it then reads as
   zeroes); absent means "use ``write_zeroes``".
 """
