@@ -119,3 +119,13 @@ def test_chunk_size_limits(bad):
     with pytest.raises(UsageError, match="chunk size"):
         check_chunk_size(bad)
     assert check_chunk_size(4 * 1024 * KiB) == 4 * 1024 * KiB
+
+
+def test_plan_changed_overlapping_zero_extents():
+    cs = 64 * KiB
+    full = plan_changed([Extent(0, 40 * KiB, "zero"), Extent(30 * KiB, 34 * KiB, "hole")], 4 * cs, cs)
+    assert full == [Chunk(0, 0, cs, "zero")]
+    part = plan_changed([Extent(30 * KiB, 20 * KiB, "zero"), Extent(0, 40 * KiB, "zero")], 4 * cs, cs)
+    assert part == [Chunk(0, 0, cs, "data")]
+    span = plan_changed([Extent(cs // 2, 2 * cs, "hole")], 4 * cs, cs)
+    assert [(c.index, c.kind) for c in span] == [(0, "data"), (1, "zero"), (2, "data")]

@@ -156,13 +156,16 @@ def plan_changed(changed: Iterable[Extent], size: int, chunk_size: int) -> list[
     """A plan restricted to chunks overlapping ``changed`` (a CBT change list).
 
     A chunk is ``data`` if any changed ``data`` extent touches it, ``zero`` if
-    only changed ``zero``/``hole`` extents do (it is then zeroed on the target
-    without reading the source).  Extents past ``size`` are an error.
+    only changed ``zero``/``hole`` extents touch it *and* they cover it whole
+    (it is then zeroed on the target without reading the source); a chunk only
+    partly covered by zero extents is read, because its other bytes keep their
+    old contents.  Extents may overlap and come in any order; extents past
+    ``size`` are an error.  Runs in O(extents log extents + chunks touched).
     """
+    exts = sorted((e for e in changed if e.length > 0), key=lambda e: e.offset)
     kinds: dict[int, ChunkKind] = {}
-    for ext in sorted(changed, key=lambda e: e.offset):
-        if ext.length <= 0:
-            continue
+    zero_spans: list[tuple[int, int]] = []  # union of zero/hole extents
+    for ext in exts:
         if ext.offset < 0 or ext.end > size:
             raise ValueError(f"changed extent {ext.offset}+{ext.length} lies outside the disk ({size} bytes)")
         for i in range(ext.offset // chunk_size, (ext.end - 1) // chunk_size + 1):
@@ -170,31 +173,24 @@ def plan_changed(changed: Iterable[Extent], size: int, chunk_size: int) -> list[
                 kinds[i] = "data"
             else:
                 kinds.setdefault(i, "zero")
+        if ext.kind != "data":
+            if zero_spans and ext.offset <= zero_spans[-1][1]:
+                zero_spans[-1] = (zero_spans[-1][0], max(zero_spans[-1][1], ext.end))
+            else:
+                zero_spans.append((ext.offset, ext.end))
+    covered: dict[int, int] = {}
+    for start, end in zero_spans:
+        for i in range(start // chunk_size, (end - 1) // chunk_size + 1):
+            lo, hi = max(start, i * chunk_size), min(end, (i + 1) * chunk_size)
+            covered[i] = covered.get(i, 0) + hi - lo
     out = []
     for i in sorted(kinds):
         off, length = chunk_range(i, size, chunk_size)
         kind = kinds[i]
-        if kind == "zero":
-            # A zero extent that covers only part of a chunk does not make the
-            # rest of the chunk zero: read it instead.
-            covered = _covered_zero(changed, off, off + length)
-            if not covered:
-                kind = "data"
+        if kind == "zero" and covered.get(i, 0) < length:
+            kind = "data"
         out.append(Chunk(i, off, length, kind))
     return out
-
-
-def _covered_zero(extents: Iterable[Extent], start: int, end: int) -> bool:
-    """True when zero/hole extents in ``extents`` cover ``[start, end)`` entirely."""
-    pos = start
-    for ext in sorted((e for e in extents if e.kind != "data" and e.end > start and e.offset < end),
-                      key=lambda e: e.offset):
-        if ext.offset > pos:
-            return False
-        pos = max(pos, ext.end)
-        if pos >= end:
-            return True
-    return pos >= end
 
 
 def plan_bytes(chunks: Iterable[Chunk], kind: ChunkKind | None = None) -> int:
