@@ -26,13 +26,17 @@ class ClientWorkload(Workload):
     """Clients write through the network: nothing reaches the disk once the NICs are down or the
     service is stopped (checked under the fake's lock, so quiesce is a clean cut)."""
 
-    stopped: Callable[[], bool] = staticmethod(lambda: False)  # type: ignore[assignment]
+    stopped: Callable[[], bool] = staticmethod(lambda: False)
 
     def write_once(self) -> WriteRecord | None:
         with self.estate.lock:
             if self.stopped() or not any(n.connected for n in self.estate.vm(self.vm).nics):
                 return None
             return super().write_once()
+
+
+def _stopper(stopped: set[str], vm: str) -> Callable[[], bool]:
+    return lambda: vm in stopped
 
 
 def _digests(estate: FakeEstate, vm: str) -> list[str]:
@@ -57,12 +61,12 @@ def test_whole_flow_with_a_live_workload_is_byte_identical_at_quiesce(tmp_path: 
                     stopped.add(data["vm"])
                 at_quiesce[data["vm"]] = _digests(estate, data["vm"])
 
-    workloads = []
+    workloads: list[Workload] = []
     store = None
     try:
         for i, vm in enumerate(demo_lab.DEMO_VMS):
             w = ClientWorkload(estate, vm, rate=1024 * 1024, io_size=16 * 1024, seed=i + 11)
-            w.stopped = lambda vm=vm: vm in stopped  # type: ignore[method-assign]
+            w.stopped = _stopper(stopped, vm)
             workloads.append(w.start())
         plan = demo_lab.write_plan(tmp_path / "lab", url=estate.base_url + "/sdk", thumbprint=estate.http.thumbprint,
                                    user=estate.lab.user)
@@ -82,8 +86,8 @@ def test_whole_flow_with_a_live_workload_is_byte_identical_at_quiesce(tmp_path: 
         # rather than a hook, so hooks are not needed for consistency
         for req in (FailoverRequest(plan, vms=("db01",)), FailoverRequest(plan, vms=("web01",), source_action="shutdown"),
                     FailoverRequest(plan, group="redis")):
-            res = run_failover(req, ctx)
-            assert all(o.ok for o in res.outcomes), [o.error for o in res.outcomes]
+            fo = run_failover(req, ctx)
+            assert all(o.ok for o in fo.outcomes), [o.error for o in fo.outcomes]
         written_after = {w.vm: w.written for w in workloads}
         time.sleep(0.2)
         assert {w.vm: w.written for w in workloads} == written_after  # nothing written after quiesce
@@ -100,8 +104,8 @@ def test_whole_flow_with_a_live_workload_is_byte_identical_at_quiesce(tmp_path: 
         downtimes = [e["downtime_seconds"] for e in events if e["kind"] == "failover_done"]
         assert len(downtimes) == 4 and all(0 <= d < 60 for d in downtimes)
     finally:
-        for w in workloads:
-            w.stop()
+        for wl in workloads:
+            wl.stop()
         if store is not None:
             store.close()
         stop_estate(estate)

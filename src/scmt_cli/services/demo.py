@@ -73,7 +73,7 @@ class DemoResult:
 class _Gated(Workload):
     """A workload whose writes stop when ``gate()`` is false (checked under the fake's lock)."""
 
-    gate: Callable[[], bool] = staticmethod(lambda: True)  # type: ignore[assignment]
+    gate: Callable[[], bool] = staticmethod(lambda: True)
 
     def write_once(self) -> WriteRecord | None:
         with self.estate.lock:
@@ -180,7 +180,7 @@ class _Demo:
                 self.estate = start_estate(lab, self.root / "vcenter")
                 for i, vm in enumerate(demo_lab.DEMO_VMS):
                     w = _Gated(self.estate, vm, rate=WORKLOAD_RATE, pattern="hotspot", seed=i + 1)
-                    w.gate = self.gate(vm)  # type: ignore[method-assign]
+                    w.gate = self.gate(vm)
                     workloads.append(w.start())
                 return (f"fake vCenter {self.estate.base_url}/sdk with {len(demo_lab.DEMO_VMS)} VMs; "
                         f"a workload writes {WORKLOAD_RATE // 1024} KiB/s to each")
@@ -210,7 +210,7 @@ class _Demo:
 
             def sync(label: str) -> Callable[[], str]:
                 def go() -> str:
-                    res = run_sync(SyncRequest(plan_path), ctx)  # type: ignore[arg-type]
+                    res = run_sync(SyncRequest(plan_path), ctx)
                     if res.failed:
                         raise RuntimeError(f"sync failed for {', '.join(res.failed)}")
                     moved = sum(int(o.data.get("bytes_read", 0)) for o in res.last.values())
@@ -228,7 +228,7 @@ class _Demo:
 
             def failover(vms: tuple[str, ...], group: str | None) -> Callable[[], str]:
                 def go() -> str:
-                    res = run_failover(FailoverRequest(plan_path, vms=vms, group=group), ctx)  # type: ignore[arg-type]
+                    res = run_failover(FailoverRequest(plan_path, vms=vms, group=group), ctx)
                     if res.failed:
                         raise RuntimeError("; ".join(f"{o.vm}: {o.error}" for o in res.failed))
                     self.result.warnings.extend(res.all_warnings())
@@ -241,10 +241,10 @@ class _Demo:
 
             def rollback() -> str:
                 before = source_power(self.estate, "db01")  # type: ignore[arg-type]
-                res = run_rollback(RollbackRequest(plan_path, vms=("db01",)), ctx)  # type: ignore[arg-type]
+                res = run_rollback(RollbackRequest(plan_path, vms=("db01",)), ctx)
                 o = res.outcomes[0]
                 after = source_power(self.estate, "db01")  # type: ignore[arg-type]
-                target = ctx.platform.state(ctx.effective("db01").target_name)  # type: ignore[union-attr]
+                target = ctx.platform.state(ctx.effective("db01").target_name)
                 good = o.ok and after == ("poweredOn", True) and not target.network_connected \
                     and target.power == "shutoff"
                 self.result.verifications.append({"check": "db01 rollback restored the source", "ok": good,

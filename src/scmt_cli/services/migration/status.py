@@ -121,7 +121,7 @@ def _view(ctx: MigrationContext, vm: str, now: float) -> VmStatusView:
     holder = store.lock_holder(vm_resource(plan, vm))
     if holder is not None and holder.lease_expires_at > now:
         v.locked_by = f"pid {holder.pid} on {holder.hostname}"
-    v.next_commands = list(commands_allowed(status.state, failed_from=status.failed_from))  # type: ignore[arg-type]
+    v.next_commands = list(commands_allowed(status.state, failed_from=status.failed_from))
     # -- warnings ---------------------------------------------------------------------
     if status.state == "failed":
         v.warnings.append(f"{vm}: failed while {status.failed_from}: {status.error or 'unknown error'}; "
