@@ -158,3 +158,27 @@ def test_every_repeats_until_the_deadline(lab: Lab, ctx: MigrationContext) -> No
 def test_until_ready_stops_once_every_vm_is_in_sync(lab: Lab, ctx: MigrationContext) -> None:
     res = run_sync(SyncRequest(lab.plan, vms=("redis-a", "redis-b"), every=30, until_ready=True), ctx)
     assert len(res.rounds) == 1 and "ready" in res.stopped
+
+
+def test_sync_hooks_run_around_each_vm_and_a_failing_pre_hook_stops_it(lab: Lab, ctx: MigrationContext) -> None:
+    import sys
+
+    import yaml
+
+    from scmt_cli.services.migration.context import open_context
+
+    doc = yaml.safe_load(lab.plan.read_text())
+    marker = lab.root / "post-hook.txt"
+    record = "import os,sys; open(sys.argv[1],'a').write(os.environ['SCMT_VM']+' '+os.environ['SCMT_STEP']+'\\n')"
+    doc["defaults"]["hooks"] = {"sync": {"pre": [["false"]], "post": [[sys.executable, "-c", record, str(marker)]]}}
+    lab.plan.write_text(yaml.safe_dump(doc))
+    failing = open_context(lab.plan, ctx.store, lab.reporter)
+    res = run_sync(SyncRequest(lab.plan, vms=("redis-a",)), failing)
+    out = res.last["redis-a"]
+    assert not out.ok and out.error_code == 51 and res.exit_code == 51
+    assert lab.estate.vm("redis-a").snapshots == [] and not marker.exists()
+    doc["defaults"]["hooks"]["sync"]["pre"] = [["true"]]
+    lab.plan.write_text(yaml.safe_dump(doc))
+    fixed = open_context(lab.plan, ctx.store, lab.reporter)
+    res = run_sync(SyncRequest(lab.plan, vms=("redis-a",)), fixed)
+    assert res.last["redis-a"].ok and marker.read_text() == "redis-a seed\n"

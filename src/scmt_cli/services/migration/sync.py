@@ -209,10 +209,13 @@ def sync_pass(ctx: MigrationContext, vm: str, lock: VmLock, *, final: bool = Fal
 
 
 def _copy_file_exists(ctx: MigrationContext, target_name: str, index: int) -> bool:
-    root = getattr(ctx.platform, "vm_dir", None)
+    """Whether the raw copy file exists already (dir and libvirt keep it at ``<root>/<vm>/disk<N>.raw``)."""
+    root = getattr(ctx.platform, "root", None)
     if root is None:
         return True  # unknown platform layout: never assume the target reads as zeroes
-    return bool((root(target_name) / f"disk{index}.raw").exists())
+    from scmt_cli.targets.storage import vm_dir
+
+    return (vm_dir(Path(root), target_name) / f"disk{index}.raw").exists()
 
 
 def _message(exc: BaseException) -> str:
@@ -245,7 +248,7 @@ def guarded_pass(ctx: MigrationContext, vm: str) -> VmOutcome:
         if not isinstance(exc, ScmtError):
             exc = SourceOperationError(f"{vm}: {type(exc).__name__}: {exc}")
         out = VmOutcome(vm, ok=False, error=exc.message, error_code=exc.exit_code, action="sync")
-        if exc.exit_code not in (40, 42):  # a lock held elsewhere or a refusal changes nothing
+        if exc.exit_code not in (40, 42, 130, 143):  # a lock held elsewhere, a refusal or a stop changes nothing
             status, _ = ctx.status(vm)
             out.state = ctx.fail(status, exc).state
         else:
@@ -286,7 +289,13 @@ class SyncResult:
 
     @property
     def exit_code(self) -> int:
-        if self.failed:
+        """0/1; 60 when some VMs failed; when every VM failed with the same error, that error's code."""
+        last = self.last
+        failed = [o for o in last.values() if not o.ok]
+        if failed:
+            codes = {o.error_code for o in failed}
+            if len(failed) == len(last) and len(codes) == 1 and None not in codes:
+                return int(codes.pop() or PartialFailureError.exit_code)
             return PartialFailureError.exit_code
         return 1 if self.warnings or any(o.warnings for o in self.last.values()) else 0
 
