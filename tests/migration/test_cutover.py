@@ -169,3 +169,27 @@ def test_status_reports_state_lag_estimates_and_warnings(lab: Lab, ctx: Migratio
     assert res.exit_code == 1
     data = res.to_dict()
     assert data["vms"][1]["vm"] == "db01" and data["vms"][1]["last_sync_at"].endswith("Z")
+
+
+def test_libvirt_target_fails_over_and_rolls_back(lab: Lab, ctx: MigrationContext) -> None:
+    pytest.importorskip("libvirt")
+    import yaml
+
+    from scmt_cli.services.migration.context import open_context
+
+    doc = yaml.safe_load(lab.plan.read_text())
+    doc["target"] = {"type": "libvirt", "uri": "test:///default", "storage": {"*": str(lab.root / "pool")},
+                     "disk_format": "raw", "networks": doc["target"]["networks"]}
+    lab.plan.write_text(yaml.safe_dump(doc))
+    lv = open_context(lab.plan, ctx.store, lab.reporter)
+    try:
+        run_sync(SyncRequest(lab.plan, vms=("redis-b",)), lv)
+        out = run_failover(FailoverRequest(lab.plan, vms=("redis-b",), direct=True), lv).outcomes[0]
+        assert out.ok and out.state == "cut-over", out.error
+        state = lv.platform.state("redis-b")
+        assert state.defined and state.power == "running" and state.platform == "libvirt"
+        assert (lab.root / "pool" / "redis-b" / "disk0.raw").exists()
+        back = run_rollback(RollbackRequest(lab.plan, vms=("redis-b",)), lv).outcomes[0]
+        assert back.ok and lv.platform.state("redis-b").power == "shutoff"
+    finally:
+        lv.close()

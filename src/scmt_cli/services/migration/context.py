@@ -31,7 +31,7 @@ from scmt_cli.errors import Interrupted, PlanError, ScmtError, UsageError
 from scmt_cli.events import Reporter
 from scmt_cli.state import StateStore, vm_resource
 from scmt_cli.state.locks import VmLock
-from scmt_cli.targets import TargetPlatform, open_platform
+from scmt_cli.targets import PlatformSpec, TargetPlatform, open_platform
 from scmt_cli.transports.wrappers import TokenBucket
 from scmt_cli.vsphere.api import VCenter
 
@@ -117,7 +117,8 @@ class MigrationContext:
         """The plan's target platform (opened once, shared by threads)."""
         with self._platform_lock:
             if self._platform is None:
-                self._platform = open_platform(self.plan.target, reporter=self.reporter, where=str(self.plan.file))
+                self._platform = open_platform(platform_spec(self.plan), reporter=self.reporter,
+                                               where=str(self.plan.file))
             return self._platform
 
     def bucket(self, rate: float | None) -> TokenBucket | None:
@@ -246,6 +247,25 @@ class MigrationContext:
             raise
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
+
+
+#: Where a libvirt target keeps disk files when the plan maps no directory (libvirt's default pool).
+LIBVIRT_DEFAULT_IMAGES = "/var/lib/libvirt/images"
+
+
+def platform_spec(plan: Plan) -> PlatformSpec:
+    """The platform settings of a plan.  A ``libvirt`` plan has no ``path``: its disk folder is the
+    ``storage['*']`` entry when that is an absolute directory, else libvirt's default images folder."""
+    t = plan.target
+    data: dict[str, Any] = {"type": t.type, "disk_format": t.disk_format}
+    if t.uri:
+        data["uri"] = t.uri
+    if t.path is not None:
+        data["path"] = str(t.path)
+    elif t.type == "libvirt":
+        fallback = t.storage_for(None)
+        data["path"] = fallback if fallback and Path(fallback).is_absolute() else LIBVIRT_DEFAULT_IMAGES
+    return PlatformSpec.from_mapping(data, where=str(plan.file))
 
 
 def plan_digest(path: Path) -> str:
