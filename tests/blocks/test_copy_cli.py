@@ -116,6 +116,7 @@ def test_verify_detects_flipped_byte_exit_31(env, capsys):
         (["{src}", "{d}/o.img", "--bandwidth", "fast"], 2, ""),
         (["{src}", "{d}/o.img", "--since", "{d}/missing.json"], 3, "manifest not found"),
         (["{src}", "{d}/small.img"], 32, "smaller than the source"),
+        (["{src}", "{src}"], 2, "same disk"),
         (["{src}", "{d}/o.img", "--resume", "--chunk-size", "2MiB"], 0, ""),
     ],
 )

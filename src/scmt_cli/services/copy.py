@@ -138,6 +138,8 @@ def run_copy(req: CopyRequest, reporter: Reporter, store: CheckpointStore | None
             return wrap_target(t) if wrap_target else t
 
         dst = RetryingTarget(open_dst(), policy, reopen=open_dst, reporter=reporter)
+        if dst.describe() == src.describe():
+            raise UsageError(f"source and target are the same disk: {src.describe()}")
         mode = "incremental" if base is not None else "full"
         if base is not None and dst.fresh:
             warnings.append(f"{dst.describe()} did not exist: made a full copy instead of an incremental one")
