@@ -5,8 +5,9 @@ under its lock, the persisted steps of
 :data:`~scmt_cli.domain.vmstate.ROLLBACK_STEPS` run in order:
 
 ``target-stopped``
-    the target's NICs are isolated, then it is powered off (hard: seconds
-    matter); nothing to do when it was never defined;
+    the target is powered off (hard: seconds matter), then its NICs are
+    isolated (a warning if the platform cannot); nothing to do when it was
+    never defined;
 ``source-restored``
     the source gets back what failover recorded before quiescing it: power
     (``poweredOn``) and connected NICs.
@@ -61,8 +62,12 @@ def _rollback_vm(ctx: MigrationContext, vm: str, status: VmStatus, data: dict[st
             if step == "target-stopped":
                 target = ctx.platform.state(eff.target_name)
                 if target.defined:
-                    ctx.platform.set_network(eff.target_name, False)
                     ctx.platform.stop(eff.target_name, graceful=False)
+                    try:  # so that starting it by hand later does not put a second copy on the network
+                        ctx.platform.set_network(eff.target_name, False)
+                    except ScmtError as exc:
+                        out.warnings.append(f"{vm}: the target is off but its NICs could not be isolated: "
+                                            f"{exc.message}")
             else:
                 vc = vc or ctx.vcenter()
                 before = data.get("source_before") or {}
