@@ -19,7 +19,7 @@ def status(
 ) -> None:
     """Per VM: state, last sync, lag, estimated cutover downtime, warnings.
 
-    Reads only the plan and the state store (never vCenter).
+    Reads only the plan and the state store (never vCenter).  --watch ends with Ctrl-C.
     """
     import time
 
@@ -32,11 +32,16 @@ def status(
         if watch and not ui.opts.json:
             from rich.live import Live
 
-            with Live(console=ui.console, auto_refresh=False) as live:
-                while True:
-                    result = status_service(req, store, ui.reporter)
-                    live.update(_table(result), refresh=True)
-                    time.sleep(interval)
+            result = status_service(req, store, ui.reporter)
+            try:
+                with Live(console=ui.console, auto_refresh=False) as live:
+                    while True:
+                        live.update(_table(result), refresh=True)
+                        time.sleep(interval)
+                        result = status_service(req, store, ui.reporter)
+            except KeyboardInterrupt:  # Ctrl-C ends a watch normally; the table on screen is the last one
+                ui.finish(result, lambda console, r: None)
+                return
         result = status_service(req, store, ui.reporter)
     ui.finish(result, render)
 
