@@ -44,3 +44,14 @@ def test_random_vinfo_rows(tmp_path, rows, delim):
     for vm in inv.vms:
         a = assess_vm(vm, AssessContext(inventory=inv))
         assert a.verdict in ("ready", "warnings", "blocked")
+
+
+def test_non_finite_numbers_are_row_errors_not_crashes():
+    from scmt_cli.inventory.rvtools import to_int
+
+    for bad in ["INF", "-inf", "nan", float("inf")]:
+        try:
+            to_int(bad)
+        except ValueError:
+            continue
+        raise AssertionError(f"{bad!r} accepted")

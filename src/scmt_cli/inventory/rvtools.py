@@ -16,6 +16,7 @@ Contract:
 
 from __future__ import annotations
 
+import math
 import re
 from collections import defaultdict
 from collections.abc import Callable
@@ -69,7 +70,7 @@ class Tab:
             return None
         try:
             return conv(value)
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, OverflowError) as exc:
             raise RowError(fname, f"{exc}") from exc
 
 
@@ -80,13 +81,18 @@ def to_str(v: Any) -> str:
 def to_int(v: Any) -> int:
     if isinstance(v, bool):
         raise ValueError(f"expected a number, got {v!r}")
-    if isinstance(v, (int, float)):
-        return int(v)
-    text = str(v).replace(",", "").replace(" ", "")
-    try:
-        return int(float(text))
-    except ValueError:
-        raise ValueError(f"expected a number, got {v!r}") from None
+    if isinstance(v, int):
+        return v
+    number = v if isinstance(v, float) else None
+    if number is None:
+        text = str(v).replace(",", "").replace(" ", "")
+        try:
+            number = float(text)
+        except ValueError:
+            raise ValueError(f"expected a number, got {v!r}") from None
+    if not math.isfinite(number):
+        raise ValueError(f"expected a finite number, got {v!r}")
+    return int(number)
 
 
 def to_bool(v: Any) -> bool:
