@@ -84,7 +84,40 @@ def test_retry_reopens_the_transport(image):
     src = RetryingSource(FaultySource(open_source(f"file://{path}"), plan), FAST, reopen=reopen)
     assert src.read(MiB, 100) == data[MiB : MiB + 100]
     assert len(opened) == 1 and src.inner is opened[0]
+    old = src.retrier.retired[0]
+    assert old.inner._fd >= 0, "the old object must stay usable for calls still running on it"
     src.close()
+    assert old.inner._fd == -1 and opened[0]._fd == -1
+
+
+def test_reopen_under_concurrency_never_breaks_other_threads(image):
+    """Many threads read while transient errors force reopens: every read returns the right bytes."""
+    import threading
+
+    path, data = image
+    plan = FaultPlan([Fault("read", times=6)])
+
+    def reopen():
+        return FaultySource(open_source(f"file://{path}"), plan)
+
+    src = RetryingSource(reopen(), FAST, reopen=reopen)
+    errors = []
+
+    def worker(k):
+        try:
+            for j in range(30):
+                off = ((k * 31 + j * 7) % 5) * MiB
+                assert src.read(off, MiB) == data[off : off + MiB]
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    src.close()
+    assert not errors and plan.faults[0].hits == 6
 
 
 def test_token_bucket_rate_with_fake_clock():

@@ -422,6 +422,20 @@ def copy_chunks(
     finally:
         pipe.shutdown()
         stats.copy_seconds = time.monotonic() - t0
+        if not finished:
+            # Chunks that completed while the error or signal was being handled still count.
+            while True:
+                try:
+                    late = pipe.done.get_nowait()
+                except queue.Empty:
+                    break
+                if isinstance(late, BaseException) or completed[late[0]]:
+                    continue
+                completed[late[0]] = True
+                manifest.chunks[todo[late[0]].index] = late[2]
+                _account(stats, todo[late[0]], late[1], late[2], late[3])
+            while low < len(todo) and completed[low]:
+                low += 1
         if not finished and checkpointer is not None:
             _final_checkpoint(target, commit, rep)
     if stats.chunks_done != stats.chunks_planned:

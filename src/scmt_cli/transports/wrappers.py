@@ -123,8 +123,17 @@ class _Retrier:
         self.reopen = reopen
         self.what = what
         self.retries = 0
+        self.retired: list[Any] = []
         self._lock = threading.Lock()
         self._generation = 0
+
+    def close_retired(self) -> None:
+        for old in self.retired:
+            try:
+                old.close()
+            except ScmtError:
+                pass
+        self.retired.clear()
 
     def call(self, proxy: Any, fn: Callable[[Any], T]) -> T:
         gen = [self._generation]
@@ -135,17 +144,18 @@ class _Retrier:
                 self.retries += 1
                 if self.reopen is not None and gen[0] == self._generation:
                     try:
-                        proxy.inner.close()
-                    except ScmtError:
-                        pass
-                    try:
-                        proxy.inner = self.reopen()
-                        self._generation += 1
+                        fresh = self.reopen()
                     except (SourceUnreachableError, TransportError) as again:
                         if isinstance(again, TransportError) and not again.transient:
                             raise
-                        # server not back yet: the closed object fails transiently, the next attempt reopens
+                        # server not back yet: the old object keeps failing transiently, the next attempt reopens
                         self.reporter.log("warning", f"{self.what}: reopen failed: {again.message}")
+                    else:
+                        # Other threads may still be inside a call on the old object: retire it and close it
+                        # when the wrapper closes (closing it now turned their calls into EBADF).
+                        self.retired.append(proxy.inner)
+                        proxy.inner = fresh
+                        self._generation += 1
                 gen[0] = self._generation
             msg = exc.message if isinstance(exc, ScmtError) else str(exc)
             self.reporter.log("warning", f"{self.what}: transient error, retrying "
@@ -179,6 +189,12 @@ class RetryingSource(_SourceProxy):
     def readinto(self, offset: int, buf: memoryview) -> None:
         self.retrier.call(self, lambda s: _readinto(s, offset, buf))
 
+    def close(self) -> None:
+        try:
+            self.inner.close()
+        finally:
+            self.retrier.close_retired()
+
 
 class RetryingTarget(_TargetProxy):
     """Retries transient TransportErrors of writes, zeroes, reads and flushes (all idempotent)."""
@@ -200,6 +216,12 @@ class RetryingTarget(_TargetProxy):
 
     def flush(self) -> None:
         self.retrier.call(self, lambda t: t.flush())
+
+    def close(self) -> None:
+        try:
+            self.inner.close()
+        finally:
+            self.retrier.close_retired()
 
 
 # --------------------------------------------------------------------------- bandwidth
