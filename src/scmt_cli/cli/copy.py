@@ -22,12 +22,14 @@ def copy(
         "--manifest", help="Write the digest manifest of DST here (input of a later --since).",
         metavar="OUT")] = None,
     bandwidth: Annotated[Optional[str], typer.Option(
-        "--bandwidth", help="Read at most this rate, e.g. 300Mbit, 50MiB/s (default: unlimited).")] = None,
+        "--bandwidth", help="Read at most this rate, e.g. 300Mbit, 50MiB/s (default: unlimited).",
+        metavar="RATE")] = None,
     verify: Annotated[bool, typer.Option("--verify", help="Re-read DST afterwards and compare digests.")] = False,
     resume: Annotated[bool, typer.Option(
         "--resume", help="Continue an interrupted copy from its last checkpoint.")] = False,
     chunk_size: Annotated[Optional[str], typer.Option(
-        "--chunk-size", help="Chunk size, 1MiB to 8MiB (default 4MiB, or the --since manifest's).")] = None,
+        "--chunk-size", help="Chunk size, 1MiB to 8MiB (default 4MiB, or the --since manifest's).",
+        metavar="SIZE")] = None,
     in_flight: Annotated[int, typer.Option("--in-flight", help="Chunks in flight (memory = this x chunk size).",
                                            min=1, max=64)] = 4,
     checkpoint_seconds: Annotated[float, typer.Option(
