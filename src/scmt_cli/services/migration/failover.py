@@ -37,7 +37,7 @@ from scmt_cli.domain.vmstate import CUTOVER_STEPS, VmStatus, next_cutover_step, 
 from scmt_cli.errors import InvalidStateError, ScmtError, UsageError
 from scmt_cli.services.hooks import HookContext, commands_for, run_hooks
 from scmt_cli.services.migration.context import MigrationContext, VmOutcome
-from scmt_cli.services.migration.source import source_vm
+from scmt_cli.services.migration.source import require_wired_method, source_vm
 from scmt_cli.services.migration.sync import sync_pass
 from scmt_cli.services.migration.units import MigrationResult, units_for
 from scmt_cli.services.migration.when import wait_until
@@ -76,6 +76,7 @@ class _Cutover:
     def __init__(self, ctx: MigrationContext, req: FailoverRequest, vm: str, lock: VmLock) -> None:
         self.ctx, self.req, self.vm, self.lock = ctx, req, vm, lock
         self.eff = ctx.effective(vm)
+        require_wired_method(self.eff, "failover")
         self.status, self.data = ctx.status(vm)
         self.out = VmOutcome(vm, action="failover")
         self.vc: VCenter | None = None

@@ -19,7 +19,7 @@ from typing import Any
 
 from scmt_cli.domain.inventory import VM
 from scmt_cli.domain.plan import Effective, Plan
-from scmt_cli.errors import ConfigError, PlanError
+from scmt_cli.errors import ConfigError, NotAvailableError, PlanError
 from scmt_cli.events import Reporter
 from scmt_cli.vsphere.api import VCenter
 from scmt_cli.vsphere.settings import resolve_settings
@@ -125,3 +125,21 @@ def cleanup_tool_snapshots(vc: VCenter, vm: str, reporter: Reporter, *, keep: st
                      + ", ".join(removed), vm=vm)
         reporter.event("leftover_snapshots_removed", vm=vm, snapshots=removed)
     return removed
+
+
+#: Methods whose source is wired in this release (the agent methods need the scmt agent).
+WIRED_METHODS: frozenset[str] = frozenset({"managed", "agentless"})
+
+
+def require_wired_method(eff: Effective, command: str) -> None:
+    """Refuse (NotAvailableError, exit 4) a VM whose method has no working source path yet.
+
+    Copying an agent or hot-backup VM through vCenter snapshots would silently
+    break what those methods promise (no snapshots on the source).
+    """
+    if eff.method not in WIRED_METHODS:
+        raise NotAvailableError(
+            f"{eff.name}: scmt {command} does not support method {eff.method!r} yet "
+            "(it would need vCenter snapshots, which this method promises not to take)",
+            hint="use method agentless for this VM, or wait for the agent-based methods",
+        )

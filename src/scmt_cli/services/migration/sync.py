@@ -33,7 +33,12 @@ from scmt_cli.events import Reporter
 from scmt_cli.services.hooks import HookContext, commands_for, run_hooks
 from scmt_cli.services.migration.context import MigrationContext, VmOutcome
 from scmt_cli.services.migration.diskcopy import DiskResult, copy_disk, progress_key, reset_progress
-from scmt_cli.services.migration.source import cleanup_tool_snapshots, included_disks, source_vm
+from scmt_cli.services.migration.source import (
+    cleanup_tool_snapshots,
+    included_disks,
+    require_wired_method,
+    source_vm,
+)
 from scmt_cli.state.locks import VmLock
 from scmt_cli.targets import DiskRequest
 from scmt_cli.transports.base import BlockSource
@@ -91,6 +96,7 @@ def sync_pass(ctx: MigrationContext, vm: str, lock: VmLock, *, final: bool = Fal
     """
     store, plan = ctx.store, ctx.plan.name
     eff = ctx.effective(vm)
+    require_wired_method(eff, "sync")
     status, _ = ctx.status(vm)
     out = VmOutcome(vm)
     if final:
@@ -239,6 +245,7 @@ def guarded_pass(ctx: MigrationContext, vm: str) -> VmOutcome:
     """:func:`sync_pass` under the VM's lock; a failure is recorded and returned, not raised."""
     status, _ = ctx.status(vm)
     try:
+        require_wired_method(ctx.effective(vm), "sync")
         with ctx.lock(vm) as lock:
             status, _ = ctx.status(vm)
             return sync_pass(ctx, vm, lock)
@@ -248,7 +255,7 @@ def guarded_pass(ctx: MigrationContext, vm: str) -> VmOutcome:
         if not isinstance(exc, ScmtError):
             exc = SourceOperationError(f"{vm}: {type(exc).__name__}: {exc}")
         out = VmOutcome(vm, ok=False, error=exc.message, error_code=exc.exit_code, action="sync")
-        if exc.exit_code not in (40, 42, 130, 143):  # a lock held elsewhere, a refusal or a stop changes nothing
+        if exc.exit_code not in (4, 40, 42, 130, 143):  # a lock held elsewhere, a refusal or a stop changes nothing
             status, _ = ctx.status(vm)
             out.state = ctx.fail(status, exc).state
         else:

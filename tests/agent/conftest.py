@@ -1,0 +1,38 @@
+"""Fixtures of the agent tests: the demo lab (fake vCenter in process) and plan helpers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from scmt_cli.services import demo_lab
+from scmt_cli.vsphere.fake import start_estate, stop_estate
+from scmt_cli.vsphere.fakeestate import FakeEstate
+
+
+@pytest.fixture
+def estate(tmp_path: Path) -> Iterator[FakeEstate]:
+    lab_file = demo_lab.write_lab(tmp_path / "lab")
+    est = start_estate(lab_file, tmp_path / "vcenter")
+    try:
+        yield est
+    finally:
+        stop_estate(est)
+
+
+def lab_plan(tmp_path: Path, estate: FakeEstate, vms: tuple[str, ...], agent_vms: dict[str, str]) -> Path:
+    """The demo plan for ``vms``; each VM in ``agent_vms`` gets that method and an agent block."""
+    plan = demo_lab.write_plan(tmp_path / "lab", url=estate.base_url + "/sdk", thumbprint=estate.http.thumbprint,
+                               user=estate.lab.user, vms=vms)
+    lines = plan.read_text(encoding="utf-8").splitlines()
+    out: list[str] = []
+    for line in lines:
+        out.append(line)
+        name = line.removeprefix("  - name: ")
+        if line.startswith("  - name: ") and name in agent_vms:
+            out += [f"    method: {agent_vms[name]}", "    agent:", "      address: 127.0.0.1:20000",
+                    "      token_env: SCMT_TEST_AGENT_TOKEN"]
+    plan.write_text("\n".join(out) + "\n", encoding="utf-8")
+    return plan

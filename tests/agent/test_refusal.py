@@ -1,0 +1,39 @@
+"""Methods without a wired source are refused (exit 4), never copied through vCenter snapshots."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from scmt_cli.events import RecordingReporter
+from scmt_cli.services.migration.context import open_context
+from scmt_cli.services.migration.failover import FailoverRequest, run_failover
+from scmt_cli.services.migration.migrate import MigrateRequest, run_migrate
+from scmt_cli.services.migration.sync import SyncRequest, run_sync
+from scmt_cli.state import StateStore
+from scmt_cli.vsphere.fakeestate import FakeEstate
+from tests.agent.conftest import lab_plan
+
+
+def test_hot_backup_vm_is_refused_by_sync_failover_and_migrate(tmp_path: Path, estate: FakeEstate) -> None:
+    plan = lab_plan(tmp_path, estate, ("web01", "db01"), {"db01": "hot-backup"})
+    store = StateStore.open(tmp_path / "state.db")
+    ctx = open_context(plan, store, RecordingReporter())
+    try:
+        res = run_sync(SyncRequest(plan), ctx)
+        out = res.last
+        assert out["web01"].ok and out["web01"].state == "syncing"
+        assert not out["db01"].ok and out["db01"].error_code == 4
+        assert "db01" in (out["db01"].error or "") and "hot-backup" in (out["db01"].error or "")
+        assert out["db01"].state == "planned"  # a refusal changes nothing
+        assert not [s for s in estate.vm("db01").snapshots if s.name.startswith("scmt-")]
+        assert res.exit_code == 60
+        only = run_sync(SyncRequest(plan, vms=("db01",)), ctx)
+        assert only.exit_code == 4
+        fo = run_failover(FailoverRequest(plan, vms=("db01",)), ctx)
+        assert fo.exit_code == 4 and "hot-backup" in (fo.outcomes[0].error or "")
+        mig = run_migrate(MigrateRequest(plan, vms=("db01",)), ctx)
+        assert mig.exit_code == 4
+        assert ctx.status("db01")[0].state == "planned"
+    finally:
+        ctx.close()
+        store.close()
