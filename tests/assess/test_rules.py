@@ -45,7 +45,7 @@ CASES: dict[str, tuple[str, dict[str, Any], dict[str, Any], str]] = {
     "device.sriov": ("managed", {"sriov_nics": 1}, {}, "blocker"),
     "vm.vtpm": ("agent", {"vtpm": True}, {}, "warning"),
     "boot.secure_boot": ("agent", {"firmware": "efi", "secure_boot": True}, {}, "warning"),
-    "snapshot.existing": ("agentless", {"snapshots": (Snapshot("before-patch"),)}, {}, "warning"),
+    "snapshot.existing": ("agentless", {"snapshots": (Snapshot("before-patch"),)}, {}, "blocker"),
     "snapshot.consolidation_needed": ("managed", {"consolidation_needed": True}, {}, "blocker"),
     "cbt.disabled": ("agentless", {"cbt_enabled": False}, {}, "warning"),
     "tools.not_running": ("agentless", {"tools_status": "notRunning"}, {}, "warning"),
@@ -163,3 +163,16 @@ def test_all_blocked_reason_names_each_methods_blockers():
     assert "managed/agentless: disk.rdm.physical" in a.reason
     assert "agent/hot-backup: agent.memory.total" in a.reason
     assert a.to_dict()["blockers_by_method"]["agent"] == ["agent.memory.total"]
+
+
+def test_existing_snapshots_are_only_a_warning_with_vddk():
+    from scmt_cli.domain.assess.model import AssessContext
+    from scmt_cli.domain.assess.rules import evaluate, findings_for
+    from scmt_cli.domain.inventory import VM, Snapshot
+
+    vm = VM(name="db01", snapshots=(Snapshot("before-patch"),))
+    over_folder = [f for f in findings_for(evaluate(vm, AssessContext()), "agentless") if f.id == "snapshot.existing"]
+    with_vddk = [f for f in findings_for(evaluate(vm, AssessContext(vddk=True)), "agentless")
+                 if f.id == "snapshot.existing"]
+    assert [f.severity for f in over_folder] == ["blocker"]
+    assert [f.severity for f in with_vddk] == ["warning"]

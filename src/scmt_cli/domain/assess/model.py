@@ -79,6 +79,7 @@ class AssessContext:
     inventory: Inventory = field(default_factory=Inventory)
     target: TargetSizing | None = None
     snapshot_reserve: float = 0.10  # share of a VM's provisioned size a datastore must keep free for snapshots
+    vddk: bool = False  # disks are read with VDDK (through snapshot chains), not over /folder
 
 
 def verdict(findings: Iterable[Finding]) -> Verdict:

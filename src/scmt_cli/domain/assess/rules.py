@@ -277,12 +277,18 @@ def _secure_boot(vm: VM, ctx: AssessContext) -> Iterator[Hit]:
 # -------------------------------------------------------- snapshots and CBT
 
 
-@rule("snapshot.existing", "warning", SNAPSHOT_METHODS, "existing snapshots",
-      "delete or consolidate old snapshots before the first sync")
+@rule("snapshot.existing", "blocker", SNAPSHOT_METHODS, "existing snapshots",
+      "delete or consolidate the VM's snapshots before the first sync; or set source.vddk_libdir so VDDK reads "
+      "through the snapshot chain")
 def _snapshots(vm: VM, ctx: AssessContext) -> Iterator[Hit]:
     if vm.snapshots:
         names = ", ".join(s.name for s in vm.snapshots[:5])
-        yield Hit(f"{len(vm.snapshots)} snapshot(s) exist ({names})")
+        if ctx.vddk:
+            yield Hit(f"{len(vm.snapshots)} snapshot(s) exist ({names}); VDDK reads through the chain, but every "
+                      "sync adds to it", severity="warning")
+        else:
+            yield Hit(f"{len(vm.snapshots)} snapshot(s) exist ({names}); over /folder only the base disk is "
+                      "readable, which the chain makes stale")
 
 
 @rule("snapshot.consolidation_needed", "blocker", SNAPSHOT_METHODS, "disk consolidation needed",
