@@ -13,6 +13,7 @@ Every transport runs ``test_contract.py`` through one entry of
   image's directory and stop them (by pid) when the context exits;
 * ``reports_holes``: True when ``extents()`` reports unallocated ranges as
   ``hole``/``zero`` (the suite then checks that the image's holes are seen);
+* ``target``: False for a read-only transport (its target tests are skipped);
 * ``marks``: pytest marks for the case (e.g. ``pytest.mark.nbd``; add a
   ``skipif`` when a server binary is missing).
 
@@ -34,6 +35,7 @@ from typing import Any
 
 import pytest
 
+from tests.agent.servers import serve_agent_contract
 from tests.nbd.servers import nbd_marks, serve_nbdkit_tcp, serve_nbdkit_unix, serve_qemu_nbd
 
 
@@ -43,6 +45,8 @@ class TransportCase:
     serve: Callable[[Path, bool], AbstractContextManager[str | None]]
     reports_holes: bool = True
     marks: tuple[Any, ...] = field(default=())
+    #: False for read-only transports (the agent): the target tests are skipped.
+    target: bool = True
 
 
 @contextlib.contextmanager
@@ -77,6 +81,7 @@ TRANSPORTS: list[TransportCase] = [
     TransportCase("nbd-nbdkit", serve_nbdkit_tcp, reports_holes=True, marks=nbd_marks("nbdkit")),
     TransportCase("nbd+unix-nbdkit", serve_nbdkit_unix, reports_holes=True, marks=nbd_marks("nbdkit")),
     TransportCase("nbd+unix-qemu-nbd", serve_qemu_nbd, reports_holes=True, marks=nbd_marks("qemu-nbd")),
+    TransportCase("agent", serve_agent_contract, reports_holes=True, target=False),
 ]
 
 

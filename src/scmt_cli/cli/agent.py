@@ -2,15 +2,53 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Any, Optional
 
 import typer
+from rich.console import Console
 
-from scmt_cli.cli._common import not_available
+from scmt_cli.cli.context import current
+
+app = typer.Typer(help="The scmt agent: runs on the source machine and serves its disks read-only.",
+                  no_args_is_help=True, rich_markup_mode=None)
 
 
-def agent(
-    listen: Annotated[str, typer.Option("--listen", help="Address to listen on, host:port.")] = "127.0.0.1:20000",
+@app.command("serve")
+def serve(
+    disk: Annotated[list[str], typer.Option("--disk", help="Serve this disk as NAME=PATH (block device or "
+                                                           "image file); repeat for more.", metavar="NAME=PATH")],
+    listen: Annotated[str, typer.Option("--listen", help="Address to listen on, HOST:PORT.",
+                                        metavar="HOST:PORT")] = "127.0.0.1:20000",
+    token_file: Annotated[Optional[Path], typer.Option(
+        "--token-file", help="File holding the shared token (at least 16 bytes); else SCMT_AGENT_TOKEN.",
+        metavar="FILE")] = None,
+    queue_depth: Annotated[int, typer.Option("--queue-depth", help="Reads executed at once (memory bound).",
+                                             min=1, max=64)] = 4,
+    bandwidth: Annotated[str, typer.Option(
+        "--bandwidth", help="Send at most this rate, e.g. 300Mbit (the default), or 'unlimited'.",
+        metavar="RATE")] = "300Mbit",
+    no_compress: Annotated[bool, typer.Option("--no-compress", help="Never zstd-compress data.")] = False,
 ) -> None:
-    """Serve this machine's block devices to the migration host (authenticated)."""
-    raise not_available("agent", "the agent-based methods")
+    """Serve block devices or image files read-only to the migration host (authenticated).
+
+    Example: scmt agent serve --listen 0.0.0.0:20000 --disk sda=/dev/sda --token-file /etc/scmt/agent.token
+    """
+    from scmt_cli.agent.service import ServeRequest, serve_agent
+    from scmt_cli.domain.units import parse_rate
+    from scmt_cli.errors import UsageError
+
+    ui = current()
+    try:
+        rate = parse_rate(bandwidth)
+    except ValueError as exc:
+        raise UsageError(f"--bandwidth: {exc}") from None
+    req = ServeRequest(listen=listen, disks=tuple(disk), token_file=token_file, queue_depth=queue_depth,
+                       bandwidth=rate, compress=not no_compress)
+    result = serve_agent(req, ui.reporter)
+    ui.finish(result, render)
+
+
+def render(console: Console, result: Any) -> None:
+    console.print(f"agent on {result.address} stopped ({result.auth_failures} failed authentication(s))",
+                  markup=False, highlight=False)

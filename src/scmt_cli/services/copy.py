@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from scmt_cli.agent.incremental import digest_incremental_copy, find_capability, wire_stats
 from scmt_cli.blocks.api import full_copy, incremental_copy
 from scmt_cli.blocks.checkpoint import Checkpointer, CheckpointStore, checkpoint_key
 from scmt_cli.blocks.digest import Manifest
@@ -170,7 +171,11 @@ def run_copy(req: CopyRequest, reporter: Reporter, store: CheckpointStore | None
             raise UsageError("--resume needs a state store to read the checkpoint from")
         reporter.event("copy_started", source=src.describe(), target=dst.describe(), size=size, mode=mode,
                        chunk_size=chunk_size, resume=resumed)
-        if base is not None:
+        if base is not None and find_capability(src, "remote_digests") is not None:
+            # The source hashes its own chunks (the scmt agent): only changed chunks cross the wire.
+            outcome = digest_incremental_copy(src, dst, base, options=opts, checkpointer=ckpt,
+                                              resume=req.resume, reporter=reporter)
+        elif base is not None:
             outcome = incremental_copy(src, dst, base, options=opts, checkpointer=ckpt, resume=req.resume,
                                        reporter=reporter)
         else:
@@ -178,6 +183,7 @@ def run_copy(req: CopyRequest, reporter: Reporter, store: CheckpointStore | None
         stats = outcome.stats
         stats.extra["retries"] = src.retrier.retries if isinstance(src, RetryingSource) else 0
         stats.extra["retries"] += dst.retrier.retries
+        stats.extra.update(wire_stats(src))
         if req.manifest_out is not None:
             outcome.manifest.save(req.manifest_out)
         verified = False

@@ -160,7 +160,7 @@ def _load_builtin() -> None:
     with _BUILTIN_LOCK:  # threads opening targets at once must not see a half-filled registry
         if _BUILTIN_LOADED:
             return
-        for mod in ("scmt_cli.transports.file", "scmt_cli.transports.nbd"):
+        for mod in ("scmt_cli.transports.file", "scmt_cli.transports.nbd", "scmt_cli.agent.transport"):
             try:
                 importlib.import_module(mod)
             except ModuleNotFoundError as exc:  # a transport not built yet

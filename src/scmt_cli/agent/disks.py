@@ -1,0 +1,114 @@
+"""Read-only access to the disks the agent serves (block devices or image files).
+
+:class:`ServedDisk` opens its path ``O_RDONLY`` and never writes.  Allocation
+comes from ``SEEK_DATA``/``SEEK_HOLE`` (a block device or a file system without
+them reports one data extent).  :meth:`ServedDisk.chunk_digests` hashes chunks
+on the grid of :mod:`scmt_cli.blocks.plan` with :func:`scmt_cli.blocks.digest.digest`
+(``"0"`` for an all-zero chunk), so its answers compare equal to the engine's
+manifests of the same bytes.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+import threading
+from pathlib import Path
+
+from scmt_cli.blocks.digest import ZERO, digest, is_zero
+from scmt_cli.errors import UsageError
+
+
+class ServedDisk:
+    """One disk, named ``name``, read from ``path`` (thread-safe: ``pread`` only)."""
+
+    def __init__(self, name: str, path: Path) -> None:
+        self.name = name
+        self.path = path
+        try:
+            self.fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        except OSError as exc:
+            raise UsageError(f"--disk {name}={path}: cannot open: {exc.strerror}") from None
+        st = os.fstat(self.fd)
+        if not (stat.S_ISREG(st.st_mode) or stat.S_ISBLK(st.st_mode)):
+            os.close(self.fd)
+            raise UsageError(f"--disk {name}={path}: not a regular file or block device")
+        self.size = os.lseek(self.fd, 0, os.SEEK_END)
+        self._closed = False
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                os.close(self.fd)
+
+    def read(self, offset: int, length: int) -> bytes:
+        """Exactly ``length`` bytes at ``offset`` (the caller checked the range)."""
+        out = bytearray(length)
+        view = memoryview(out)
+        done = 0
+        while done < length:
+            n = os.preadv(self.fd, [view[done:]], offset + done)
+            if n <= 0:
+                raise OSError(errno.EIO, "the disk ended before the requested range (did it shrink?)")
+            done += n
+        return bytes(out)
+
+    def data_ranges(self, offset: int, length: int) -> list[tuple[int, int]]:
+        """``(start, end)`` ranges in ``[offset, offset+length)`` that may hold data."""
+        end = offset + length
+        out: list[tuple[int, int]] = []
+        pos = offset
+        while pos < end:
+            try:
+                data = os.lseek(self.fd, pos, os.SEEK_DATA)
+            except OSError as exc:
+                if exc.errno == errno.ENXIO:  # no data after pos
+                    break
+                return [(offset, end)]  # no SEEK_DATA here: everything may be data
+            if data >= end:
+                break
+            try:
+                hole = os.lseek(self.fd, data, os.SEEK_HOLE)
+            except OSError:
+                hole = end
+            out.append((data, min(hole, end)))
+            pos = hole
+        return out
+
+    def extents(self, offset: int, length: int) -> list[tuple[int, int, str]]:
+        """``[offset, length, kind]`` covering the range exactly; kind is ``data`` or ``hole``."""
+        out: list[tuple[int, int, str]] = []
+        pos = offset
+        for start, stop in self.data_ranges(offset, length):
+            if start > pos:
+                out.append((pos, start - pos, "hole"))
+            out.append((start, stop - start, "data"))
+            pos = stop
+        if pos < offset + length:
+            out.append((pos, offset + length - pos, "hole"))
+        return out
+
+    def chunk_digest(self, offset: int, length: int) -> str:
+        """The engine's digest of the chunk ``[offset, offset+length)``: ``"0"`` when it reads as zeroes."""
+        ranges = self.data_ranges(offset, length)
+        if not ranges:
+            return ZERO
+        buf = bytearray(length)
+        for start, stop in ranges:
+            buf[start - offset:stop - offset] = self.read(start, stop - start)
+        if is_zero(buf):
+            return ZERO
+        return digest(buf)
+
+
+def parse_disk_arg(arg: str) -> tuple[str, Path]:
+    """``NAME=PATH`` of ``--disk``; a bad value is a UsageError naming it."""
+    name, sep, path = arg.partition("=")
+    if not sep or not name or not path:
+        raise UsageError(f"--disk {arg!r}: expected NAME=PATH (e.g. --disk sda=/dev/sda)")
+    if not all(c.isalnum() or c in "-_." for c in name) or len(name) > 64:
+        raise UsageError(f"--disk {arg!r}: NAME may hold letters, digits, '-', '_' and '.' only (64 at most)")
+    return name, Path(path)

@@ -1,0 +1,308 @@
+"""The agent server: serves :class:`~scmt_cli.agent.disks.ServedDisk` objects read-only.
+
+Contract:
+
+* every connection authenticates first (challenge-response, see
+  :mod:`scmt_cli.agent.protocol`); a failure is answered with an ``ERROR``
+  frame (code ``E_AUTH``), logged with the peer address (never the token or
+  the MAC), and the connection is closed;
+* after authentication, requests are read continuously and executed by a
+  pool of ``queue_depth`` workers shared by all connections; the reader
+  blocks while ``queue_depth`` requests are running, so memory stays bounded
+  by about ``queue_depth`` x 2 x :data:`~scmt_cli.agent.protocol.MAX_PAYLOAD`
+  whatever the number of connections (at most ``max_connections``);
+* replies are sent under a per-connection lock, throttled by an optional
+  token bucket (bytes/s on the wire);
+* nothing is ever written to a served disk.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from scmt_cli.agent import protocol as p
+from scmt_cli.agent.disks import ServedDisk
+from scmt_cli.agent.wire import read_frame as _read_frame
+from scmt_cli.blocks.plan import CHUNK_ALIGN, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE
+from scmt_cli.errors import ConfigError, SourceUnreachableError
+from scmt_cli.events import NullReporter, Reporter
+from scmt_cli.transports.wrappers import TokenBucket
+
+HANDSHAKE_TIMEOUT = 15.0
+MAX_DIGEST_BATCH = 4096
+MAX_EXTENT_RANGE = 64 * 1024 * 1024 * 1024
+
+
+@dataclass
+class AgentConfig:
+    """What ``scmt agent serve`` was asked to do.  ``bandwidth`` in bytes/s (None: unlimited)."""
+
+    host: str
+    port: int
+    disks: Mapping[str, ServedDisk]
+    token: bytes = field(repr=False)
+    queue_depth: int = 4
+    bandwidth: float | None = None
+    max_connections: int = 16
+    compress: bool = True
+
+    def __post_init__(self) -> None:
+        if len(self.token) < p.MIN_TOKEN_BYTES:
+            raise ConfigError(f"the agent token must be at least {p.MIN_TOKEN_BYTES} bytes long",
+                              hint="generate one with: head -c 32 /dev/urandom | base64 > agent.token")
+        if self.queue_depth < 1:
+            raise ConfigError("--queue-depth must be at least 1")
+
+
+class _Request(Exception):
+    """A request the agent refuses with an ERROR frame (the connection stays usable)."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class AgentServer:
+    """A listening agent; :meth:`start` binds and serves in background threads, :meth:`stop` ends it."""
+
+    def __init__(self, config: AgentConfig, reporter: Reporter | None = None) -> None:
+        self.config = config
+        self.reporter = reporter or NullReporter()
+        self._sock: socket.socket | None = None
+        self._pool = ThreadPoolExecutor(max_workers=config.queue_depth, thread_name_prefix="scmt-agent-io")
+        self._slots = threading.BoundedSemaphore(config.queue_depth)
+        self._bucket = TokenBucket(config.bandwidth, burst=max(config.bandwidth / 4, 1 << 20)) \
+            if config.bandwidth else None
+        self._conns: set[socket.socket] = set()
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._accept_thread: threading.Thread | None = None
+        self.address: tuple[str, int] = (config.host, config.port)
+        self.auth_failures = 0
+
+    # -- lifecycle -----------------------------------------------------------------
+    def start(self) -> tuple[str, int]:
+        try:
+            infos = socket.getaddrinfo(self.config.host, self.config.port, type=socket.SOCK_STREAM)
+            family, _, _, _, addr = infos[0]
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(addr)
+            sock.listen(16)
+        except OSError as exc:
+            raise SourceUnreachableError(
+                f"cannot listen on {self.config.host}:{self.config.port}: {exc.strerror or exc}") from None
+        self._sock = sock
+        self.address = sock.getsockname()[:2]
+        self._accept_thread = threading.Thread(target=self._accept_loop, name="scmt-agent-accept", daemon=True)
+        self._accept_thread.start()
+        disks = ", ".join(f"{d.name} ({d.size} bytes)" for d in self.config.disks.values())
+        self.reporter.log("info", f"agent listening on {self.address[0]}:{self.address[1]}; disks: {disks}")
+        self.reporter.event("agent_listening", host=self.address[0], port=self.address[1],
+                            disks=[{"name": d.name, "size": d.size} for d in self.config.disks.values()])
+        return self.address
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._sock is not None:
+            try:
+                self._sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            self._sock.close()
+        with self._lock:
+            conns = list(self._conns)
+        for c in conns:
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        if self._accept_thread is not None:
+            self._accept_thread.join(timeout=5)
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        for d in self.config.disks.values():
+            d.close()
+
+    def serve_forever(self) -> None:
+        """Block until :meth:`stop` is called from another thread (or a signal handler raises)."""
+        while not self._stopping.wait(0.5):
+            pass
+
+    # -- connections -----------------------------------------------------------------
+    def _accept_loop(self) -> None:
+        assert self._sock is not None
+        while not self._stopping.is_set():
+            try:
+                conn, peer = self._sock.accept()
+            except OSError:
+                return
+            with self._lock:
+                full = len(self._conns) >= self.config.max_connections
+                if not full:
+                    self._conns.add(conn)
+            if full:
+                self._refuse(conn, p.E_BUSY, "too many connections")
+                continue
+            threading.Thread(target=self._serve_conn, args=(conn, peer), name="scmt-agent-conn",
+                             daemon=True).start()
+
+    def _refuse(self, conn: socket.socket, code: int, message: str, rid: int = 0) -> None:
+        try:
+            conn.sendall(p.encode_frame(p.T_ERROR, rid, p.error_payload(code, message)))
+        except OSError:
+            pass
+        conn.close()
+
+    def _serve_conn(self, conn: socket.socket, peer: Any) -> None:
+        who = f"{peer[0]}:{peer[1]}"
+        send_lock = threading.Lock()
+        try:
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            conn.settimeout(HANDSHAKE_TIMEOUT)
+            if not self._handshake(conn, who):
+                return
+            conn.settimeout(None)
+            self.reporter.event("agent_client", peer=who, authenticated=True)
+            while not self._stopping.is_set():
+                frame = _read_frame(conn)
+                if frame is None:
+                    return
+                if frame.type == p.T_BYE:
+                    return
+                self._slots.acquire()
+                try:
+                    self._pool.submit(self._run_request, conn, send_lock, frame)
+                except RuntimeError:  # pool shut down
+                    self._slots.release()
+                    return
+        except p.ProtocolError as exc:
+            self.reporter.log("warning", f"agent: connection from {who} closed: {exc}")
+            self._refuse(conn, p.E_BAD_REQUEST, str(exc))
+        except OSError:
+            pass
+        finally:
+            with self._lock:
+                self._conns.discard(conn)
+            try:
+                conn.close()
+            except OSError:
+                pass
+
+    def _handshake(self, conn: socket.socket, who: str) -> bool:
+        hello = _read_frame(conn)
+        if hello is None:
+            return False
+        if hello.type != p.T_HELLO:
+            raise p.ProtocolError("expected HELLO")
+        body = p.decode_json(hello.payload)
+        if p.int_field(body, "version", hi=255) != p.VERSION:
+            self._refuse(conn, p.E_VERSION, f"this agent speaks protocol version {p.VERSION}", hello.request_id)
+            return False
+        client_nonce = p.hex_field(body, "client_nonce", p.NONCE_SIZE)
+        server_nonce = os.urandom(p.NONCE_SIZE)
+        conn.sendall(p.encode_frame(p.T_CHALLENGE, hello.request_id, p.encode_json(
+            {"version": p.VERSION, "server_nonce": server_nonce.hex(), "agent": "scmt"})))
+        auth = _read_frame(conn)
+        if auth is None:
+            return False
+        if auth.type != p.T_AUTH:
+            raise p.ProtocolError("expected AUTH")
+        mac = p.hex_field(p.decode_json(auth.payload), "mac", 32)
+        token = self.config.token
+        if not p.macs_equal(mac, p.client_mac(token, server_nonce, client_nonce)):
+            with self._lock:
+                self.auth_failures += 1
+            self.reporter.log("warning", f"agent: authentication failed for {who}; connection closed")
+            self.reporter.event("agent_auth_failed", peer=who)
+            time.sleep(0.2)  # slows guessing down a little
+            self._refuse(conn, p.E_AUTH, "authentication failed", auth.request_id)
+            return False
+        conn.sendall(p.encode_frame(p.T_AUTH | p.REPLY, auth.request_id, p.encode_json(
+            {"mac": p.server_mac(token, server_nonce, client_nonce).hex()})))
+        return True
+
+    # -- requests ----------------------------------------------------------------------
+    def _run_request(self, conn: socket.socket, send_lock: threading.Lock, frame: p.Frame) -> None:
+        try:
+            try:
+                ftype, payload, flags = self._answer(frame)
+            except _Request as exc:
+                ftype, payload, flags = p.T_ERROR, p.error_payload(exc.code, exc.message), 0
+            except p.ProtocolError as exc:
+                ftype, payload, flags = p.T_ERROR, p.error_payload(p.E_BAD_REQUEST, str(exc)), 0
+            except OSError as exc:
+                ftype, payload, flags = p.T_ERROR, p.error_payload(p.E_IO, exc.strerror or str(exc)), 0
+            data = p.encode_frame(ftype, frame.request_id, payload, flags)
+            del payload
+            if self._bucket is not None:
+                self._bucket.consume(len(data))
+            with send_lock:
+                conn.sendall(data)
+        except OSError:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        finally:
+            self._slots.release()
+
+    def _disk(self, body: dict[str, Any]) -> ServedDisk:
+        name = p.str_field(body, "disk", max_len=64)
+        disk = self.config.disks.get(name)
+        if disk is None:
+            raise _Request(p.E_NO_SUCH_DISK, f"no disk named {name!r} is served")
+        return disk
+
+    def _range(self, disk: ServedDisk, offset: int, length: int) -> None:
+        if offset + length > disk.size:
+            raise _Request(p.E_OUT_OF_RANGE, f"range {offset}+{length} is past the end of {disk.name} "
+                                             f"({disk.size} bytes)")
+
+    def _answer(self, frame: p.Frame) -> tuple[int, bytes, int]:
+        reply = frame.type | p.REPLY
+        if frame.flags:
+            raise _Request(p.E_BAD_REQUEST, "requests are never compressed")
+        body = p.decode_json(frame.payload)
+        if frame.type == p.T_LIST:
+            disks = [{"name": d.name, "size": d.size} for d in self.config.disks.values()]
+            return reply, p.encode_json({"disks": disks}), 0
+        if frame.type == p.T_READ:
+            disk = self._disk(body)
+            offset = p.int_field(body, "offset")
+            length = p.int_field(body, "length", hi=p.MAX_READ)
+            self._range(disk, offset, length)
+            packed, flags = p.pack_data(disk.read(offset, length), compress=self.config.compress)
+            return p.T_DATA, packed, flags
+        if frame.type == p.T_EXTENTS:
+            disk = self._disk(body)
+            offset = p.int_field(body, "offset")
+            length = p.int_field(body, "length", hi=MAX_EXTENT_RANGE)
+            self._range(disk, offset, length)
+            exts = disk.extents(offset, length)
+            if len(exts) > 100_000:  # keep the reply small: report the tail as data
+                cut = exts[99_999][0]
+                exts = [*exts[:99_999], (cut, offset + length - cut, "data")]
+            return reply, p.encode_json({"extents": [list(e) for e in exts]}), 0
+        if frame.type == p.T_DIGESTS:
+            disk = self._disk(body)
+            chunk = p.int_field(body, "chunk_size", lo=MIN_CHUNK_SIZE, hi=MAX_CHUNK_SIZE)
+            if chunk % CHUNK_ALIGN:
+                raise _Request(p.E_BAD_REQUEST, f"chunk_size must be a multiple of {CHUNK_ALIGN}")
+            start = p.int_field(body, "start")
+            count = p.int_field(body, "count", lo=1, hi=MAX_DIGEST_BATCH)
+            out: list[str] = []
+            for i in range(start, start + count):
+                off = i * chunk
+                if off >= disk.size:
+                    break
+                out.append(disk.chunk_digest(off, min(chunk, disk.size - off)))
+            return reply, p.encode_json({"start": start, "digests": out}), 0
+        raise _Request(p.E_BAD_REQUEST, f"unexpected frame type {frame.type}")

@@ -1,0 +1,114 @@
+"""``scmt agent serve``: open the disks, check the token, serve until stopped.
+
+:func:`serve_agent` blocks until ``stop`` is set (tests) or the process is
+interrupted (Ctrl-C: exit 130; SIGTERM: exit 143); the server is always
+stopped and its disks closed.  The token is read once and kept only in the
+server's memory; it is never logged.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from scmt_cli.agent.disks import ServedDisk, parse_disk_arg
+from scmt_cli.agent.server import AgentConfig, AgentServer
+from scmt_cli.agent.transport import load_token
+from scmt_cli.errors import ConfigError, UsageError
+from scmt_cli.events import Reporter
+
+TOKEN_ENV = "SCMT_AGENT_TOKEN"  # noqa: S105 - the name of a variable, not a secret
+DEFAULT_PORT = 20000
+#: The seed's agent port range.
+PORT_RANGE = (20000, 20047)
+
+
+@dataclass(frozen=True)
+class ServeRequest:
+    """``listen`` is ``HOST:PORT``; ``disks`` are ``NAME=PATH``; ``bandwidth`` bytes/s (None: unlimited)."""
+
+    listen: str
+    disks: tuple[str, ...]
+    token_file: Path | None = None
+    queue_depth: int = 4
+    bandwidth: float | None = None
+    compress: bool = True
+    max_connections: int = 16
+
+
+@dataclass
+class ServeResult:
+    address: str
+    disks: list[dict[str, Any]]
+    auth_failures: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.warnings else 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"address": self.address, "disks": self.disks, "auth_failures": self.auth_failures,
+                "warnings": list(self.warnings)}
+
+
+def split_listen(listen: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[v6]:PORT`` for IPv6) -> (host, port); a bad value is a UsageError."""
+    host, sep, port = listen.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise UsageError(f"--listen {listen!r}: expected HOST:PORT, e.g. 0.0.0.0:{DEFAULT_PORT}")
+    return host.strip("[]"), int(port)
+
+
+def build_config(req: ServeRequest, env: dict[str, str] | None = None) -> AgentConfig:
+    """Check the request and open the disks (the caller closes them through the server)."""
+    host, port = split_listen(req.listen)
+    if not req.disks:
+        raise UsageError("give at least one --disk NAME=PATH to serve")
+    environ = dict(os.environ) if env is None else env
+    if req.token_file is not None:
+        token = load_token(token_file=req.token_file, where="agent")
+    elif TOKEN_ENV in environ:
+        token = load_token(token_env=TOKEN_ENV, env=environ, where="agent")
+    else:
+        raise ConfigError("the agent refuses to start without a token",
+                          hint=f"give --token-file FILE or set {TOKEN_ENV} (at least 16 bytes)")
+    if req.queue_depth < 1 or req.queue_depth > 64:
+        raise UsageError(f"--queue-depth {req.queue_depth}: expected 1 to 64")
+    names = [parse_disk_arg(d) for d in req.disks]
+    dup = {n for n, _ in names if [m for m, _ in names].count(n) > 1}
+    if dup:
+        raise UsageError(f"--disk {sorted(dup)[0]!r} is given twice")
+    opened: dict[str, ServedDisk] = {}
+    try:
+        for name, path in names:
+            opened[name] = ServedDisk(name, path)
+    except BaseException:
+        for d in opened.values():
+            d.close()
+        raise
+    bw = req.bandwidth if req.bandwidth and req.bandwidth != float("inf") else None
+    return AgentConfig(host, port, opened, token, queue_depth=req.queue_depth, bandwidth=bw,
+                       max_connections=req.max_connections, compress=req.compress)
+
+
+def serve_agent(req: ServeRequest, reporter: Reporter, *, stop: threading.Event | None = None) -> ServeResult:
+    """Serve until ``stop`` is set or the process is interrupted; see the module doc."""
+    config = build_config(req)
+    server = AgentServer(config, reporter)
+    try:
+        host, port = server.start()
+        if not PORT_RANGE[0] <= port <= PORT_RANGE[1]:
+            reporter.log("debug", f"port {port} is outside the usual agent range {PORT_RANGE[0]}-{PORT_RANGE[1]}")
+        if stop is None:
+            server.serve_forever()
+        else:
+            stop.wait()
+    finally:
+        server.stop()
+        reporter.log("info", "agent stopped")
+    return ServeResult(f"{host}:{port}", [{"name": d.name, "size": d.size} for d in config.disks.values()],
+                       auth_failures=server.auth_failures)

@@ -1,0 +1,108 @@
+"""Agents for tests: in-process (:func:`serve_agent_inprocess`) and as a subprocess (:func:`agent_process`)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from scmt_cli.agent.server import AgentServer
+from scmt_cli.agent.service import ServeRequest, build_config
+from scmt_cli.events import RecordingReporter
+
+TOKEN = "test-token-0123456789abcdef"  # noqa: S105 - a test token
+
+
+def write_token(directory: Path, token: str = TOKEN) -> Path:
+    path = directory / "agent.token"
+    path.write_text(token + "\n", encoding="utf-8")
+    path.chmod(0o600)
+    return path
+
+
+@dataclass
+class InProcessAgent:
+    server: AgentServer
+    port: int
+    token_file: Path
+    reporter: RecordingReporter
+
+    def url(self, disk: str) -> str:
+        return f"agent://127.0.0.1:{self.port}/{disk}?token_file={self.token_file}"
+
+
+@contextlib.contextmanager
+def running_agent(disks: dict[str, Path], directory: Path, **kw: object) -> Iterator[InProcessAgent]:
+    """An agent in this process on 127.0.0.1 (free port) serving ``disks``; stopped on exit."""
+    token_file = write_token(directory)
+    req = ServeRequest("127.0.0.1:0", tuple(f"{n}={p}" for n, p in disks.items()), token_file,
+                       **kw)  # type: ignore[arg-type]
+    rep = RecordingReporter()
+    server = AgentServer(build_config(req), rep)
+    _, port = server.start()
+    try:
+        yield InProcessAgent(server, port, token_file, rep)
+    finally:
+        server.stop()
+
+
+@contextlib.contextmanager
+def serve_agent_contract(image: Path, writable: bool) -> Iterator[str | None]:
+    """Contract-suite entry: the image through an agent (always read-only)."""
+    with running_agent({"disk0": image}, image.parent) as agent:
+        yield agent.url("disk0")
+
+
+@dataclass
+class AgentProcess:
+    proc: subprocess.Popen[str]
+    port: int
+    token_file: Path
+    stderr_path: Path
+
+    def url(self, disk: str) -> str:
+        return f"agent://127.0.0.1:{self.port}/{disk}?token_file={self.token_file}"
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(encoding="utf-8")
+
+
+@contextlib.contextmanager
+def agent_process(disks: dict[str, Path], directory: Path, *extra: str) -> Iterator[AgentProcess]:
+    """``python -m scmt_cli --log-json agent serve`` on 127.0.0.1 (free port); terminated by pid on exit."""
+    token_file = write_token(directory)
+    err = directory / "agent.stderr"
+    args = [sys.executable, "-m", "scmt_cli", "--log-json", "agent", "serve", "--listen", "127.0.0.1:0",
+            "--token-file", str(token_file), *extra]
+    for name, path in disks.items():
+        args += ["--disk", f"{name}={path}"]
+    with open(err, "w", encoding="utf-8") as fh:
+        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=fh, text=True,
+                                env={**os.environ, "SCMT_STATE": str(directory / "agent-state.db")})
+    try:
+        port = 0
+        deadline = time.monotonic() + 30
+        while not port and time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise AssertionError(f"agent exited with {proc.returncode}: {err.read_text()}")
+            for line in err.read_text(encoding="utf-8").splitlines():
+                rec = json.loads(line)
+                if rec.get("kind") == "agent_listening":
+                    port = int(rec["port"])
+            time.sleep(0.05)
+        assert port, f"agent did not start: {err.read_text()}"
+        yield AgentProcess(proc, port, token_file, err)
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
