@@ -136,7 +136,7 @@ def test_finalize_commits_removes_tool_snapshots_and_keeps_the_source_off(lab: L
     assert out.ok and out.state == "committed"
     assert lab.tool_snapshots("redis-a") == [] and out.data["snapshots_removed"]
     assert lab.estate.vm("redis-a").power == "poweredOff"
-    assert any("cannot turn changed block tracking off" in w for w in out.warnings)
+    assert out.data["cbt_disabled"] is True and lab.estate.vm("redis-a").cbt_config is False
     with pytest.raises(InvalidStateError):
         run_rollback(RollbackRequest(lab.plan, vms=("redis-a",)), ctx)
 

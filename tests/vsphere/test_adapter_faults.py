@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from scmt_cli.errors import SourceOperationError
+from scmt_cli.errors import SourceOperationError, SourceUnreachableError
 from scmt_cli.events import RecordingReporter
 from scmt_cli.vsphere.settings import ConnectionSettings
 
@@ -75,8 +75,9 @@ def test_dropped_connection_is_retried(vc: Any) -> None:
 def test_connection_that_stays_down_names_vm_and_step(vc: Any) -> None:
     vm = vc.inventory().vms[0].name
     _drop(vc, "CreateSnapshot_Task", 99)
-    with pytest.raises(SourceOperationError, match=rf"{vm}: create snapshot: gave up after 4 attempts"):
+    with pytest.raises(SourceUnreachableError, match=rf"{vm}: create snapshot: gave up after 4 attempts") as info:
         vc.create_snapshot(vm, "scmt-x")
+    assert info.value.exit_code == 10 and "connection to" in info.value.message
     assert vc.list_snapshots(vm) == []
 
 

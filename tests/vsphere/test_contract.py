@@ -213,3 +213,27 @@ def test_enable_cbt_with_stun_cycle_leaves_no_snapshot(backend: Backend) -> None
         assert vm_inv is not None and vm_inv.cbt_enabled is True
     finally:
         vc.close()
+
+
+def test_disable_cbt_with_stun_cycle_leaves_no_snapshot(backend: Backend) -> None:
+    vm = "ubuntu22-web01" if backend.kind == "fake" else "DC0_C0_RP0_VM1"
+    rep = RecordingReporter()
+    vc = backend.open(rep)
+    try:
+        assert vc.power_state(vm) == "poweredOn"  # so the stun cycle really runs
+        vc.enable_cbt(vm)
+        before = [s.id for s in vc.list_snapshots(vm)]
+        calls = getattr(vc, "calls", None)  # the adapter counts SOAP calls
+        if calls is not None:
+            calls.clear()
+        assert vc.disable_cbt(vm) is True
+        if calls is not None:
+            assert calls["ReconfigVM_Task"] == 1 and calls["CreateSnapshot_Task"] == 1, dict(calls)
+            assert calls["RemoveSnapshot_Task"] == 1, dict(calls)
+        assert vc.disable_cbt(vm) is False  # already off: nothing done
+        assert [s.id for s in vc.list_snapshots(vm)] == before
+        vm_inv = vc.inventory().vm(vm)
+        assert vm_inv is not None and vm_inv.cbt_enabled is False
+        assert [r["vm"] for r in rep.of_type("event") if r["kind"] == "cbt_disabled"] == [vm]
+    finally:
+        vc.close()

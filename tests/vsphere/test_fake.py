@@ -118,6 +118,32 @@ def test_enable_cbt_needs_a_stun_cycle(vc: FakeVCenter, estate: FakeEstate) -> N
     vc.remove_snapshot(vm, s)
 
 
+def test_disable_cbt_invalidates_every_recorded_change_id(vc: FakeVCenter, estate: FakeEstate, reporter) -> None:
+    s1 = vc.create_snapshot(VM, "a")  # win2019-app01: CBT on and active in the lab
+    old = vc.disk_change_ids(VM, s1)[2000] or pytest.fail("CBT should be active")
+    vc.remove_snapshot(VM, s1)
+    assert vc.disable_cbt(VM) is True
+    assert vc.list_snapshots(VM) == []  # the stun snapshot is gone
+    assert any(r["kind"] == "cbt_disabled" for r in reporter.of_type("event"))
+    assert vc.disable_cbt(VM) is False  # already off: nothing done
+    inv_vm = vc.inventory().vm(VM)
+    assert inv_vm is not None and inv_vm.cbt_enabled is False
+    s2 = vc.create_snapshot(VM, "b")
+    assert set(vc.disk_change_ids(VM, s2).values()) == {None}
+    off = vc.changed_areas(VM, s2, 2000, old)
+    assert off.reset and "off" in (off.reason or "")
+    vc.remove_snapshot(VM, s2)
+    assert vc.enable_cbt(VM) is True  # on again: a new UUID, the old id is still void
+    s3 = vc.create_snapshot(VM, "c")
+    new = vc.disk_change_ids(VM, s3)[2000] or ""
+    assert parse_change_id(new)[0] != parse_change_id(old)[0]
+    again = vc.changed_areas(VM, s3, 2000, old)
+    assert again.reset and "reset" in (again.reason or "")
+    vc.remove_snapshot(VM, s3)
+    with pytest.raises(SourceOperationError, match="no-such-vm: disable changed block tracking: ManagedObjectNotFound"):
+        vc.disable_cbt("no-such-vm")
+
+
 def test_vsphere_faults_name_vm_and_step(vc: FakeVCenter, estate: FakeEstate) -> None:
     with pytest.raises(SourceOperationError, match=r"win2019-app01: power on: InvalidPowerState"):
         vc.power_on(VM)

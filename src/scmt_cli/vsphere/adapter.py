@@ -7,7 +7,10 @@ against a real vCenter (or govmomi's vcsim).
 * Every call goes through :meth:`PyVmomiVCenter._call`: transient faults
   (dropped connections, ``TaskInProgress``) are retried with tenacity, an
   expired session (``NotAuthenticated``) triggers one re-login, and other
-  faults become SourceOperationErrors naming the VM and the step.
+  faults become SourceOperationErrors (13) naming the VM and the step; a
+  connection that keeps dropping becomes a SourceUnreachableError (10).
+  A create_snapshot retried after a dropped answer finds the snapshot the
+  first attempt made (by name, recent) instead of making a second one.
 * ``calls`` counts SOAP round trips per method name (tests assert that the
   inventory takes a bounded number).
 """
@@ -28,7 +31,7 @@ from pyVmomi import vmodl as _vmodl
 from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
 
 from scmt_cli.domain.inventory import Inventory
-from scmt_cli.errors import AuthenticationError, ScmtError, SourceOperationError
+from scmt_cli.errors import AuthenticationError, ScmtError, SourceOperationError, SourceUnreachableError
 from scmt_cli.events import NullReporter, Reporter
 from scmt_cli.transports.base import BlockSource
 from scmt_cli.vsphere import _pvinventory
@@ -186,7 +189,13 @@ class PyVmomiVCenter:
         try:
             return runner()
         except _Transient as exc:
-            raise SourceOperationError(f"{vm}: {step}: gave up after {self._attempts} attempts: {exc.cause}") from None
+            what = f"{vm}: {step}: gave up after {self._attempts} attempts"
+            if isinstance(exc.cause, _NETWORK):  # the vCenter stopped answering: exit 10, not a vSphere fault
+                raise SourceUnreachableError(
+                    f"{what}: the connection to {self.settings.url} dropped ({type(exc.cause).__name__}: {exc.cause})",
+                    hint="check that the vCenter is up and reachable, then rerun (finished work is kept)",
+                ) from None
+            raise SourceOperationError(f"{what}: {exc.cause}") from None
         except vmodl.MethodFault as exc:
             raise SourceOperationError(f"{vm}: {step}: {_fault_text(exc)}") from None
 
@@ -294,6 +303,22 @@ class PyVmomiVCenter:
             snap = self.create_snapshot(vm, "scmt-cbt-stun", description="stun cycle to activate CBT")
             self.remove_snapshot(vm, snap)
         self.reporter.event("cbt_enabled", vm=vm)
+        return True
+
+    def disable_cbt(self, vm: str) -> bool:
+        ref = self._call(vm, "find VM", lambda: self._vm(vm))
+        if not self._call(
+            vm,
+            "read CBT state",
+            lambda: bool(self._props(ref, "config.changeTrackingEnabled").get("config.changeTrackingEnabled")),
+        ):
+            return False
+        spec = vim.vm.ConfigSpec(changeTrackingEnabled=False)
+        self._call(vm, "disable changed block tracking", lambda: self._wait(ref.ReconfigVM_Task(spec)))
+        if self.power_state(vm) == "poweredOn":
+            snap = self.create_snapshot(vm, "scmt-cbt-stun", description="stun cycle to deactivate CBT")
+            self.remove_snapshot(vm, snap)
+        self.reporter.event("cbt_disabled", vm=vm)
         return True
 
     def create_snapshot(self, vm: str, name: str, *, quiesce: bool = False, description: str = "") -> str:

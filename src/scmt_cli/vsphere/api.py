@@ -9,7 +9,7 @@ Contract common to every method:
 * VMs are named by their inventory name (unique per vCenter); snapshots by the
   id ``create_snapshot`` returned (the snapshot's moref, e.g. ``snapshot-42``).
 * Failures are :class:`~scmt_cli.errors.ScmtError` subclasses: unreachable
-  host -> ``SourceUnreachableError`` (10), bad credentials ->
+  host, or a connection that keeps dropping mid-call -> ``SourceUnreachableError`` (10), bad credentials ->
   ``AuthenticationError`` (11), certificate not trusted / thumbprint mismatch
   -> ``TLSVerificationError`` (12), any vSphere fault -> ``SourceOperationError``
   (13) whose message names the VM and the step (``rhel8-db01: create snapshot:
@@ -85,6 +85,12 @@ class VCenter(Protocol):
     def enable_cbt(self, vm: str) -> bool:
         """Turn Changed Block Tracking on, with the stun cycle (snapshot create+remove) it needs
         on a powered-on VM.  Returns False when it was already on (nothing done)."""
+
+    def disable_cbt(self, vm: str) -> bool:
+        """Turn Changed Block Tracking off (``changeTrackingEnabled=False``), with the stun cycle
+        that applies it on a powered-on VM.  Every change id recorded so far becomes invalid (a
+        later :meth:`changed_areas` against one answers ``reset``).  Returns False when it was
+        already off (nothing done); never leaves a snapshot behind."""
 
     def create_snapshot(self, vm: str, name: str, *, quiesce: bool = False, description: str = "") -> str:
         """Create a snapshot without memory; return its id."""

@@ -235,6 +235,22 @@ class FakeVCenter:
             self.reporter.event("cbt_enabled", vm=vm)
         return done
 
+    def disable_cbt(self, vm: str) -> bool:
+        def work() -> bool:
+            fvm = self.estate.vm(vm)
+            if not fvm.cbt_config and not any(d.cbt_active for d in fvm.disks.values()):
+                return False
+            self.estate.set_cbt(vm, False)  # tracking stops; every change id recorded so far is void
+            if fvm.power == "poweredOn":
+                snap = self.estate.create_snapshot(vm, "scmt-cbt-stun", False, "stun cycle to deactivate CBT")
+                self.estate.remove_snapshot(vm, snap)
+            return True
+
+        done = self._call(vm, "disable changed block tracking", work)
+        if done:
+            self.reporter.event("cbt_disabled", vm=vm)
+        return done
+
     def create_snapshot(self, vm: str, name: str, *, quiesce: bool = False, description: str = "") -> str:
         snap = self._call(vm, "create snapshot", lambda: self.estate.create_snapshot(vm, name, quiesce, description))
         self.reporter.event("snapshot_created", vm=vm, snapshot=snap, name=name)

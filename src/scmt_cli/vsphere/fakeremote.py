@@ -34,7 +34,7 @@ from scmt_cli.vsphere.settings import ConnectionSettings
 from scmt_cli.vsphere.workload import Workload
 
 _PORT_METHODS = (
-    "inventory", "power_state", "enable_cbt", "create_snapshot", "remove_snapshot", "list_snapshots",
+    "inventory", "power_state", "enable_cbt", "disable_cbt", "create_snapshot", "remove_snapshot", "list_snapshots",
     "disk_change_ids", "disk_capacities", "changed_areas", "shutdown_guest", "power_on", "power_off",
     "set_nics_connected", "annotate", "rename",
 )  # fmt: skip
@@ -198,6 +198,12 @@ class RemoteFakeVCenter(FakeVCenter):
         done = bool(self._rpc("enable_cbt", vm))
         if done:
             self.reporter.event("cbt_enabled", vm=vm)
+        return done
+
+    def disable_cbt(self, vm: str) -> bool:
+        done = bool(self._rpc("disable_cbt", vm))
+        if done:
+            self.reporter.event("cbt_disabled", vm=vm)
         return done
 
     def create_snapshot(self, vm: str, name: str, *, quiesce: bool = False, description: str = "") -> str:

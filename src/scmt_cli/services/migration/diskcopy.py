@@ -187,7 +187,12 @@ def copy_disk(
                         target=target_url)
     fresh = False
     whole = [Extent(0, size)]
-    if base is None:
+    if base is None and prog.get("untracked"):  # the last full copy had no change id to diff against
+        result.mode, result.reason = "full-resync", "the source reports no CBT change id for this disk"
+        reporter.log("warning", f"{vm}: {label}: {result.reason}; copying the whole disk again", vm=vm)
+        reporter.event("cbt_reset", vm=vm, disk=disk_key, reason=result.reason)
+        extents = whole
+    elif base is None:
         result.mode = "seed"
         fresh = bool(prog.get("fresh")) and not recovered
         if fresh and change_id is not None:
@@ -232,7 +237,8 @@ def copy_disk(
     s = outcome.stats
     result.bytes_read, result.bytes_written, result.bytes_zero = s.bytes_read, s.bytes_written, s.bytes_zeroed
     with store.atomic():
-        store.put_checkpoint(progress_key(plan, vm, disk_key), {"change_id": change_id, "stale": [], "fresh": False})
+        store.put_checkpoint(progress_key(plan, vm, disk_key), {"change_id": change_id, "stale": [], "fresh": False,
+                                                                **({"untracked": True} if change_id is None else {})})
         store.delete_checkpoint(attempt_key(plan, vm, disk_key))
         store.upsert_disk(plan, vm, disk_key, label=label, capacity_bytes=size, target=target_url,
                           change_id=change_id)

@@ -1,8 +1,8 @@
 """``scmt finalize``: after the business check, make a cutover final (``cut-over -> committed``).
 
 Per VM, under its lock: remove every snapshot the tool left on the source,
-optionally turn CBT off (the VCenter port has no such call yet: then it says
-so and CBT stays on, which is harmless), and make sure the source stays
+optionally turn CBT off (``VCenter.disable_cbt``; an implementation without
+it says so and CBT stays on, which is harmless), and make sure the source stays
 powered off (a guest shutdown when the cutover only disconnected its
 network), with its NICs disconnected.  ``committed`` is terminal.
 """
