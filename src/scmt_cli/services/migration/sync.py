@@ -33,6 +33,7 @@ from scmt_cli.events import Reporter
 from scmt_cli.services.hooks import HookContext, commands_for, run_hooks
 from scmt_cli.services.migration.context import MigrationContext, VmOutcome
 from scmt_cli.services.migration.diskcopy import DiskResult, copy_disk, progress_key, reset_progress
+from scmt_cli.services.migration.gate import check_assessment
 from scmt_cli.services.migration.source import (
     cleanup_tool_snapshots,
     included_disks,
@@ -122,6 +123,7 @@ def sync_pass(ctx: MigrationContext, vm: str, lock: VmLock, *, final: bool = Fal
     t0 = time.monotonic()
     try:
         inv_vm = source_vm(vcenter, vm)
+        check_assessment(ctx.plan, eff, inv_vm, vcenter.inventory())
         disks, skipped = included_disks(eff, inv_vm)
         out.warnings.extend(skipped)
         if not disks:

@@ -1,0 +1,28 @@
+"""The assessment gate: sync refuses a VM that assessment blocks for its method."""
+
+from __future__ import annotations
+
+from scmt_cli.services.migration.context import MigrationContext
+from scmt_cli.services.migration.sync import SyncRequest, run_sync
+from tests.migration.conftest import Lab
+
+
+def test_a_user_snapshot_blocks_the_agentless_seed(lab: Lab, ctx: MigrationContext) -> None:
+    lab.estate.create_snapshot("web01", "before-patch", False, "")
+    res = run_sync(SyncRequest(lab.plan, vms=("web01",)), ctx)
+    out = res.last["web01"]
+    assert not out.ok
+    assert res.exit_code == 20
+    assert "snapshot.existing" in (out.error or "")
+    # nothing was started on the vCenter: only the user's snapshot exists
+    assert [s.name for s in lab.estate.vm("web01").snapshots] == ["before-patch"]
+    assert lab.tool_snapshots("web01") == []
+
+
+def test_the_tools_own_leftover_snapshot_does_not_block(lab: Lab, ctx: MigrationContext) -> None:
+    lab.estate.create_snapshot("web01", "scmt-sync-demo-g9", False, "")
+    res = run_sync(SyncRequest(lab.plan, vms=("web01",)), ctx)
+    out = res.last["web01"]
+    assert out.ok, out.error
+    assert lab.tool_snapshots("web01") == []
+    assert [s.split(" ")[0] for s in out.data["leftover_snapshots_removed"]] == ["scmt-sync-demo-g9"]
