@@ -193,3 +193,25 @@ def test_libvirt_target_fails_over_and_rolls_back(lab: Lab, ctx: MigrationContex
         assert back.ok and lv.platform.state("redis-b").power == "shutoff"
     finally:
         lv.close()
+
+
+def test_an_unmapped_network_stops_failover_before_the_source_is_touched(lab: Lab, ctx: MigrationContext) -> None:
+    run_sync(SyncRequest(lab.plan, vms=("db01",)), ctx)
+    text = lab.plan.read_text()
+    unmapped = text.replace('"VM Network": default', '"Other Network": default').replace("App-VLAN20: vlan20",
+                                                                                        "Other-VLAN: vlan20")
+    assert unmapped != text
+    lab.plan.write_text(unmapped)
+    fresh = ctx.store
+    from scmt_cli.services.migration.context import open_context
+
+    ctx2 = open_context(lab.plan, fresh, ctx.reporter)
+    try:
+        res = run_failover(FailoverRequest(lab.plan, vms=("db01",)), ctx2)
+    finally:
+        ctx2.close()
+    out = res.outcomes[0]
+    assert not out.ok and "target.networks does not map" in (out.error or "")
+    assert _nics(lab, "db01") == [True]  # the source was never disconnected
+    assert lab.estate.vm("db01").power == "poweredOn"
+    assert ctx.status("db01")[0].steps_done == ()

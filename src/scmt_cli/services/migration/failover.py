@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from scmt_cli.domain.vmstate import CUTOVER_STEPS, VmStatus, next_cutover_step, plan_command
-from scmt_cli.errors import InvalidStateError, ScmtError, UsageError
+from scmt_cli.errors import InvalidStateError, NotAvailableError, ScmtError, UsageError
 from scmt_cli.services.hooks import HookContext, commands_for, run_hooks
 from scmt_cli.services.migration.context import MigrationContext, VmOutcome
 from scmt_cli.services.migration.source import require_wired_method, source_vm
@@ -77,6 +77,12 @@ class _Cutover:
         self.ctx, self.req, self.vm, self.lock = ctx, req, vm, lock
         self.eff = ctx.effective(vm)
         require_wired_method(self.eff, "failover")
+        if self.eff.uses_agent and not ctx.plan.source.url:
+            raise NotAvailableError(
+                f"{vm}: failover of an agent VM needs the plan's vCenter (source.url): it disables the source's "
+                "network through vCenter and reads the VM's CPU, memory and NICs to define the target",
+                hint="add source.url to the plan; without one, disconnect the source's network yourself "
+                     "and create the target from the synced disks")
         self.status, self.data = ctx.status(vm)
         self.out = VmOutcome(vm, action="failover")
         self.vc: VCenter | None = None
@@ -154,6 +160,13 @@ class _Cutover:
                 self.record(started_at=None, downtime_seconds=None, target_left_off=True)
         self.done(step)
 
+    def precheck(self) -> None:
+        """Build the target VM's spec without its disks: CPU, memory, NIC mapping and MACs must resolve.
+
+        Raises PlanError before anything is done to the source (no downtime for a typo in a map).
+        """
+        self._spec(())
+
     def _spec(self, disks: Any) -> Any:
         inv = source_vm(self.vcenter(), self.vm)
         return vm_spec_from_plan(self.eff, self.ctx.plan.target, inv, disks, plan_name=self.ctx.plan.name,
@@ -181,6 +194,9 @@ def _failover_unit(ctx: MigrationContext, req: FailoverRequest, group: str | Non
                 if not_ready:
                     raise InvalidStateError(f"group {group}: {', '.join(not_ready)} not in sync; a group fails over "
                                             "only when every member is 'syncing'", hint="run scmt sync first")
+            for c in active:
+                if "source-quiesced" not in c.status.steps_done:
+                    c.precheck()  # a plan problem must stop us before the source goes quiet, not after
             for c in active:
                 if c.status.state != "cutting-over":
                     c.status = c.status.move("cutting-over")
