@@ -101,7 +101,7 @@ def _live_inventory(req: AssessRequest, plan: Any, reporter: Reporter) -> Invent
     """The inventory of a live vCenter through the vSphere adapter (pyvmomi)."""
     import os
 
-    from scmt_cli.vsphere.adapter import PyVmomiVCenter
+    from scmt_cli.vsphere.connect import open_vcenter
     from scmt_cli.vsphere.settings import resolve_settings
 
     source: dict[str, Any] = {}
@@ -120,7 +120,7 @@ def _live_inventory(req: AssessRequest, plan: Any, reporter: Reporter) -> Invent
         base_dir=base_dir,
     )
     reporter.log("info", f"reading the inventory of {redact_url(settings.url)}")
-    vc = PyVmomiVCenter(settings, reporter)
+    vc = open_vcenter(settings, reporter, connect=False)
     try:
         vc.connect()
         return vc.inventory()

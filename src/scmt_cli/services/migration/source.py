@@ -6,9 +6,10 @@ which disks of a VM are copied.
 1. the in-process fake vCenter listening on the plan's host:port (the demo and
    in-process tests start one with :func:`scmt_cli.vsphere.fake.start_estate`);
 2. a fake vCenter in another process when ``SCMT_FAKE_VCENTER_RPC`` names its
-   RPC URL (subprocess tests: ``python -m scmt_cli.vsphere.fake`` prints it;
-   see :mod:`scmt_cli.vsphere.fakeremote`);
-3. otherwise a real vCenter through pyvmomi.
+   RPC URL;
+3. otherwise a real vCenter through pyvmomi
+
+(the choice itself is :func:`scmt_cli.vsphere.connect.open_vcenter`).
 """
 
 from __future__ import annotations
@@ -19,13 +20,13 @@ from typing import Any
 
 from scmt_cli.domain.inventory import VM
 from scmt_cli.domain.plan import Effective, Plan
-from scmt_cli.errors import ConfigError, NotAvailableError, PlanError
+from scmt_cli.errors import NotAvailableError, PlanError
 from scmt_cli.events import Reporter
+from scmt_cli.vsphere import connect
 from scmt_cli.vsphere.api import VCenter
 from scmt_cli.vsphere.settings import resolve_settings
 
-#: Environment variable naming a fake vCenter's RPC URL (tests only).
-FAKE_RPC_ENV = "SCMT_FAKE_VCENTER_RPC"
+FAKE_RPC_ENV = connect.FAKE_RPC_ENV  # re-exported for the subprocess tests
 
 
 def source_mapping(plan: Plan) -> dict[str, Any]:
@@ -49,21 +50,7 @@ def open_vcenter(plan: Plan, reporter: Reporter) -> VCenter:
     if not plan.source.url:
         raise PlanError(f"{plan.file}: source.url is required to sync from vCenter")
     settings = resolve_settings(source=source_mapping(plan), env=os.environ, base_dir=plan.file.parent)
-    from scmt_cli.vsphere.fake import FakeVCenter, estate_for
-
-    estate = estate_for(settings.host, settings.port)
-    if estate is not None:
-        return FakeVCenter(estate, settings, reporter)
-    rpc = os.environ.get(FAKE_RPC_ENV)
-    if rpc:
-        from scmt_cli.vsphere.fakeremote import RemoteFakeVCenter
-
-        return RemoteFakeVCenter(rpc, settings, reporter)
-    try:
-        from scmt_cli.vsphere.adapter import PyVmomiVCenter
-    except ImportError as exc:  # pragma: no cover - pyvmomi is a dependency
-        raise ConfigError(f"the vSphere adapter cannot be loaded: {exc}") from None
-    return PyVmomiVCenter(settings, reporter)
+    return connect.open_vcenter(settings, reporter, connect=False)
 
 
 @dataclass(frozen=True)
