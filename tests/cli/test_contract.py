@@ -198,3 +198,22 @@ def test_redaction():
 def test_redaction_keeps_urls_without_secrets():
     for url in ["test:///default", "nbd+unix:///disk?socket=/tmp/s", "file:///var/lib/x.img", "qemu:///system"]:
         assert errors.redact_url(url) == url
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["version"],
+        ["plan", "validate", str(ROOT / "plans" / "managed.yaml")],
+        ["plan", "show", str(ROOT / "plans" / "managed.yaml")],
+        ["plan", "estimate", "--data", "500GiB", "--compression", "0.6", "--bandwidth", "300Mbit"],
+        ["assess", "--lab", str(ROOT / "examples" / "lab.yaml")],
+    ],
+    ids=lambda a: " ".join(a[:2]),
+)
+def test_json_document_has_a_warnings_list(capsys, argv):
+    code = main(["--json", *argv])
+    out, _ = capsys.readouterr()
+    doc = json.loads(out)
+    assert isinstance(doc.get("warnings"), list), sorted(doc)
+    assert code in (0, 1, 20)

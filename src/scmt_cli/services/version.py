@@ -25,7 +25,8 @@ class VersionInfo:
         return 0
 
     def to_dict(self) -> dict[str, Any]:
-        return {"version": self.version, "python": self.python, "platform": self.platform, "tools": self.tools}
+        return {"version": self.version, "python": self.python, "platform": self.platform, "tools": self.tools,
+                "warnings": []}
 
 
 def collect() -> VersionInfo:
