@@ -22,8 +22,12 @@ def estate(tmp_path: Path) -> Iterator[FakeEstate]:
         stop_estate(est)
 
 
-def lab_plan(tmp_path: Path, estate: FakeEstate, vms: tuple[str, ...], agent_vms: dict[str, str]) -> Path:
-    """The demo plan for ``vms``; each VM in ``agent_vms`` gets that method and an agent block."""
+def lab_plan(tmp_path: Path, estate: FakeEstate, vms: tuple[str, ...], agent_vms: dict[str, str], *,
+             address: str = "127.0.0.1:20000", token_file: Path | None = None) -> Path:
+    """The demo plan for ``vms``; each VM in ``agent_vms`` gets that method and an agent block.
+
+    The token reference is ``token_file`` when given, else ``token_env: SCMT_TEST_AGENT_TOKEN``.
+    """
     plan = demo_lab.write_plan(tmp_path / "lab", url=estate.base_url + "/sdk", thumbprint=estate.http.thumbprint,
                                user=estate.lab.user, vms=vms)
     lines = plan.read_text(encoding="utf-8").splitlines()
@@ -32,7 +36,7 @@ def lab_plan(tmp_path: Path, estate: FakeEstate, vms: tuple[str, ...], agent_vms
         out.append(line)
         name = line.removeprefix("  - name: ")
         if line.startswith("  - name: ") and name in agent_vms:
-            out += [f"    method: {agent_vms[name]}", "    agent:", "      address: 127.0.0.1:20000",
-                    "      token_env: SCMT_TEST_AGENT_TOKEN"]
+            ref = f"      token_file: {token_file}" if token_file else "      token_env: SCMT_TEST_AGENT_TOKEN"
+            out += [f"    method: {agent_vms[name]}", "    agent:", f"      address: {address}", ref]
     plan.write_text("\n".join(out) + "\n", encoding="utf-8")
     return plan

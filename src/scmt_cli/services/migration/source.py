@@ -114,8 +114,8 @@ def cleanup_tool_snapshots(vc: VCenter, vm: str, reporter: Reporter, *, keep: st
     return removed
 
 
-#: Methods whose source is wired in this release (the agent methods need the scmt agent).
-WIRED_METHODS: frozenset[str] = frozenset({"managed", "agentless"})
+#: Methods whose source is wired in this release (hot-backup's continuous stream is not).
+WIRED_METHODS: frozenset[str] = frozenset({"managed", "agentless", "agent"})
 
 
 def require_wired_method(eff: Effective, command: str) -> None:
@@ -127,6 +127,6 @@ def require_wired_method(eff: Effective, command: str) -> None:
     if eff.method not in WIRED_METHODS:
         raise NotAvailableError(
             f"{eff.name}: scmt {command} does not support method {eff.method!r} yet "
-            "(it would need vCenter snapshots, which this method promises not to take)",
-            hint="use method agentless for this VM, or wait for the agent-based methods",
+            "(its continuous change stream is not available; vCenter snapshots would break its promise)",
+            hint="use method agent (periodic syncs through the scmt agent) or agentless for this VM",
         )

@@ -110,12 +110,16 @@ def sync_pass(ctx: MigrationContext, vm: str, lock: VmLock, *, final: bool = Fal
                 tail = key.rsplit("/", 1)[-1]
                 if key.count("/") == 3 and tail.startswith("disk"):
                     reset_progress(store, plan, vm, int(tail[4:]))
+            for key in store.checkpoint_keys(f"agent/{plan}/{vm}/"):  # agent manifests describe the old target
+                store.delete_checkpoint(key)
             out.warnings.append(f"{vm}: the target ran after the last failover; seeding again from scratch")
         if decision.enter != status.state or status.state == "failed":
             status = status.move(decision.enter)
             ctx.save_status(status)
         kind = "seed" if status.state == "seeding" else "incremental"
     out.action = kind
+    if eff.method == "agent":
+        return _agent_sync(ctx, vm, lock, kind=kind, final=final, status=status, out=out)
     own_vc = vc is None
     vcenter = vc or ctx.vcenter()
     gen: int | None = None
@@ -214,6 +218,38 @@ def sync_pass(ctx: MigrationContext, vm: str, lock: VmLock, *, final: bool = Fal
                                  "the next run removes it", vm=vm)
         if own_vc:
             vcenter.close()
+
+
+def _agent_sync(ctx: MigrationContext, vm: str, lock: VmLock, *, kind: str, final: bool, status: Any,
+                out: VmOutcome) -> VmOutcome:
+    """:func:`sync_pass` for ``method: agent``: through the VM's agent (:mod:`.agentsync`), no vCenter."""
+    from scmt_cli.services.migration.agentsync import agent_pass
+
+    eff = ctx.effective(vm)
+    bucket = ctx.bucket(eff.bandwidth)
+
+    def wrap(src: BlockSource) -> BlockSource:
+        wrapped: BlockSource = _CancellableSource(src, ctx.cancel.check)
+        return ThrottledSource(wrapped, bucket) if bucket is not None else wrapped
+
+    def hooks(stage: Any) -> list[str]:
+        report = run_hooks(commands_for(eff.hooks, "sync"), stage, hook_context(ctx, vm, "sync", kind), ctx.reporter)
+        return list(report.warnings)
+
+    stats = agent_pass(ctx, vm, lock, kind=kind, final=final, out=out, wrap=wrap, hooks=hooks,
+                       copy_file_exists=lambda name, index: _copy_file_exists(ctx, name, index))
+    if not final and status.state == "seeding":
+        status = status.move("syncing")
+        ctx.save_status(status)
+    out.state = status.state
+    out.data.update(stats)
+    out.data["kind"] = kind
+    if not final:
+        out.warnings.extend(hooks("post"))
+    ctx.reporter.event("sync_done", vm=vm, pass_kind=kind, generation=out.data.get("generation"),
+                       bytes_read=stats["bytes_read"], bytes_written=stats["bytes_written"],
+                       seconds=stats["seconds"])
+    return out
 
 
 def _copy_file_exists(ctx: MigrationContext, target_name: str, index: int) -> bool:

@@ -1,0 +1,190 @@
+"""One sync pass of a ``method: agent`` VM: disks read through the scmt agent, no snapshots, no CBT.
+
+The agent (``scmt agent serve`` inside the source OS) serves the VM's disks
+read-only; the plan's ``agent:`` block says where (``address``) and with which
+token (``token_env``/``token_file``).  Every disk the agent lists is copied,
+in the agent's order (target disk 0, 1, ...), except those a plan ``disks``
+entry whose ``label`` is the agent's disk name marks ``include: false``.
+
+Per disk, checkpoint ``agent/<plan>/<vm>/<disk>`` keeps the invariant "the
+target equals ``manifest``, except the chunks listed in ``attempt``":
+
+* seed (no manifest yet, or a target that was recreated): every allocated
+  chunk is copied, resumably (engine checkpoint ``.../seed``);
+* incremental / final: the agent hashes its chunks locally
+  (:meth:`~scmt_cli.agent.transport.AgentDisk.remote_digests`); only chunks
+  whose digest differs from the manifest cross the wire.  The chunks about to
+  be copied are recorded in ``attempt`` first, so a pass killed half way marks
+  them unknown and the next pass copies them again.
+
+The disk is live (no snapshot), so a pass is crash-consistent only after the
+source is quiesced: failover's final pass is what makes the target exact.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from scmt_cli.agent import protocol as p
+from scmt_cli.agent.client import AgentConnection
+from scmt_cli.agent.incremental import changed_extents, wire_stats
+from scmt_cli.agent.transport import AgentDisk, load_token
+from scmt_cli.blocks.api import changed_copy, plan_source
+from scmt_cli.blocks.checkpoint import Checkpointer
+from scmt_cli.blocks.digest import Manifest
+from scmt_cli.blocks.engine import CopyOptions, CopyOutcome, copy_chunks
+from scmt_cli.domain.plan import Effective
+from scmt_cli.errors import InvalidStateError, PlanError, ScmtError
+from scmt_cli.services.migration.context import MigrationContext, VmOutcome
+from scmt_cli.state.locks import VmLock
+from scmt_cli.targets import DiskRequest
+from scmt_cli.transports import base as transports
+from scmt_cli.transports.base import BlockSource
+
+#: Chunk grid of agent syncs (the digests compared are per chunk: 1 MiB keeps deltas tight).
+AGENT_CHUNK_SIZE = 1024 * 1024
+
+
+def disk_key(plan: str, vm: str, disk: str) -> str:
+    return f"agent/{plan}/{vm}/{disk}"
+
+
+def agent_token(eff: Effective) -> bytes:
+    """The token of the VM's agent from the plan's reference (never logged)."""
+    spec = eff.agent
+    if spec is None:
+        raise PlanError(f"{eff.name}: method {eff.method} needs an agent block (address, token_env or token_file)")
+    return load_token(token_file=spec.token_file, token_env=spec.token_env, where=f"{eff.name}: agent {spec.address}")
+
+
+def open_agent_disks(eff: Effective, token: bytes) -> list[AgentDisk]:
+    """One connection per served disk the plan includes, in the agent's order."""
+    spec = eff.agent
+    assert spec is not None
+    conn = AgentConnection(spec.host, spec.port, token, where=f"agent://{spec.address}")
+    try:
+        listing = conn.json(p.T_LIST, {})
+    finally:
+        conn.close()
+    names = [str(d.get("name")) for d in listing.get("disks", [])]
+    skipped = {d.label for d in eff.disks if d.label is not None and not d.include}
+    out: list[AgentDisk] = []
+    try:
+        for name in names:
+            if name not in skipped:
+                out.append(AgentDisk(spec.host, spec.port, name, token, where=f"agent://{spec.address}/{name}"))
+    except BaseException:
+        for d in out:
+            d.close()
+        raise
+    return out
+
+
+def _copy_one(ctx: MigrationContext, vm: str, lock: VmLock, disk: AgentDisk, index: int, target_url: str,
+              fresh: bool, wrap: Callable[[BlockSource], BlockSource]) -> dict[str, Any]:
+    store, plan = ctx.store, ctx.plan.name
+    key = disk_key(plan, vm, disk.disk)
+    prog = store.get_checkpoint(key) or {}
+    cs = AGENT_CHUNK_SIZE
+    base: Manifest | None = None
+    if prog.get("manifest") and not fresh:
+        base = Manifest.from_dict(prog["manifest"], where=key)
+        if base.size != disk.size or base.chunk_size != cs:
+            ctx.reporter.log("warning", f"{vm}: {disk.disk} changed size; copying the whole disk again", vm=vm)
+            base = None
+        else:
+            for i in prog.get("attempt") or []:
+                base.chunks[int(i)] = None  # copied by a pass that did not finish: unknown
+    src = wrap(disk)
+    dst = transports.open_target(target_url)
+    t0 = time.monotonic()
+    opts = CopyOptions(chunk_size=cs, in_flight=4, checkpoint_seconds=1.0, checkpoint_bytes=64 * cs,
+                       task=f"{vm}/{disk.disk}")
+    try:
+        outcome: CopyOutcome
+        if base is None:
+            mode = "seed"
+            ckpt = Checkpointer(store, key + "/seed", {"vm": vm, "disk": disk.disk, "size": disk.size,
+                                                       "chunk_size": cs, "target": target_url})
+            resume = store.get_checkpoint(key + "/seed") is not None and not fresh
+            if not resume:
+                ckpt.clear()
+            outcome = copy_chunks(src, dst, plan_source(src, cs), options=opts, fresh=fresh, checkpointer=ckpt,
+                                  resume=resume, reporter=ctx.reporter)
+        else:
+            mode = "incremental"
+            changed = changed_extents(disk.remote_digests(cs), base)
+            store.put_checkpoint(key, {"manifest": base.to_dict(), "attempt": [e.offset // cs for e in changed]})
+            outcome = changed_copy(src, dst, changed, base=base, options=opts, reporter=ctx.reporter)
+        lock.check()
+        dst.flush()
+    finally:
+        dst.close()
+    store.put_checkpoint(key, {"manifest": outcome.manifest.to_dict(), "attempt": None})
+    store.upsert_disk(plan, vm, index, label=disk.disk, capacity_bytes=disk.size, target=target_url)
+    s = outcome.stats
+    return {"key": index, "label": disk.disk, "index": index, "mode": mode, "size": disk.size,
+            "planned_bytes": s.chunks_planned * cs, "bytes_read": s.bytes_read, "bytes_written": s.bytes_written,
+            "bytes_zero": s.bytes_zeroed, "seconds": round(time.monotonic() - t0, 3), "target": target_url,
+            **wire_stats(disk)}
+
+
+def agent_pass(ctx: MigrationContext, vm: str, lock: VmLock, *, kind: str, final: bool, out: VmOutcome,
+               wrap: Callable[[BlockSource], BlockSource], copy_file_exists: Callable[[str, int], bool],
+               hooks: Callable[[str], list[str]]) -> dict[str, Any]:
+    """Copy every included disk of ``vm`` through its agent; return the pass statistics.
+
+    ``hooks(stage)`` runs the sync hooks of ``stage`` (``pre``/``post``) and
+    returns their warnings; the caller moves the VM's state.
+    """
+    store, plan = ctx.store, ctx.plan.name
+    eff = ctx.effective(vm)
+    token = agent_token(eff)
+    t0 = time.monotonic()
+    disks = open_agent_disks(eff, token)
+    gen: int | None = None
+    try:
+        if not disks:
+            raise InvalidStateError(f"{vm}: the agent serves no disk this plan copies")
+        target_name = eff.target_name
+        fresh = {i: not copy_file_exists(target_name, i) for i in range(len(disks))}
+        prepared = ctx.platform.prepare_disks(target_name, [DiskRequest(i, d.size) for i, d in enumerate(disks)])
+        by_index = {pd.index: pd for pd in prepared}
+        running = store.last_generation(plan, vm)
+        if running is not None and running.status == "running":
+            store.finish_generation(running.id, ok=False, stats={}, error="interrupted")
+        gen = store.begin_generation(plan, vm, kind, {d.disk: "agent-digests" for d in disks})
+        if not final:
+            hooks("pre")
+        ctx.cancel.check()
+        results = [_copy_one(ctx, vm, lock, d, i, by_index[i].copy_url, fresh[i], wrap)
+                   for i, d in enumerate(disks)]
+        seconds = time.monotonic() - t0
+        read = sum(r["bytes_read"] for r in results)
+        stats: dict[str, Any] = {
+            "bytes_read": read,
+            "bytes_written": sum(r["bytes_written"] for r in results),
+            "bytes_zero": sum(r["bytes_zero"] for r in results),
+            "planned_bytes": sum(r["planned_bytes"] for r in results),
+            "bytes_on_wire": sum(int(r.get("bytes_on_wire", 0)) for r in results),
+            "seconds": round(seconds, 3),
+            "throughput_bytes_per_s": int(read / seconds) if seconds > 0 else None,
+            "disks": results,
+            "source": "agent",
+        }
+        store.finish_generation(gen, ok=True, stats=stats)
+        out.data["generation"] = gen
+        return stats
+    except BaseException as exc:
+        if gen is not None:
+            try:
+                store.finish_generation(gen, ok=False, stats={},
+                                        error=exc.message if isinstance(exc, ScmtError) else type(exc).__name__)
+            except ScmtError:
+                pass
+        raise
+    finally:
+        for d in disks:
+            d.close()
