@@ -67,3 +67,29 @@ def test_hanging_converter_times_out(
     p, spec = _prepared(tmp_path, reporter, v2v_timeout_s=0.5)
     with pytest.raises(TargetPlatformError, match="did not finish within 0.5 s"):
         p.convert(spec)  # type: ignore[arg-type]
+
+
+def test_static_ips_of_the_plan_go_to_virt_v2v(tmp_path: Path, reporter: RecordingReporter, fake_v2v: Path) -> None:
+    from dataclasses import replace
+
+    p, spec = _prepared(tmp_path, reporter)
+    nic = spec.nics[0]  # type: ignore[attr-defined]
+    with_ip = replace(nic, ip="10.20.0.11/24", gateway="10.20.0.1", dns=("10.20.0.2", "10.20.0.3"))
+    spec = replace(spec, nics=(with_ip, *spec.nics[1:]))  # type: ignore[attr-defined]
+    res = p.convert(spec)  # type: ignore[arg-type]
+    args = fake_v2v.read_text().splitlines()
+    i = args.index("--mac")
+    assert args[i + 1] == f"{nic.mac.lower()}:ip:10.20.0.11,10.20.0.1,24,10.20.0.2,10.20.0.3"
+    assert res.ran and "--mac" in res.argv
+
+
+def test_a_missing_converter_says_static_ips_were_not_set(tmp_path: Path, reporter: RecordingReporter,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from dataclasses import replace
+
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    p, spec = _prepared(tmp_path, reporter)
+    spec = replace(spec, nics=(replace(spec.nics[0], ip="10.0.0.5/24"),))  # type: ignore[attr-defined]
+    res = p.convert(spec)  # type: ignore[arg-type]
+    assert not res.ran
+    assert any("static IP" in w for w in res.warnings)

@@ -54,6 +54,7 @@ def test_real_plan_and_lab_inventory() -> None:
     assert [d.path for d in spec.disks] == ["/t/d0.qcow2", "/t/d1.qcow2"]
     assert {d.format for d in spec.disks} == {"qcow2"}
     assert [(n.network, n.mac, n.model) for n in spec.nics] == [("vlan20", "00:50:56:a1:00:01", "virtio")]
+    assert [(n.ip, n.gateway, n.dns) for n in spec.nics] == [("10.20.0.11/24", "10.20.0.1", ("10.20.0.2", "10.20.0.3"))]
     pspec = PlatformSpec.from_target(plan.target)
     assert (pspec.type, pspec.uri, pspec.disk_format) == ("libvirt", "qemu:///system", "qcow2")
 

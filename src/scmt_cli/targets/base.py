@@ -102,6 +102,9 @@ class TargetNic:
     network: str
     mac: str | None = None
     model: NicModel = "virtio"
+    ip: str | None = None  # static address for the guest, CIDR (10.0.0.10/24); set by guest conversion
+    gateway: str | None = None
+    dns: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -143,7 +146,7 @@ class TargetVmSpec:
             if not n.network or n.network == "bridge:":
                 raise PlanError(f"{self.name}: nics[{i}].network is empty; expected a network or bridge:NAME")
             mac = normalize_mac(n.mac, vm=self.name) if n.mac else generate_mac(self.name, i)
-            nics.append(TargetNic(n.network, mac, n.model))
+            nics.append(TargetNic(n.network, mac, n.model, ip=n.ip, gateway=n.gateway, dns=n.dns))
         macs = [n.mac for n in nics]
         if len(set(macs)) != len(macs):
             raise PlanError(f"{self.name}: two NICs share one MAC address")

@@ -90,7 +90,9 @@ def vm_spec_from_plan(
             mac = generate_mac(name, i, salt=plan_name)
         else:
             mac = normalize_mac(wanted, vm=source.name)
-        nics.append(TargetNic(network, mac, model))
+        nics.append(TargetNic(network, mac, model, ip=entry.ip if entry is not None else None,
+                              gateway=entry.gateway if entry is not None else None,
+                              dns=tuple(entry.dns) if entry is not None else ()))
     return TargetVmSpec(
         name=name,
         cpus=int(cpus),

@@ -258,6 +258,26 @@ def kill_group(proc: subprocess.Popen[bytes]) -> None:
             continue
 
 
+def static_ip_options(spec: TargetVmSpec) -> list[str]:
+    """``--mac MAC:ip:ADDR[,GW,PREFIX[,DNS...]]`` for every NIC the plan gives a static address.
+
+    virt-v2v then writes that address into the guest's network configuration
+    for the NIC with that MAC (the seed's "Src-to-Dst Network Configuration").
+    """
+    opts: list[str] = []
+    for nic in spec.nics:
+        if not nic.ip or not nic.mac:
+            continue
+        addr, _, prefix = nic.ip.partition("/")
+        value = f"{nic.mac}:ip:{addr}"
+        if nic.gateway:
+            value += f",{nic.gateway},{prefix or '24'}"
+            if nic.dns:
+                value += "," + ",".join(nic.dns)
+        opts += ["--mac", value]
+    return opts
+
+
 def convert_guest(
     spec: TargetVmSpec,
     xml_path: Path,
@@ -283,9 +303,14 @@ def convert_guest(
             f"{vm}: guest conversion skipped: {command} is not installed; the guest keeps its VMware drivers "
             "and tools (install virt-v2v, or fail over with --direct to silence this)"
         )
-        reporter.log("warning", warning, vm=vm)
-        return ConversionResult(vm, ran=False, skipped_reason=f"{command} not installed", warnings=(warning,))
-    argv = (exe, "-i", "libvirtxml", str(xml_path))
+        warnings = [warning]
+        if static_ip_options(spec):
+            warnings.append(f"{vm}: the plan's static IP addresses were not set in the guest (that is done by "
+                            f"{command}); configure them by hand after the switch")
+        for w in warnings:
+            reporter.log("warning", w, vm=vm)
+        return ConversionResult(vm, ran=False, skipped_reason=f"{command} not installed", warnings=tuple(warnings))
+    argv = (exe, "-i", "libvirtxml", *static_ip_options(spec), str(xml_path))
     reporter.event("guest_conversion_started", vm=vm, argv=list(argv))
     started = time.monotonic()
     env = dict(os.environ)
