@@ -9,8 +9,9 @@ against a real vCenter (or govmomi's vcsim).
   expired session (``NotAuthenticated``) triggers one re-login, and other
   faults become SourceOperationErrors (13) naming the VM and the step; a
   connection that keeps dropping becomes a SourceUnreachableError (10).
-  A create_snapshot retried after a dropped answer finds the snapshot the
-  first attempt made (by name, recent) instead of making a second one.
+  Retries after a dropped answer are idempotent: create_snapshot finds the
+  snapshot the first attempt made (by name, recent), remove_snapshot and
+  power on/off accept that the first attempt already did the work.
 * ``calls`` counts SOAP round trips per method name (tests assert that the
   inventory takes a bounded number).
 """
@@ -337,9 +338,19 @@ class PyVmomiVCenter:
         return snap
 
     def remove_snapshot(self, vm: str, snapshot: str) -> None:
+        sent = False
+
         def work() -> None:
+            nonlocal sent
             ref = self._vm(vm)
-            self._wait(self._snapshot(ref, snapshot).RemoveSnapshot_Task(removeChildren=False))
+            try:
+                snap = self._snapshot(ref, snapshot)
+            except vmodl.fault.ManagedObjectNotFound:
+                if sent:  # a retry: the first request removed it, its answer was lost
+                    return
+                raise
+            sent = True
+            self._wait(snap.RemoveSnapshot_Task(removeChildren=False))
 
         self._call(vm, f"remove snapshot {snapshot}", work)
         self.reporter.event("snapshot_removed", vm=vm, snapshot=snapshot)
@@ -488,11 +499,24 @@ class PyVmomiVCenter:
         self.reporter.event("source_shut_down", vm=vm, how=how)
         return how
 
+    def _power(self, vm: str, step: str, want: str, method: str) -> None:
+        sent = False
+
+        def work() -> None:
+            nonlocal sent
+            ref = self._vm(vm)
+            if sent and self._props(ref, "runtime.powerState")["runtime.powerState"] == want:
+                return  # a retry: the first request did it, its answer was lost
+            sent = True
+            self._wait(getattr(ref, method)())
+
+        self._call(vm, step, work)
+
     def power_on(self, vm: str) -> None:
-        self._call(vm, "power on", lambda: self._wait(self._vm(vm).PowerOnVM_Task()))
+        self._power(vm, "power on", "poweredOn", "PowerOnVM_Task")
 
     def power_off(self, vm: str) -> None:
-        self._call(vm, "power off", lambda: self._wait(self._vm(vm).PowerOffVM_Task()))
+        self._power(vm, "power off", "poweredOff", "PowerOffVM_Task")
 
     def set_nics_connected(self, vm: str, connected: bool) -> None:
         def work() -> None:
