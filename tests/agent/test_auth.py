@@ -219,7 +219,7 @@ def test_disk_errors_and_read_only(tmp_path: Path, image: Path) -> None:
         assert image.stat().st_size == 8 * MiB
 
 
-@pytest.mark.parametrize("url,why", [
+@pytest.mark.parametrize(("url", "why"), [
     ("agent://h:1/sda", "exactly one of token_file and token_env"),
     ("agent://h:1/?token_env=X", "name one disk"),
     ("agent://u:pw@h:1/sda?token_env=X", "no user name"),
