@@ -239,3 +239,25 @@ def test_token_from_env_is_checked_and_never_echoed() -> None:
         load_token(token_env="T", env={"T": "short-secret"})
     assert "short-secret" not in str(info.value)
     assert load_token(token_env="T", env={"T": " " + "z" * 20 + "\n"}) == b"z" * 20
+
+
+def test_compression_on_and_off_over_the_wire(tmp_path: Path, image: Path) -> None:
+    content = image.read_bytes()
+    with running_agent({"sda": image}, tmp_path) as agent:
+        for compress in (True, False):
+            disk = AgentDisk("127.0.0.1", agent.port, "sda", TOKEN.encode(), compress=compress)
+            try:
+                assert disk.read(4 * MiB, MiB) == content[4 * MiB : 5 * MiB]  # text: compresses well
+                assert disk.read(MiB, MiB) == content[MiB : 2 * MiB]  # random: does not
+                stats = disk.wire_stats()
+            finally:
+                disk.close()
+            assert stats["bytes_of_data"] == 2 * MiB
+            if compress:
+                assert MiB < stats["bytes_on_wire"] < MiB + MiB // 10
+            else:
+                assert stats["bytes_on_wire"] == 2 * MiB
+    with running_agent({"sda": image}, tmp_path, compress=False) as agent:  # --no-compress on the agent
+        with AgentDisk("127.0.0.1", agent.port, "sda", TOKEN.encode()) as disk:
+            assert disk.read(4 * MiB, MiB) == content[4 * MiB : 5 * MiB]
+            assert disk.wire_stats()["bytes_on_wire"] == MiB

@@ -191,8 +191,12 @@ class AgentConnection:
         except p.ProtocolError as exc:
             raise TransportError(f"{self.where}: {exc}", transient=True) from None
 
-    def read(self, disk: str, offset: int, length: int) -> bytes:
-        frame = self.request(p.T_READ, {"disk": disk, "offset": offset, "length": length})
+    def read(self, disk: str, offset: int, length: int, *, compress: bool = True) -> bytes:
+        """``length`` bytes of ``disk``; ``compress=False`` asks the agent not to zstd them."""
+        body: dict[str, Any] = {"disk": disk, "offset": offset, "length": length}
+        if not compress:
+            body["compress"] = False
+        frame = self.request(p.T_READ, body)
         try:
             data = p.unpack_data(frame.payload, frame.flags, length)
         except p.ProtocolError as exc:

@@ -279,7 +279,8 @@ class AgentServer:
             offset = p.int_field(body, "offset")
             length = p.int_field(body, "length", hi=p.MAX_READ)
             self._range(disk, offset, length)
-            packed, flags = p.pack_data(disk.read(offset, length), compress=self.config.compress)
+            compress = self.config.compress and body.get("compress", True) is not False
+            packed, flags = p.pack_data(disk.read(offset, length), compress=compress)
             return p.T_DATA, packed, flags
         if frame.type == p.T_EXTENTS:
             disk = self._disk(body)

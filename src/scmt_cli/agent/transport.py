@@ -109,9 +109,11 @@ def load_token(*, token_file: str | Path | None = None, token_env: str | None = 
 class AgentDisk:
     """One disk of an agent (read-only BlockSource; thread-safe)."""
 
-    def __init__(self, host: str, port: int, disk: str, token: bytes, *, where: str | None = None) -> None:
+    def __init__(self, host: str, port: int, disk: str, token: bytes, *, where: str | None = None,
+                 compress: bool = True) -> None:
         self._where = where or AgentAddress(host, port, disk).describe()
         self.disk = disk
+        self.compress = compress
         self._conn = AgentConnection(host, port, token, where=self._where)
         try:
             listing = self._conn.json(p.T_LIST, {})
@@ -152,7 +154,7 @@ class AgentDisk:
         pos, end = offset, offset + length
         while pos < end:
             n = min(p.MAX_READ, end - pos)
-            parts.append(self._conn.read(self.disk, pos, n))
+            parts.append(self._conn.read(self.disk, pos, n, compress=self.compress))
             pos += n
         return parts[0] if len(parts) == 1 else b"".join(parts)
 

@@ -74,7 +74,8 @@ def open_agent_disks(eff: Effective, token: bytes) -> list[AgentDisk]:
     try:
         for name in names:
             if name not in skipped:
-                out.append(AgentDisk(spec.host, spec.port, name, token, where=f"agent://{spec.address}/{name}"))
+                out.append(AgentDisk(spec.host, spec.port, name, token, where=f"agent://{spec.address}/{name}",
+                                     compress=eff.compression != "none"))
     except BaseException:
         for d in out:
             d.close()
