@@ -1,7 +1,7 @@
 """``scmt agent serve``: open the disks, check the token, serve until stopped.
 
 :func:`serve_agent` blocks until ``stop`` is set (tests) or the process is
-interrupted (Ctrl-C: exit 130; SIGTERM: exit 143); the server is always
+interrupted (Ctrl-C or SIGTERM: a normal stop, exit 0); the server is always
 stopped and its disks closed.  The token is read once and kept only in the
 server's memory; it is never logged.
 """
@@ -103,10 +103,17 @@ def serve_agent(req: ServeRequest, reporter: Reporter, *, stop: threading.Event 
         host, port = server.start()
         if not PORT_RANGE[0] <= port <= PORT_RANGE[1]:
             reporter.log("debug", f"port {port} is outside the usual agent range {PORT_RANGE[0]}-{PORT_RANGE[1]}")
-        if stop is None:
-            server.serve_forever()
-        else:
-            stop.wait()
+        try:
+            if stop is None:
+                server.serve_forever()
+            else:
+                stop.wait()
+        except BaseException as exc:
+            # Ctrl-C, or SIGTERM (the CLI raises its TerminatedSignal): a normal way to stop a server.
+            if not isinstance(exc, KeyboardInterrupt) and type(exc).__name__ != "TerminatedSignal":
+                raise
+            how = "SIGINT" if isinstance(exc, KeyboardInterrupt) else "SIGTERM"
+            reporter.log("info", f"agent: stop requested ({how})")
     finally:
         server.stop()
         reporter.log("info", "agent stopped")
