@@ -4,22 +4,40 @@ Fixture: a sparse raw image (default 2 GiB) about half allocated in 1 MiB
 pieces; half of the allocated pieces are incompressible random bytes, half a
 repeated text.  Generated here, never committed.
 
-Rows (best of ``--repeat`` runs done round-robin, page cache warm for the source, each run
-starting from a synced system and ending with the target's data on disk:
-``sync -d TARGET`` is part of the timed command for cp and qemu-img, scmt
-flushes itself):
+How every timed row is measured (so the comparison is fair):
 
+* each tool runs ``--repeat`` times (default 5), round-robin, so load changes
+  on the machine hit every tool alike; the table shows the best and the
+  median run, and ratios for both;
+* before every run the target is deleted and ``sync`` is called, so one run's
+  writeback (and the filesystem's discard of the deleted target) is not billed
+  to the next one; the source is read once beforehand and stays in the page
+  cache for every tool (dropping caches would bill the disk's read speed, not
+  the tool);
+* every run ends with the target's data on disk: ``sync -d TARGET`` is part of
+  the timed command for cp and qemu-img; ``scmt copy`` fdatasyncs the target
+  itself before it exits;
+* ``scmt`` runs as the installed console command would: a fresh interpreter,
+  this package byte-compiled first (pip compiles at install time; without it
+  every run would recompile ~50 modules, ~60 ms) and PYTHONDONTWRITEBYTECODE
+  removed from the child's environment.
+
+Rows:
+
+* startup: ``scmt copy`` and ``cp`` of a 64 MiB image holding 1 MiB of data,
+  i.e. the fixed cost of each tool (interpreter, imports, CLI parsing, state
+  store, exit) that the full-size rows include;
 * file->file: ``cp --sparse=always``, ``qemu-img convert -O raw -W -m 8``,
   ``scmt copy``; target: scmt within 1.25x of the faster reference;
-* NBD->file: nbdkit ``file`` plugin on 127.0.0.1 read by ``qemu-img convert``
-  and by ``scmt copy`` (skipped when the NBD transport is not installed);
+* NBD->file: nbdkit ``file`` plugin on 127.0.0.1 read by ``qemu-img convert
+  -W -m 8`` and by ``scmt copy`` (skipped when nbdkit is not installed);
   target: ratio <= 1.0;
 * incremental, 1% of the chunks changed: ``scmt copy --since`` (reads and
   hashes the source, writes the changes) and the CBT path
   (:func:`scmt_cli.blocks.api.changed_copy` with the changed extents: reads
-  only them); target: within 2x of changed-bytes / full-copy throughput plus
-  a small constant;
-* peak RSS of ``scmt copy`` on the fixture; target < 150 MiB.
+  only them, timed in-process without interpreter start-up); target: within 2x
+  of changed-bytes / full-copy throughput plus a small constant;
+* peak RSS of ``scmt copy`` on the fixture (max over its runs); target < 150 MiB.
 """
 
 from __future__ import annotations
@@ -29,6 +47,7 @@ import os
 import random
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -67,15 +86,32 @@ def make_fixture(path: Path, size: int, seed: int = 42) -> int:
 
 
 def drop(path: Path) -> None:
+    """Delete ``path`` and sync, so the next run starts with no writeback pending."""
     if path.exists():
         path.unlink()
     subprocess.run(["sync"], check=False)
 
 
-def timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, int]:
+def child_env() -> dict[str, str]:
+    """The environment of timed children: like an installed console script (bytecode caches used)."""
+    env = dict(os.environ)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    return env
+
+
+def compile_package() -> None:
+    """Byte-compile scmt_cli as ``pip install`` does, so no run pays for compiling our modules."""
+    import compileall
+
+    import scmt_cli
+
+    compileall.compile_dir(os.path.dirname(scmt_cli.__file__), quiet=1)
+
+
+def timed(cmd: list[str]) -> tuple[float, int]:
     """Run ``cmd``; return (seconds, peak RSS KiB of the child)."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=child_env())
     _, status, usage = os.wait4(proc.pid, 0)
     secs = time.perf_counter() - t0
     err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
@@ -87,15 +123,31 @@ def timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, int
     return secs, usage.ru_maxrss
 
 
-def interleaved(n: int, prepare: Callable[[], None], cmds: dict[str, list[str]]) -> dict[str, tuple[float, int]]:
-    """Run every command ``n`` times, round-robin (so load changes hit all alike); best time and max RSS each."""
-    out: dict[str, tuple[float, int]] = {}
+class Runs:
+    """Timings of one command over several runs."""
+
+    def __init__(self) -> None:
+        self.secs: list[float] = []
+        self.rss_kib = 0
+
+    @property
+    def best(self) -> float:
+        return min(self.secs)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.secs)
+
+
+def interleaved(n: int, prepare: Callable[[], None], cmds: dict[str, list[str]]) -> dict[str, Runs]:
+    """Run every command ``n`` times, round-robin (so load changes hit all alike)."""
+    out = {name: Runs() for name in cmds}
     for _ in range(n):
         for name, cmd in cmds.items():
             prepare()
             secs, rss = timed(cmd)
-            old = out.get(name)
-            out[name] = (min(secs, old[0]), max(rss, old[1])) if old else (secs, rss)
+            out[name].secs.append(secs)
+            out[name].rss_kib = max(out[name].rss_kib, rss)
     return out
 
 
@@ -142,108 +194,150 @@ class Nbdkit:
                 self.proc.wait()
 
 
+Row = tuple[str, str, str, str]  # name, best, median, note
+
+
+def time_row(name: str, runs: Runs, note: str = "") -> Row:
+    return (name, f"{runs.best:.2f} s", f"{runs.median:.2f} s", note)
+
+
+def ratio_note(ours: Runs, ref: Runs, what: str, target: float) -> str:
+    best, med = ours.best / ref.best, ours.median / ref.median
+    flag = "ok" if med <= target else "OVER TARGET"
+    return f"{best:.2f}x best, {med:.2f}x median of {what} (target <= {target}): {flag}"
+
+
+def warm(path: Path) -> None:
+    with open(path, "rb") as fh:
+        while fh.read(16 * MiB):
+            pass
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--size", default="2GiB")
-    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--dir", default=None, help="work directory (default: a new one under /var/tmp)")
     ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--only", choices=["file", "nbd", "incremental"], action="append",
+                    help="run only these parts (repeatable; default: all)")
     args = ap.parse_args(argv)
+    parts = set(args.only or ["file", "nbd", "incremental"])
     size = parse_size(args.size)
     work = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="scmt-bench-", dir="/var/tmp"))
     work.mkdir(parents=True, exist_ok=True)
     src, dst, state = work / "src.img", work / "dst.img", work / "state.db"
-    rows: list[tuple[str, float, str]] = []
+    rows: list[Row] = []
     notes: list[str] = []
+    full_rate = 0.0
     try:
+        compile_package()
         t0 = time.perf_counter()
         allocated = make_fixture(src, size)
         print(f"fixture {src}: {size / MiB:.0f} MiB, {allocated / MiB:.0f} MiB allocated "
-              f"({time.perf_counter() - t0:.1f} s to build)", flush=True)
-        with open(src, "rb") as fh:  # warm the page cache once
-            while fh.read(16 * MiB):
-                pass
+              f"({time.perf_counter() - t0:.1f} s to build); {args.repeat} runs per tool", flush=True)
+        small = work / "small.img"
+        with open(small, "wb") as fh:
+            fh.truncate(64 * MiB)
+            fh.write(os.urandom(MiB))
+        warm(src)
+        warm(small)
 
         def prep() -> None:
             drop(dst)
 
-        cmds = {
-            "cp": ["sh", "-c", f'cp --sparse=always "{src}" "{dst}" && sync -d "{dst}"'],
-            "qemu": ["sh", "-c", f'qemu-img convert -O raw -W -m 8 "{src}" "{dst}" && sync -d "{dst}"'],
-            "scmt": scmt_cmd(f"file://{src}", f"file://{dst}", state=state),
-        }
-        res = interleaved(args.repeat, prep, cmds)
-        cp_t, q_t, (s_t, rss) = res["cp"][0], res["qemu"][0], res["scmt"]
-        rows.append(("file->file cp --sparse=always", cp_t, ""))
-        rows.append(("file->file qemu-img convert -W -m 8", q_t, ""))
-        ref = min(cp_t, q_t)
-        rows.append(("file->file scmt copy", s_t, f"{s_t / ref:.2f}x of fastest reference (target <= 1.25)"))
-        if subprocess.run(["cmp", "-s", str(src), str(dst)]).returncode != 0:
-            notes.append("ERROR: scmt copy produced a different image")
-        rows.append(("peak RSS scmt copy (MiB)", rss / 1024, "target < 150"))
+        if "file" in parts:
+            sres = interleaved(args.repeat, prep, {
+                "cp": ["sh", "-c", f'cp --sparse=always "{small}" "{dst}" && sync -d "{dst}"'],
+                "scmt": scmt_cmd(f"file://{small}", f"file://{dst}", state=state),
+            })
+            rows.append(time_row("startup: cp, 64 MiB image, 1 MiB data", sres["cp"]))
+            rows.append(time_row("startup: scmt copy, same image", sres["scmt"],
+                                 "fixed cost included in every scmt row below"))
+            res = interleaved(args.repeat, prep, {
+                "cp": ["sh", "-c", f'cp --sparse=always "{src}" "{dst}" && sync -d "{dst}"'],
+                "qemu": ["sh", "-c", f'qemu-img convert -O raw -W -m 8 "{src}" "{dst}" && sync -d "{dst}"'],
+                "scmt": scmt_cmd(f"file://{src}", f"file://{dst}", state=state),
+            })
+            cp_r, q_r, s_r = res["cp"], res["qemu"], res["scmt"]
+            ref = cp_r if cp_r.median <= q_r.median else q_r
+            rows.append(time_row("file->file cp --sparse=always + sync", cp_r))
+            rows.append(time_row("file->file qemu-img convert -W -m 8 + sync", q_r))
+            rows.append(time_row("file->file scmt copy", s_r,
+                                 ratio_note(s_r, ref, "cp" if ref is cp_r else "qemu-img", 1.25)))
+            if subprocess.run(["cmp", "-s", str(src), str(dst)]).returncode != 0:
+                notes.append("ERROR: scmt copy produced a different image")
+            rows.append(("peak RSS scmt copy", f"{s_r.rss_kib / 1024:.0f} MiB", "", "target < 150 MiB"))
+            full_rate = size / s_r.median
 
-        # NBD -> file
-        try:
-            import scmt_cli.transports.nbd  # noqa: F401
+        if "nbd" in parts:
+            if shutil.which("nbdkit") is not None:
+                srv = Nbdkit(src)
+                try:
+                    nres = interleaved(args.repeat, prep, {
+                        "qemu": ["sh", "-c", f'qemu-img convert -f raw -O raw -W -m 8 "{srv.url}" "{dst}" '
+                                             f'&& sync -d "{dst}"'],
+                        "scmt": scmt_cmd(srv.url, f"file://{dst}", state=state),
+                    })
+                finally:
+                    srv.stop()
+                rows.append(time_row("nbd->file qemu-img convert -W -m 8 + sync", nres["qemu"]))
+                rows.append(time_row("nbd->file scmt copy", nres["scmt"],
+                                     ratio_note(nres["scmt"], nres["qemu"], "qemu-img", 1.0)))
+                if subprocess.run(["cmp", "-s", str(src), str(dst)]).returncode != 0:
+                    notes.append("ERROR: scmt copy from NBD produced a different image")
+            else:
+                notes.append("nbd->file skipped: nbdkit not installed")
 
-            have_nbd = shutil.which("nbdkit") is not None
-        except ModuleNotFoundError:
-            have_nbd = False
-        if have_nbd:
-            srv = Nbdkit(src)
-            try:
-                nres = interleaved(args.repeat, prep, {
-                    "qemu": ["sh", "-c", f'qemu-img convert -f raw -O raw -W -m 8 "{srv.url}" "{dst}" '
-                                         f'&& sync -d "{dst}"'],
-                    "scmt": scmt_cmd(srv.url, f"file://{dst}", state=state),
-                })
-                qn_t, sn_t = nres["qemu"][0], nres["scmt"][0]
-                rows.append(("nbd->file qemu-img convert", qn_t, ""))
-                rows.append(("nbd->file scmt copy", sn_t, f"{sn_t / qn_t:.2f}x of qemu-img (target <= 1.0)"))
-            finally:
-                srv.stop()
-        else:
-            notes.append("nbd->file skipped: scmt_cli.transports.nbd or nbdkit not available")
-
-        # Incremental: 1% of the chunks changed.
-        drop(dst)
-        man = work / "m1.json"
-        timed(scmt_cmd(f"file://{src}", f"file://{dst}", "--manifest", str(man), state=state))
-        nchunks = size // CHUNK
-        rnd = random.Random(7)  # noqa: S311
-        changed = sorted(rnd.sample(range(nchunks), max(1, nchunks // 100)))
-        fd = os.open(src, os.O_WRONLY)
-        try:
-            for i in changed:
-                os.pwrite(fd, os.urandom(4096), i * CHUNK + 12345)
-        finally:
-            os.close(fd)
-        subprocess.run(["sync"], check=False)
-        inc_t, _ = timed(scmt_cmd(f"file://{src}", f"file://{dst}", "--since", str(man), "--manifest",
-                                  str(work / "m2.json"), state=state))
-        changed_bytes = len(changed) * CHUNK
-        full_rate = size / s_t
-        budget = 2 * changed_bytes / full_rate
-        rows.append((f"incremental --since ({len(changed)} chunks changed)", inc_t,
-                     f"reads the whole source; changed-bytes budget {budget:.2f} s"))
-        cbt_t = run_cbt(src, dst, changed)
-        rows.append(("incremental CBT changed_copy (same changes)", cbt_t,
-                     f"{cbt_t / max(budget, 1e-9):.2f}x of 2x changed-bytes budget {budget:.3f} s "
-                     f"(+ small constant)"))
-        if subprocess.run(["cmp", "-s", str(src), str(dst)]).returncode != 0:
-            notes.append("ERROR: incremental copy produced a different image")
+        if "incremental" in parts:
+            notes.extend(incremental_rows(src, dst, state, size, full_rate, rows))
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
     print()
-    print(f"machine: {os.cpu_count()} CPUs, {platform_line()}")
-    print(f"{'benchmark':<48} {'value':>9}  note")
-    for name, val, note in rows:
-        unit = "" if "RSS" in name else " s"
-        print(f"{name:<48} {val:>7.2f}{unit:2}  {note}")
+    print(f"machine: {machine_line()}")
+    print(f"{'benchmark':<46} {'best':>9} {'median':>9}  note")
+    for name, best, med, note in rows:
+        print(f"{name:<46} {best:>9} {med:>9}  {note}")
     for n in notes:
         print(n)
     return 1 if any(n.startswith("ERROR") for n in notes) else 0
+
+
+def incremental_rows(src: Path, dst: Path, state: Path, size: int, full_rate: float, rows: list[Row]) -> list[str]:
+    """Change 1% of the chunks, time ``--since`` and the CBT path; return notes."""
+    notes: list[str] = []
+    drop(dst)
+    man = work_file(src, "m1.json")
+    secs, _ = timed(scmt_cmd(f"file://{src}", f"file://{dst}", "--manifest", str(man), state=state))
+    if not full_rate:
+        full_rate = size / secs
+    nchunks = size // CHUNK
+    rnd = random.Random(7)  # noqa: S311
+    changed = sorted(rnd.sample(range(nchunks), max(1, nchunks // 100)))
+    fd = os.open(src, os.O_WRONLY)
+    try:
+        for i in changed:
+            os.pwrite(fd, os.urandom(4096), i * CHUNK + 12345)
+    finally:
+        os.close(fd)
+    subprocess.run(["sync"], check=False)
+    inc_t, _ = timed(scmt_cmd(f"file://{src}", f"file://{dst}", "--since", str(man), "--manifest",
+                              str(work_file(src, "m2.json")), state=state))
+    changed_bytes = len(changed) * CHUNK
+    budget = 2 * changed_bytes / full_rate
+    rows.append((f"incremental --since ({len(changed)} chunks changed)", f"{inc_t:.2f} s", "",
+                 "reads and hashes the whole source"))
+    cbt_t = run_cbt(src, dst, changed)
+    rows.append(("incremental CBT changed_copy (same changes)", f"{cbt_t:.3f} s", "",
+                 f"2x changed-bytes budget {budget:.3f} s (+ small constant), in-process"))
+    if subprocess.run(["cmp", "-s", str(src), str(dst)]).returncode != 0:
+        notes.append("ERROR: incremental copy produced a different image")
+    return notes
+
+
+def work_file(src: Path, name: str) -> Path:
+    return src.with_name(name)
 
 
 def run_cbt(src: Path, dst: Path, changed: list[int]) -> float:
@@ -262,11 +356,19 @@ def run_cbt(src: Path, dst: Path, changed: list[int]) -> float:
     return float(out.stdout.strip())
 
 
-def platform_line() -> str:
+def machine_line() -> str:
+    """CPUs, CPU model, RAM, kernel, Python and the filesystem of the work directory."""
     import platform
 
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / (1 << 30)
-    return f"{mem:.0f} GiB RAM, {platform.platform(terse=True)}, Python {platform.python_version()}"
+    model = ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            model = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), "")
+    except OSError:
+        pass
+    return (f"{os.cpu_count()} CPUs ({model or 'unknown model'}), {mem:.0f} GiB RAM, "
+            f"{platform.platform(terse=True)}, Python {platform.python_version()}")
 
 
 if __name__ == "__main__":
