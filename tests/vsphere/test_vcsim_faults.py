@@ -270,3 +270,39 @@ def test_power_calls_whose_answer_dropped_are_not_errors(sim: vcsim_mod.Vcsim, p
             vc.power_on(vm)  # a real second request is still refused
     finally:
         vc.close()
+
+
+def test_vm_deleted_between_inventory_and_snapshot_in_a_sync(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Someone deletes the VM after scmt read the inventory: exit 13 naming the VM and the step; nothing left."""
+    from scmt_cli.vsphere.adapter import PyVmomiVCenter
+
+    own = vcsimplan.start_or_skip()  # this test destroys a VM: not on the shared simulator
+    try:
+        create = PyVmomiVCenter.create_snapshot
+
+        def delete_then_create(self: Any, vm: str, name: str, **kw: Any) -> str:
+            other = vcsimplan.adapter(own)
+            try:
+                ref = other._vm(vm)
+                other.power_off(vm)
+                other._wait(ref.Destroy_Task())
+            finally:
+                other.close()
+            return create(self, vm, name, **kw)
+
+        monkeypatch.setattr(PyVmomiVCenter, "create_snapshot", delete_then_create)
+        plan = vcsimplan.write_plan(tmp_path / "lab", own)
+        rc, doc, _ = _sync(plan, tmp_path / "s.db", capsys)
+        assert rc == 13, doc
+        assert doc["vms"][0]["error"].startswith(f"{VM}: create snapshot: ManagedObjectNotFound")
+        vc = vcsimplan.adapter(own)
+        try:
+            inv = vc.inventory()
+            assert VM not in {v.name for v in inv.vms}
+            assert all(v.snapshots == () for v in inv.vms)  # no snapshot anywhere
+        finally:
+            vc.close()
+    finally:
+        own.stop()
