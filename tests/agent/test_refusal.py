@@ -1,10 +1,15 @@
-"""Methods without a wired source are refused (exit 4), never copied through vCenter snapshots."""
+"""A method without a wired source is refused (exit 4), never copied through vCenter snapshots."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
+import pytest
+
+from scmt_cli.errors import NotAvailableError
 from scmt_cli.events import RecordingReporter
+from scmt_cli.services.migration import source
 from scmt_cli.services.migration.context import open_context
 from scmt_cli.services.migration.failover import FailoverRequest, run_failover
 from scmt_cli.services.migration.migrate import MigrateRequest, run_migrate
@@ -14,7 +19,10 @@ from scmt_cli.vsphere.fakeestate import FakeEstate
 from tests.agent.conftest import lab_plan
 
 
-def test_hot_backup_vm_is_refused_by_sync_failover_and_migrate(tmp_path: Path, estate: FakeEstate) -> None:
+def test_unwired_method_is_refused_by_sync_failover_and_migrate(tmp_path: Path, estate: FakeEstate,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    # hot-backup is wired now; pretend it is not to check the guard every command goes through.
+    monkeypatch.setattr(source, "WIRED_METHODS", frozenset({"managed", "agentless", "agent"}))
     plan = lab_plan(tmp_path, estate, ("web01", "db01"), {"db01": "hot-backup"})
     store = StateStore.open(tmp_path / "state.db")
     ctx = open_context(plan, store, RecordingReporter())
@@ -37,3 +45,13 @@ def test_hot_backup_vm_is_refused_by_sync_failover_and_migrate(tmp_path: Path, e
     finally:
         ctx.close()
         store.close()
+
+
+def test_every_plan_method_is_wired() -> None:
+    from scmt_cli.domain.plan.model import METHODS
+
+    eff = dataclasses.make_dataclass("E", [("name", str), ("method", str)])
+    for m in METHODS:
+        source.require_wired_method(eff("vm", m), "sync")  # type: ignore[arg-type]
+    with pytest.raises(NotAvailableError):
+        source.require_wired_method(eff("vm", "teleport"), "sync")  # type: ignore[arg-type]

@@ -52,3 +52,40 @@ def serve(
 def render(console: Console, result: Any) -> None:
     console.print(f"agent on {result.address} stopped ({result.auth_failures} failed authentication(s))",
                   markup=False, highlight=False)
+
+
+@app.command("restore")
+def restore(
+    plan: Annotated[Path, typer.Argument(help="The plan file.", metavar="PLAN")],
+    vm: Annotated[str, typer.Option("--vm", help="The hot-backup VM.", metavar="NAME")],
+    generation: Annotated[Optional[int], typer.Option(
+        "--generation", help="Restore the state after this sync generation (omit to list restore points).",
+        metavar="N")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Folder for the restored disk<N>.raw files.",
+                                                metavar="DIR")] = None,
+) -> None:
+    """Point-in-time restore of a hot-backup VM's disks from its journal (the target disks are not touched)."""
+    from scmt_cli.services.migration.restore import RestoreRequest, restore_service
+    from scmt_cli.state.store import StateStore
+
+    ui = current()
+    store = StateStore.open(ui.opts.state)
+    try:
+        result = restore_service(RestoreRequest(plan, vm, generation, out), store, ui.reporter)
+    finally:
+        store.close()
+    ui.finish(result, render_restore)
+
+
+def render_restore(console: Console, result: Any) -> None:
+    def line(text: str) -> None:
+        console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+    if result.generation is not None:
+        line(f"{result.vm}: restored generation {result.generation}:")
+        for f in result.files:
+            line(f"  {f}")
+        return
+    line(f"{result.vm}: {len(result.points)} restore point(s)")
+    for pt in result.points:
+        line(f"  generation {pt['generation']:>5}  {pt['time']}  ({pt['kind']})")

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from scmt_cli.agent import protocol as p
@@ -38,6 +39,7 @@ from scmt_cli.blocks.engine import CopyOptions, CopyOutcome, copy_chunks
 from scmt_cli.domain.plan import Effective
 from scmt_cli.errors import InvalidStateError, PlanError, ScmtError
 from scmt_cli.services.migration.context import MigrationContext, VmOutcome
+from scmt_cli.services.migration.journal import UndoLog, journal_root, prune
 from scmt_cli.state.locks import VmLock
 from scmt_cli.targets import DiskRequest
 from scmt_cli.transports import base as transports
@@ -84,7 +86,7 @@ def open_agent_disks(eff: Effective, token: bytes) -> list[AgentDisk]:
 
 
 def _copy_one(ctx: MigrationContext, vm: str, lock: VmLock, disk: AgentDisk, index: int, target_url: str,
-              fresh: bool, wrap: Callable[[BlockSource], BlockSource]) -> dict[str, Any]:
+              fresh: bool, wrap: Callable[[BlockSource], BlockSource], undo: UndoLog | None) -> dict[str, Any]:
     store, plan = ctx.store, ctx.plan.name
     key = disk_key(plan, vm, disk.disk)
     prog = store.get_checkpoint(key) or {}
@@ -101,12 +103,15 @@ def _copy_one(ctx: MigrationContext, vm: str, lock: VmLock, disk: AgentDisk, ind
     src = wrap(disk)
     dst = transports.open_target(target_url)
     t0 = time.monotonic()
+    journaled = 0
     opts = CopyOptions(chunk_size=cs, in_flight=4, checkpoint_seconds=1.0, checkpoint_bytes=64 * cs,
                        task=f"{vm}/{disk.disk}")
     try:
         outcome: CopyOutcome
         if base is None:
             mode = "seed"
+            if undo is not None:
+                undo.mark_unrestorable(index)
             ckpt = Checkpointer(store, key + "/seed", {"vm": vm, "disk": disk.disk, "size": disk.size,
                                                        "chunk_size": cs, "target": target_url})
             resume = store.get_checkpoint(key + "/seed") is not None and not fresh
@@ -118,6 +123,8 @@ def _copy_one(ctx: MigrationContext, vm: str, lock: VmLock, disk: AgentDisk, ind
             mode = "incremental"
             changed = changed_extents(disk.remote_digests(cs), base)
             store.put_checkpoint(key, {"manifest": base.to_dict(), "attempt": [e.offset // cs for e in changed]})
+            if undo is not None:  # hot backup: keep the bytes about to be overwritten
+                journaled = undo.save_old(index, dst, [(e.offset, e.length) for e in changed])
             outcome = changed_copy(src, dst, changed, base=base, options=opts, reporter=ctx.reporter)
         lock.check()
         dst.flush()
@@ -126,10 +133,23 @@ def _copy_one(ctx: MigrationContext, vm: str, lock: VmLock, disk: AgentDisk, ind
     store.put_checkpoint(key, {"manifest": outcome.manifest.to_dict(), "attempt": None})
     store.upsert_disk(plan, vm, index, label=disk.disk, capacity_bytes=disk.size, target=target_url)
     s = outcome.stats
+    extra = {"bytes_journaled": journaled} if undo is not None else {}
     return {"key": index, "label": disk.disk, "index": index, "mode": mode, "size": disk.size,
             "planned_bytes": s.chunks_planned * cs, "bytes_read": s.bytes_read, "bytes_written": s.bytes_written,
             "bytes_zero": s.bytes_zeroed, "seconds": round(time.monotonic() - t0, 3), "target": target_url,
-            **wire_stats(disk)}
+            **wire_stats(disk), **extra}
+
+
+def _journal_root(ctx: MigrationContext, target_name: str) -> Path | None:
+    """Where a hot-backup VM's undo journals live (next to its target disks), None without a known layout."""
+    root = getattr(ctx.platform, "root", None)
+    if root is None:
+        ctx.reporter.log("warning", f"{target_name}: this target platform has no folder for the hot-backup "
+                         "journal; point-in-time restore is off")
+        return None
+    from scmt_cli.targets.storage import vm_dir
+
+    return journal_root(vm_dir(Path(root), target_name))
 
 
 def agent_pass(ctx: MigrationContext, vm: str, lock: VmLock, *, kind: str, final: bool, out: VmOutcome,
@@ -157,11 +177,17 @@ def agent_pass(ctx: MigrationContext, vm: str, lock: VmLock, *, kind: str, final
         if running is not None and running.status == "running":
             store.finish_generation(running.id, ok=False, stats={}, error="interrupted")
         gen = store.begin_generation(plan, vm, kind, {d.disk: "agent-digests" for d in disks})
+        journal = _journal_root(ctx, target_name) if eff.method == "hot-backup" else None
+        undo = UndoLog(journal, gen) if journal is not None else None
         if not final:
             hooks("pre")
         ctx.cancel.check()
-        results = [_copy_one(ctx, vm, lock, d, i, by_index[i].copy_url, fresh[i], wrap)
+        results = [_copy_one(ctx, vm, lock, d, i, by_index[i].copy_url, fresh[i], wrap, undo)
                    for i, d in enumerate(disks)]
+        if journal is not None:
+            pruned = prune(journal)
+            if pruned:
+                ctx.reporter.log("debug", f"{vm}: pruned the journals of generations {pruned}", vm=vm)
         seconds = time.monotonic() - t0
         read = sum(r["bytes_read"] for r in results)
         stats: dict[str, Any] = {
@@ -175,6 +201,9 @@ def agent_pass(ctx: MigrationContext, vm: str, lock: VmLock, *, kind: str, final
             "disks": results,
             "source": "agent",
         }
+        if undo is not None:
+            stats["bytes_journaled"] = sum(int(r.get("bytes_journaled", 0)) for r in results)
+            stats["journal"] = str(undo.folder)
         store.finish_generation(gen, ok=True, stats=stats)
         out.data["generation"] = gen
         return stats

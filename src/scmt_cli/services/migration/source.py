@@ -114,8 +114,8 @@ def cleanup_tool_snapshots(vc: VCenter, vm: str, reporter: Reporter, *, keep: st
     return removed
 
 
-#: Methods whose source is wired in this release (hot-backup's continuous stream is not).
-WIRED_METHODS: frozenset[str] = frozenset({"managed", "agentless", "agent"})
+#: Methods whose source is wired in this release (all four; a new method starts refused here).
+WIRED_METHODS: frozenset[str] = frozenset({"managed", "agentless", "agent", "hot-backup"})
 
 
 def require_wired_method(eff: Effective, command: str) -> None:

@@ -118,7 +118,7 @@ def sync_pass(ctx: MigrationContext, vm: str, lock: VmLock, *, final: bool = Fal
             ctx.save_status(status)
         kind = "seed" if status.state == "seeding" else "incremental"
     out.action = kind
-    if eff.method == "agent":
+    if eff.method in ("agent", "hot-backup"):
         return _agent_sync(ctx, vm, lock, kind=kind, final=final, status=status, out=out)
     own_vc = vc is None
     vcenter = vc or ctx.vcenter()
