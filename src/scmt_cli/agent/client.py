@@ -13,8 +13,11 @@ and ``data_bytes`` (the bytes they decoded to).
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 import socket
+import ssl
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -23,15 +26,58 @@ from scmt_cli.agent import protocol as p
 from scmt_cli.agent.wire import read_frame
 from scmt_cli.errors import (
     AuthenticationError,
+    ConfigError,
     ScmtError,
     SizeMismatchError,
     SourceUnreachableError,
+    TLSVerificationError,
     TransportError,
     UsageError,
 )
 
 CONNECT_TIMEOUT = 10.0
 REPLY_TIMEOUT = 300.0
+
+
+@dataclass(frozen=True)
+class ClientTLS:
+    """TLS to the agent: pin the certificate's SHA-256 ``fingerprint`` (hex, colons optional) and/or
+    verify it against ``ca_file`` (host name checked)."""
+
+    fingerprint: str | None = None
+    ca_file: str | None = None
+
+    def normalized(self) -> str | None:
+        return self.fingerprint.replace(":", "").lower() if self.fingerprint else None
+
+
+def _wrap_tls(sock: socket.socket, host: str, tls: ClientTLS, where: str) -> socket.socket:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    if tls.ca_file:
+        try:
+            ctx.load_verify_locations(tls.ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"{where}: cannot load the CA file {tls.ca_file}: {exc}") from None
+    else:  # the fingerprint pin below is the verification
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    try:
+        wrapped = ctx.wrap_socket(sock, server_hostname=host)
+    except ssl.SSLCertVerificationError as exc:
+        raise TLSVerificationError(f"{where}: the agent's certificate is not trusted: {exc.verify_message}") from None
+    except (ssl.SSLError, OSError) as exc:
+        raise SourceUnreachableError(f"{where}: TLS handshake with the agent failed: {exc}",
+                                     hint="is the agent started with --tls-cert/--tls-key?") from None
+    want = tls.normalized()
+    if want is not None:
+        der = wrapped.getpeercert(binary_form=True) or b""
+        got = hashlib.sha256(der).hexdigest()
+        if not hmac.compare_digest(got, want):
+            wrapped.close()
+            raise TLSVerificationError(f"{where}: the agent's certificate fingerprint is {got}, "
+                                       "not the pinned one", hint="check fingerprint= (SHA-256 of the certificate)")
+    return wrapped
 
 
 @dataclass
@@ -65,7 +111,7 @@ def _error_from(frame: p.Frame, where: str) -> ScmtError:
 class AgentConnection:
     """One authenticated connection to an agent.  Thread-safe."""
 
-    def __init__(self, host: str, port: int, token: bytes, *, where: str) -> None:
+    def __init__(self, host: str, port: int, token: bytes, *, where: str, tls: ClientTLS | None = None) -> None:
         self.where = where
         self._lock = threading.Lock()
         self._send_lock = threading.Lock()
@@ -81,6 +127,8 @@ class AgentConnection:
                                          hint="is `scmt agent serve` running there, and the port open?") from None
         try:
             self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if tls is not None:
+                self._sock = _wrap_tls(self._sock, host, tls, where)
             self._handshake(token)
             self._sock.settimeout(None)
         except BaseException:
@@ -119,7 +167,9 @@ class AgentConnection:
                 raise AuthenticationError(f"{self.where}: the agent could not prove it knows the token "
                                           "(wrong agent, or a different token)")
         except p.ProtocolError as exc:
-            raise SourceUnreachableError(f"{self.where}: agent handshake failed: {exc}") from None
+            raise SourceUnreachableError(f"{self.where}: agent handshake failed: {exc}",
+                                         hint="an agent started with --tls-cert needs fingerprint= or ca_file= "
+                                              "in the URL") from None
         except TimeoutError:
             raise SourceUnreachableError(f"{self.where}: the agent did not answer the handshake") from None
         except OSError as exc:

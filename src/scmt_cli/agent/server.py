@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Mapping
@@ -52,6 +53,7 @@ class AgentConfig:
     bandwidth: float | None = None
     max_connections: int = 16
     compress: bool = True
+    tls: ssl.SSLContext | None = None
 
     def __post_init__(self) -> None:
         if len(self.token) < p.MIN_TOKEN_BYTES:
@@ -105,8 +107,10 @@ class AgentServer:
         self._accept_thread = threading.Thread(target=self._accept_loop, name="scmt-agent-accept", daemon=True)
         self._accept_thread.start()
         disks = ", ".join(f"{d.name} ({d.size} bytes)" for d in self.config.disks.values())
-        self.reporter.log("info", f"agent listening on {self.address[0]}:{self.address[1]}; disks: {disks}")
+        tls = " (TLS)" if self.config.tls is not None else ""
+        self.reporter.log("info", f"agent listening on {self.address[0]}:{self.address[1]}{tls}; disks: {disks}")
         self.reporter.event("agent_listening", host=self.address[0], port=self.address[1],
+                            tls=self.config.tls is not None,
                             disks=[{"name": d.name, "size": d.size} for d in self.config.disks.values()])
         return self.address
 
@@ -164,9 +168,19 @@ class AgentServer:
     def _serve_conn(self, conn: socket.socket, peer: Any) -> None:
         who = f"{peer[0]}:{peer[1]}"
         send_lock = threading.Lock()
+        raw = conn
         try:
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             conn.settimeout(HANDSHAKE_TIMEOUT)
+            if self.config.tls is not None:
+                try:
+                    conn = self.config.tls.wrap_socket(conn, server_side=True)
+                except (ssl.SSLError, OSError) as exc:
+                    self.reporter.log("warning", f"agent: TLS handshake with {who} failed: {exc}")
+                    return
+                with self._lock:
+                    self._conns.discard(raw)
+                    self._conns.add(conn)
             if not self._handshake(conn, who):
                 return
             conn.settimeout(None)
@@ -191,6 +205,7 @@ class AgentServer:
         finally:
             with self._lock:
                 self._conns.discard(conn)
+                self._conns.discard(raw)
             try:
                 conn.close()
             except OSError:

@@ -9,6 +9,7 @@ server's memory; it is never logged.
 from __future__ import annotations
 
 import os
+import ssl
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +38,8 @@ class ServeRequest:
     bandwidth: float | None = None
     compress: bool = True
     max_connections: int = 16
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
 
 
 @dataclass
@@ -90,9 +93,38 @@ def build_config(req: ServeRequest, env: dict[str, str] | None = None) -> AgentC
         for d in opened.values():
             d.close()
         raise
+    tls = server_tls_context(req.tls_cert, req.tls_key)
     bw = req.bandwidth if req.bandwidth and req.bandwidth != float("inf") else None
     return AgentConfig(host, port, opened, token, queue_depth=req.queue_depth, bandwidth=bw,
-                       max_connections=req.max_connections, compress=req.compress)
+                       max_connections=req.max_connections, compress=req.compress, tls=tls)
+
+
+def server_tls_context(cert: Path | None, key: Path | None) -> ssl.SSLContext | None:
+    """A TLS 1.2+ server context from ``--tls-cert``/``--tls-key`` (both or neither)."""
+    if cert is None and key is None:
+        return None
+    if cert is None or key is None:
+        raise UsageError("give both --tls-cert and --tls-key (or neither)")
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        ctx.load_cert_chain(str(cert), str(key))
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"--tls-cert {cert} / --tls-key {key}: cannot load: {exc}") from None
+    return ctx
+
+
+def cert_fingerprint(cert: Path) -> str:
+    """SHA-256 (hex) of the first certificate of a PEM file: what ``fingerprint=`` pins."""
+    import hashlib
+
+    text = cert.read_text(encoding="ascii", errors="replace")
+    start = text.find("-----BEGIN CERTIFICATE-----")
+    end = text.find("-----END CERTIFICATE-----", start)
+    if start < 0 or end < 0:
+        raise ConfigError(f"--tls-cert {cert}: no PEM certificate in it")
+    der = ssl.PEM_cert_to_DER_cert(text[start : end + len("-----END CERTIFICATE-----")])
+    return hashlib.sha256(der).hexdigest()
 
 
 def serve_agent(req: ServeRequest, reporter: Reporter, *, stop: threading.Event | None = None) -> ServeResult:
@@ -101,6 +133,10 @@ def serve_agent(req: ServeRequest, reporter: Reporter, *, stop: threading.Event 
     server = AgentServer(config, reporter)
     try:
         host, port = server.start()
+        if req.tls_cert is not None:
+            fp = cert_fingerprint(req.tls_cert)
+            reporter.log("info", f"agent TLS certificate SHA-256 fingerprint: {fp} (clients pin it: fingerprint={fp})")
+            reporter.event("agent_tls", fingerprint=fp)
         if not PORT_RANGE[0] <= port <= PORT_RANGE[1]:
             reporter.log("debug", f"port {port} is outside the usual agent range {PORT_RANGE[0]}-{PORT_RANGE[1]}")
         try:

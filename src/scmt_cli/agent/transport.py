@@ -5,6 +5,8 @@ itself never appears in a URL)::
 
     agent://web01:20000/sda?token_file=/etc/scmt/web01.token
     agent://web01:20000/sda?token_env=SCMT_AGENT_TOKEN
+    agent://web01:20000/sda?token_file=t&fingerprint=SHA256HEX   (TLS, certificate pinned)
+    agent://web01:20000/sda?token_file=t&ca_file=/etc/scmt/ca.pem (TLS, CA-verified)
 
 The source is thread-safe: several requests are pipelined on one
 connection.  Optional capabilities beyond the contract:
@@ -21,6 +23,7 @@ Opening it as a target raises ReadOnlyTargetError: the agent never writes.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +31,7 @@ from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from scmt_cli.agent import protocol as p
-from scmt_cli.agent.client import AgentConnection
+from scmt_cli.agent.client import AgentConnection, ClientTLS
 from scmt_cli.errors import ConfigError, ReadOnlyTargetError, SizeMismatchError, UsageError, redact_url
 from scmt_cli.transports.base import BlockTarget, Extent, ExtentKind, Scheme, register
 
@@ -43,6 +46,12 @@ class AgentAddress:
     disk: str
     token_file: str | None = None
     token_env: str | None = None
+    fingerprint: str | None = None
+    ca_file: str | None = None
+
+    @property
+    def tls(self) -> ClientTLS | None:
+        return ClientTLS(self.fingerprint, self.ca_file) if self.fingerprint or self.ca_file else None
 
     def describe(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
@@ -72,15 +81,18 @@ def parse_agent_url(url: str) -> AgentAddress:
         query = parse_qs(parts.query, strict_parsing=bool(parts.query))
     except ValueError as exc:
         raise bad(str(exc)) from None
-    unknown = set(query) - {"token_file", "token_env"}
+    unknown = set(query) - {"token_file", "token_env", "fingerprint", "ca_file"}
     if unknown:
-        raise bad(f"unknown parameter {sorted(unknown)[0]!r} (known: token_file, token_env)")
+        raise bad(f"unknown parameter {sorted(unknown)[0]!r} (known: token_file, token_env, fingerprint, ca_file)")
     if any(len(v) != 1 for v in query.values()):
         raise bad("each parameter may be given once")
     tf, te = query.get("token_file", [None])[0], query.get("token_env", [None])[0]
     if (tf is None) == (te is None):
         raise bad("give exactly one of token_file and token_env")
-    return AgentAddress(parts.hostname, port, disk, tf, te)
+    fp, ca = query.get("fingerprint", [None])[0], query.get("ca_file", [None])[0]
+    if fp is not None and not re.fullmatch(r"[0-9a-fA-F]{64}|([0-9a-fA-F]{2}:){31}[0-9a-fA-F]{2}", fp):
+        raise bad("fingerprint must be the certificate's SHA-256 in hex (64 digits, colons optional)")
+    return AgentAddress(parts.hostname, port, disk, tf, te, fp, ca)
 
 
 def load_token(*, token_file: str | Path | None = None, token_env: str | None = None,
@@ -110,11 +122,11 @@ class AgentDisk:
     """One disk of an agent (read-only BlockSource; thread-safe)."""
 
     def __init__(self, host: str, port: int, disk: str, token: bytes, *, where: str | None = None,
-                 compress: bool = True) -> None:
+                 compress: bool = True, tls: ClientTLS | None = None) -> None:
         self._where = where or AgentAddress(host, port, disk).describe()
         self.disk = disk
         self.compress = compress
-        self._conn = AgentConnection(host, port, token, where=self._where)
+        self._conn = AgentConnection(host, port, token, where=self._where, tls=tls)
         try:
             listing = self._conn.json(p.T_LIST, {})
             sizes = {str(d.get("name")): int(d.get("size", 0)) for d in listing.get("disks", [])}
@@ -216,7 +228,7 @@ def open_agent_source(url: str, **options: Any) -> AgentDisk:
     token = options.get("token")
     if not isinstance(token, bytes):
         token = load_token(token_file=addr.token_file, token_env=addr.token_env, where=addr.describe())
-    return AgentDisk(addr.host, addr.port, addr.disk, token, where=addr.describe())
+    return AgentDisk(addr.host, addr.port, addr.disk, token, where=addr.describe(), tls=addr.tls)
 
 
 def open_agent_target(url: str, **options: Any) -> BlockTarget:

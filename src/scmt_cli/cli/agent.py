@@ -29,6 +29,10 @@ def serve(
         "--bandwidth", help="Send at most this rate, e.g. 300Mbit (the default), or 'unlimited'.",
         metavar="RATE")] = "300Mbit",
     no_compress: Annotated[bool, typer.Option("--no-compress", help="Never zstd-compress data.")] = False,
+    tls_cert: Annotated[Optional[Path], typer.Option(
+        "--tls-cert", help="Serve TLS with this certificate (PEM); clients pin its SHA-256.", metavar="PEM")] = None,
+    tls_key: Annotated[Optional[Path], typer.Option("--tls-key", help="The certificate's private key (PEM).",
+                                                    metavar="PEM")] = None,
 ) -> None:
     """Serve block devices or image files read-only to the migration host (authenticated).
 
@@ -44,7 +48,7 @@ def serve(
     except ValueError as exc:
         raise UsageError(f"--bandwidth: {exc}") from None
     req = ServeRequest(listen=listen, disks=tuple(disk), token_file=token_file, queue_depth=queue_depth,
-                       bandwidth=rate, compress=not no_compress)
+                       bandwidth=rate, compress=not no_compress, tls_cert=tls_cert, tls_key=tls_key)
     result = serve_agent(req, ui.reporter)
     ui.finish(result, render)
 

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from scmt_cli.agent import protocol as p
-from scmt_cli.agent.client import AgentConnection
+from scmt_cli.agent.client import AgentConnection, ClientTLS
 from scmt_cli.agent.incremental import changed_extents, wire_stats
 from scmt_cli.agent.transport import AgentDisk, load_token
 from scmt_cli.blocks.api import changed_copy, plan_source
@@ -65,7 +65,8 @@ def open_agent_disks(eff: Effective, token: bytes) -> list[AgentDisk]:
     """One connection per served disk the plan includes, in the agent's order."""
     spec = eff.agent
     assert spec is not None
-    conn = AgentConnection(spec.host, spec.port, token, where=f"agent://{spec.address}")
+    tls = ClientTLS(ca_file=str(spec.ca_file)) if spec.ca_file else None
+    conn = AgentConnection(spec.host, spec.port, token, where=f"agent://{spec.address}", tls=tls)
     try:
         listing = conn.json(p.T_LIST, {})
     finally:
@@ -77,7 +78,7 @@ def open_agent_disks(eff: Effective, token: bytes) -> list[AgentDisk]:
         for name in names:
             if name not in skipped:
                 out.append(AgentDisk(spec.host, spec.port, name, token, where=f"agent://{spec.address}/{name}",
-                                     compress=eff.compression != "none"))
+                                     compress=eff.compression != "none", tls=tls))
     except BaseException:
         for d in out:
             d.close()
