@@ -99,3 +99,43 @@ def test_wrong_token_in_plan_fails_the_vm_with_exit_11(tmp_path: Path, estate: F
             ctx.close()
             store.close()
         assert agent.server.auth_failures == 1
+
+
+def test_an_interrupted_incremental_never_leaves_stale_chunks(tmp_path: Path, estate: FakeEstate,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pass killed after writing a chunk, then the guest writes the old bytes back: the chunk is recopied."""
+    from scmt_cli.services.migration import agentsync
+
+    monkeypatch.setenv("SCMT_TEST_AGENT_TOKEN", TOKEN)
+    d0 = tmp_path / "sda.raw"
+    make_disk(d0, 8 * MiB, [(0, 4 * MiB)])
+    original = d0.read_bytes()
+    with running_agent({"sda": d0}, tmp_path) as agent:
+        plan = lab_plan(tmp_path, estate, ("web01",), {"web01": "agent"}, address=f"127.0.0.1:{agent.port}")
+        store = StateStore.open(tmp_path / "state.db")
+        ctx = open_context(plan, store, RecordingReporter())
+        target = tmp_path / "lab" / "target" / "web01" / "disk0.raw"
+        try:
+            assert run_sync(SyncRequest(plan), ctx).last["web01"].ok
+            with open(d0, "r+b") as fh:
+                fh.seek(2 * MiB)
+                fh.write(b"X" * 1000)
+            real = agentsync.changed_copy
+
+            def crash_after_copy(*args: object, **kw: object) -> object:
+                real(*args, **kw)  # type: ignore[arg-type]
+                raise KeyboardInterrupt  # killed before the manifest is saved
+
+            monkeypatch.setattr(agentsync, "changed_copy", crash_after_copy)
+            with pytest.raises(KeyboardInterrupt):
+                run_sync(SyncRequest(plan), ctx)
+            monkeypatch.setattr(agentsync, "changed_copy", real)
+            assert target.read_bytes() != original  # the new bytes reached the target
+            d0.write_bytes(original)  # the guest restores the old content: digests equal the old manifest
+            out = run_sync(SyncRequest(plan), ctx).last["web01"]
+            assert out.ok, out.error
+            assert out.data["bytes_read"] == MiB  # the chunk of the dead pass, copied again
+            assert target.read_bytes() == original
+        finally:
+            ctx.close()
+            store.close()
