@@ -100,6 +100,8 @@ def render(console: Console, result: Any) -> None:
         line(f"  unchanged     {_size(s.bytes_unchanged)} ({s.chunks_unchanged} chunks)")
     if s.chunks_resumed:
         line(f"  already done  {s.chunks_resumed} chunks (before the interruption)")
+    if s.extra.get("bytes_on_wire") is not None:  # an agent source: what crossed the network
+        line(f"  on the wire   {_size(s.extra['bytes_on_wire'])} (compression x{s.extra.get('compression_ratio')})")
     line(f"  time          {secs:.2f} s ({rate})")
     if result.verified:
         line(f"  verified      {s.verified_chunks} chunks match ({s.verify_seconds:.2f} s)")
