@@ -193,6 +193,8 @@ def test_vcenter_going_down_mid_sync(
 
     def create_then_vanish(self: Any, vm: str, name: str, **kw: Any) -> str:
         snap = create(self, vm, name, **kw)
+        if not name.startswith("scmt-sync-"):  # e.g. the stun cycle of enable_cbt
+            return snap
         proxy.down = True  # new connections are closed at once...
         proxy.cut(10_000)  # ...and so is every request on the open ones
         return snap
@@ -306,3 +308,45 @@ def test_vm_deleted_between_inventory_and_snapshot_in_a_sync(
             vc.close()
     finally:
         own.stop()
+
+
+def test_vcenter_going_down_while_answering_the_snapshot_request(
+    sim: vcsim_mod.Vcsim,
+    proxy: Proxy,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """vCenter made the snapshot, then vanished before answering: the message says the snapshot may exist,
+    and the next run removes it."""
+    vcsimplan.upload_disk(sim)
+    vc = vcsimplan.adapter(sim)
+    try:
+        vc.enable_cbt(VM)  # so the sync's snapshot is the first CreateSnapshot_Task (no stun cycle)
+    finally:
+        vc.close()
+    seen: list[str] = []
+
+    def hook(method: str) -> None:
+        if method == "CreateSnapshot_Task":
+            proxy.cut(1, after_bytes=40)
+        elif seen and seen[-1] == "CreateSnapshot_Task":
+            proxy.down = True
+            proxy.cut(10_000)
+        seen.append(method)
+
+    _on_call(monkeypatch, hook)
+    plan = vcsimplan.write_plan(tmp_path / "lab", sim, url=_url(proxy.port))
+    rc, doc, _ = _sync(plan, tmp_path / "s.db", capsys)
+    assert rc == 10, doc
+    msg = doc["vms"][0]["error"]
+    assert msg.startswith(f"{VM}: create snapshot: gave up after 4 attempts: the connection to ")
+    assert "snapshot 'scmt-sync-vc-g1' may exist on the VM" in msg
+    assert vcsimplan.snapshots(sim) == ["scmt-sync-vc-g1"]
+    monkeypatch.undo()
+    proxy.down = False
+    with proxy._lock:
+        proxy._cuts.clear()
+    rc, doc, _ = _sync(plan, tmp_path / "s.db", capsys)
+    assert rc in (0, 1) and doc["vms"][0]["leftover_snapshots_removed"], doc
+    assert vcsimplan.snapshots(sim) == []

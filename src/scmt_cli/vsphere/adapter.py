@@ -333,7 +333,13 @@ class PyVmomiVCenter:
             task = ref.CreateSnapshot_Task(name=name, description=description, memory=False, quiesce=quiesce)
             return str(self._wait(task)._moId)
 
-        snap = self._call(vm, "create snapshot", work)
+        try:
+            snap = self._call(vm, "create snapshot", work)
+        except SourceUnreachableError as exc:  # the request may have reached vCenter before the line dropped
+            raise SourceUnreachableError(
+                f"{exc.message}; snapshot {name!r} may exist on the VM (the next run removes the tool's snapshots)",
+                hint=exc.hint,
+            ) from None
         self.reporter.event("snapshot_created", vm=vm, snapshot=snap, name=name)
         return snap
 
