@@ -69,7 +69,7 @@ def test_sync_resync_failover_finalize_through_the_adapter_and_nothing_leaks(
     state_dumps: list[bytes] = []
 
     def run(*args: str) -> tuple[int, dict[str, Any]]:
-        code = main(["--json", "--log-json", "--state", str(db), *args])
+        code = main(["--json", "--log-json", "-v", "--state", str(db), *args])
         out, err = capsys.readouterr()
         seen.extend((out, err))
         state_dumps.append(_state_bytes(db))
