@@ -14,7 +14,9 @@ One *pass* over one VM (:func:`sync_pass`), under the VM's leased lock:
 7. finish the generation, ``seeding -> syncing``, run the post hooks.
 
 :func:`run_sync` runs passes over the selected VMs, ``concurrency`` at a
-time, once or every ``--every`` until ``--until`` / ``--until-ready``.  A
+time, once or every ``--every`` until ``--until`` / ``--until-ready``.
+VMs of method ``agent``/``hot-backup`` skip steps 2, 3 and 6: their disks are
+read through the scmt agent (:mod:`.agentsync`; no snapshot, no CBT).  A
 failing VM does not stop the others; the result's exit code is 60 then.
 """
 
