@@ -217,3 +217,18 @@ def test_json_document_has_a_warnings_list(capsys, argv):
     doc = json.loads(out)
     assert isinstance(doc.get("warnings"), list), sorted(doc)
     assert code in (0, 1, 20)
+
+
+def test_log_json_lines_stay_valid_json_when_a_value_is_redacted(capsys):
+    from scmt_cli.cli.context import GlobalOptions, Ui
+
+    ui = Ui(GlobalOptions(log_json=True, json=True))
+    ui.reporter.log("info", 'cookie vmware_soap_session="52a1b2c3d4"', url="https://u:pw@h/sdk?token=abc")
+    ui.print_json({"message": 'at the end session="s3cr3t"', "nested": {"list": ["password=hunter2"]}})
+    out, err = capsys.readouterr()
+    rec = json.loads(err.strip())
+    assert "52a1b2c3d4" not in err and "pw@" not in err and "abc" not in err
+    assert rec["type"] == "log" and rec["level"] == "info"
+    doc = json.loads(out)
+    assert "s3cr3t" not in out and "hunter2" not in out
+    assert doc["nested"]["list"] == ["password=***"]

@@ -38,6 +38,25 @@ class GlobalOptions:
 _LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
 
 
+def redact_data(value: Any) -> Any:
+    """``value`` with every string redacted (URL passwords, ``token=...``), structure kept.
+
+    Redacting the encoded JSON text instead could eat a closing quote and
+    print invalid JSON; redacting the values keeps every line parseable.
+    """
+    if isinstance(value, str):
+        return redact_text(value)
+    if isinstance(value, dict):
+        return {k: redact_data(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [redact_data(v) for v in value]
+    return value
+
+
+def _dumps_line(record: dict[str, Any]) -> str:
+    return json.dumps(redact_data(json.loads(json.dumps(record, default=str))), separators=(",", ":"))
+
+
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + f".{int(time.time() * 1000) % 1000:03d}Z"
 
@@ -57,9 +76,9 @@ class JsonLinesReporter:
         self._lock = threading.Lock()
 
     def _write(self, record: dict[str, Any]) -> None:
-        line = json.dumps(record, default=str, separators=(",", ":"))
+        line = _dumps_line(record)
         with self._lock:
-            self._stream.write(redact_text(line) + "\n")
+            self._stream.write(line + "\n")
             self._stream.flush()
 
     def log(self, level: Level, message: str, **fields: Any) -> None:
@@ -190,8 +209,8 @@ class Ui:
             render_warnings_only(self.err_console, result)
 
     def print_json(self, data: dict[str, Any]) -> None:
-        text = json.dumps(data, indent=2, default=str, sort_keys=False)
-        self.stdout.write(redact_text(text) + "\n")
+        text = json.dumps(redact_data(json.loads(json.dumps(data, default=str))), indent=2)
+        self.stdout.write(text + "\n")
         self.stdout.flush()
 
     def report_error(self, err: ScmtError, *, debug_trace: str | None = None) -> None:
@@ -199,8 +218,7 @@ class Ui:
         self.close()
         data = err.to_dict()
         if self.opts.log_json:
-            line = json.dumps({"time": _now(), **data}, default=str, separators=(",", ":"))
-            self.stderr.write(redact_text(line) + "\n")
+            self.stderr.write(_dumps_line({"time": _now(), **data}) + "\n")
         else:
             lines = [p.format() for p in err.problems] or []
             head = f"error: {err.message}"
