@@ -18,7 +18,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from scmt_cli.domain.inventory import VM
+from scmt_cli.domain.inventory import VM, Inventory
 from scmt_cli.domain.plan import Effective, Plan
 from scmt_cli.errors import NotAvailableError, PlanError
 from scmt_cli.events import Reporter
@@ -89,9 +89,9 @@ def included_disks(eff: Effective, vm: VM) -> tuple[list[SourceDisk], list[str]]
     return out, warnings
 
 
-def source_vm(vc: VCenter, name: str) -> VM:
-    """The inventory record of ``name``; a missing VM is a PlanError naming it."""
-    vm = vc.inventory().vm(name)
+def source_vm(vc: VCenter, name: str, *, inventory: Inventory | None = None) -> VM:
+    """The inventory record of ``name`` (from ``inventory`` when given); a missing VM is a PlanError naming it."""
+    vm = (inventory if inventory is not None else vc.inventory()).vm(name)
     if vm is None:
         raise PlanError(f"VM {name!r} of the plan does not exist in the source vCenter")
     return vm

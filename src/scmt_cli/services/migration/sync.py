@@ -128,8 +128,9 @@ def sync_pass(ctx: MigrationContext, vm: str, lock: VmLock, *, final: bool = Fal
     snap: str | None = None
     t0 = time.monotonic()
     try:
-        inv_vm = source_vm(vcenter, vm)
-        check_assessment(ctx.plan, eff, inv_vm, vcenter.inventory())
+        inventory = vcenter.inventory()  # one read per pass: the VM, its host and datastores for the gate
+        inv_vm = source_vm(vcenter, vm, inventory=inventory)
+        check_assessment(ctx.plan, eff, inv_vm, inventory)
         disks, skipped = included_disks(eff, inv_vm)
         out.warnings.extend(skipped)
         if not disks:
