@@ -6,13 +6,14 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from scmt_cli.errors import InvalidStateError
 from scmt_cli.events import RecordingReporter
-from scmt_cli.services.migration import journal
+from scmt_cli.services.migration import agentsync, agentwatch, journal
 from scmt_cli.services.migration.context import open_context
 from scmt_cli.services.migration.failover import FailoverRequest, run_failover
 from scmt_cli.services.migration.restore import RestoreRequest, restore_service
@@ -34,6 +35,8 @@ def _write(path: Path, offset: int, data: bytes) -> None:
 def test_every_generation_can_be_restored_and_failover_works(tmp_path: Path, estate: FakeEstate,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SCMT_TEST_AGENT_TOKEN", TOKEN)
+    # Each round compares digests here (pushes are tested below): every round sees the writes before it.
+    monkeypatch.setattr(agentsync, "pushed_changes", lambda *a, **k: None)
     disk = tmp_path / "sda.raw"
     with open(disk, "wb") as fh:
         fh.truncate(16 * MiB)
@@ -108,3 +111,50 @@ def test_scmt_agent_restore_cli(tmp_path: Path, estate: FakeEstate, monkeypatch:
     res = subprocess.run(cmd + ["--generation", "999999", "--out", str(tmp_path / "x")], capture_output=True,
                          text=True, timeout=60)
     assert res.returncode == 42 and "not a restore point" in res.stdout
+
+
+def _wait_for_push(ctx: object, vm: str, disk: str) -> None:
+    """Until the agent has pushed something on the stream of ``disk`` (without consuming it)."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        stream = agentwatch._STREAMS.get(ctx, {}).get((vm, disk))  # type: ignore[call-overload]
+        if stream is not None and not stream._q.empty():
+            return
+        time.sleep(0.05)
+    raise AssertionError("the agent pushed nothing")
+
+
+def test_rounds_copy_what_the_agent_pushed(tmp_path: Path, estate: FakeEstate,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SCMT_TEST_AGENT_TOKEN", TOKEN)
+    monkeypatch.setattr(agentwatch, "WATCH_INTERVAL", 0.2)
+    disk = tmp_path / "sda.raw"
+    with open(disk, "wb") as fh:
+        fh.truncate(16 * MiB)
+        fh.write(os.urandom(3 * MiB))
+    with running_agent({"sda": disk}, tmp_path) as agent:
+        plan = lab_plan(tmp_path, estate, ("web01",), {"web01": "hot-backup"}, address=f"127.0.0.1:{agent.port}")
+        store = StateStore.open(tmp_path / "state.db")
+        ctx = open_context(plan, store, RecordingReporter())
+        target = tmp_path / "lab" / "target" / "web01" / "disk0.raw"
+        try:
+            seed = run_sync(SyncRequest(plan), ctx).last["web01"]
+            assert seed.ok and seed.data["disks"][0]["mode"] == "seed"
+            _write(disk, 9 * MiB + 77, b"pushed change")
+            _wait_for_push(ctx, "web01", "sda")
+            out = run_sync(SyncRequest(plan), ctx).last["web01"]
+            assert out.ok, out.error
+            assert out.data["disks"][0]["mode"] == "pushed"
+            assert out.data["bytes_read"] == MiB and out.data["bytes_journaled"] == MiB
+            assert target.read_bytes() == disk.read_bytes()
+            quiet = run_sync(SyncRequest(plan), ctx).last["web01"]
+            assert quiet.data["disks"][0]["mode"] == "pushed" and quiet.data["bytes_read"] == 0
+
+            _write(disk, 14 * MiB, b"written just before the cutover")  # maybe not pushed yet: final is exact
+            fo = run_failover(FailoverRequest(plan), ctx).outcomes[0]
+            assert fo.ok, fo.error
+            assert target.read_bytes() == disk.read_bytes()
+        finally:
+            ctx.close()
+            store.close()
+        assert not agentwatch._STREAMS.get(ctx)  # closed with the context

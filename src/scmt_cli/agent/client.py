@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import queue
 import socket
 import ssl
 import threading
@@ -116,6 +117,7 @@ class AgentConnection:
         self._lock = threading.Lock()
         self._send_lock = threading.Lock()
         self._pending: dict[int, _Pending] = {}
+        self._streams: dict[int, queue.SimpleQueue[p.Frame | ScmtError]] = {}
         self._next_id = 1
         self._dead: ScmtError | None = None
         self.wire_bytes = 0
@@ -182,7 +184,11 @@ class AgentConnection:
             while True:
                 frame = self._recv_frame()
                 with self._lock:
-                    pend = self._pending.pop(frame.request_id, None)
+                    stream = self._streams.get(frame.request_id)
+                    pend = self._pending.pop(frame.request_id, None) if stream is None else None
+                if stream is not None:
+                    stream.put(frame)
+                    continue
                 if pend is None:
                     raise p.ProtocolError(f"reply to unknown request {frame.request_id}")
                 pend.frame = frame
@@ -197,6 +203,9 @@ class AgentConnection:
         with self._lock:
             self._dead = err
             pending, self._pending = self._pending, {}
+            streams = list(self._streams.values())
+        for q in streams:
+            q.put(err)
         for pend in pending.values():
             pend.error = err
             pend.event.set()
@@ -256,6 +265,24 @@ class AgentConnection:
             self.data_bytes += length
         return data
 
+    def watch(self, disk: str, chunk_size: int, interval: float) -> WatchStream:
+        """Start a WATCH stream (see :mod:`scmt_cli.agent.protocol`); replies go to the returned stream."""
+        q: queue.SimpleQueue[p.Frame | ScmtError] = queue.SimpleQueue()
+        with self._lock:
+            if self._dead is not None:
+                raise self._dead
+            rid = self._next_id
+            self._next_id += 1
+            self._streams[rid] = q
+        body = {"disk": disk, "chunk_size": chunk_size, "interval": interval}
+        try:
+            with self._send_lock:
+                self._sock.sendall(p.encode_frame(p.T_WATCH, rid, p.encode_json(body)))
+        except OSError as exc:
+            raise TransportError(f"{self.where}: cannot send to the agent: {exc.strerror or exc}",
+                                 transient=True) from None
+        return WatchStream(self, q)
+
     def close(self) -> None:
         try:
             with self._send_lock:
@@ -269,3 +296,65 @@ class AgentConnection:
         self._sock.close()
         if self._reader.is_alive() and self._reader is not threading.current_thread():
             self._reader.join(timeout=5)
+
+
+class WatchStream:
+    """The pushed change notices of one WATCH request (its own connection; close it when done)."""
+
+    def __init__(self, conn: AgentConnection, q: queue.SimpleQueue[p.Frame | ScmtError]) -> None:
+        self.conn = conn
+        self._q = q
+        self.ready = False
+        self.error: ScmtError | None = None
+        self.rounds = 0
+
+    def _take(self, item: p.Frame | ScmtError, out: set[int]) -> None:
+        if isinstance(item, ScmtError):
+            self.error = item
+            return
+        if item.type == p.T_ERROR:
+            self.error = _error_from(item, self.conn.where)
+            return
+        try:
+            body = p.decode_json(item.payload)
+            changed = body.get("changed", [])
+            rnd = int(body.get("round", 0))
+        except (p.ProtocolError, TypeError, ValueError) as exc:
+            self.error = TransportError(f"{self.conn.where}: bad WATCH push: {exc}", transient=True)
+            return
+        if not isinstance(changed, list) or not all(isinstance(i, int) and i >= 0 for i in changed):
+            self.error = TransportError(f"{self.conn.where}: bad WATCH push", transient=True)
+            return
+        if rnd == 0:
+            self.ready = True
+        self.rounds = max(self.rounds, rnd)
+        out.update(changed)
+
+    def wait_ready(self, timeout: float) -> None:
+        """Block until the agent has hashed its baseline (round 0); raise the stream's error if it failed."""
+        sink: set[int] = set()
+        while not self.ready:
+            try:
+                item = self._q.get(timeout=timeout)
+            except queue.Empty:
+                raise TransportError(f"{self.conn.where}: the agent's watcher did not start within "
+                                     f"{timeout:.0f} s", transient=True) from None
+            self._take(item, sink)
+            if self.error is not None:
+                raise self.error
+
+    def drain(self) -> set[int]:
+        """The chunk indices pushed since the last drain (without waiting); raises if the stream broke."""
+        out: set[int] = set()
+        while True:
+            try:
+                item = self._q.get_nowait()
+            except queue.Empty:
+                break
+            self._take(item, out)
+        if self.error is not None:
+            raise self.error
+        return out
+
+    def close(self) -> None:
+        self.conn.close()

@@ -26,6 +26,13 @@ per connection, so a recorded response is useless on another connection.
 Then any number of ``LIST``, ``EXTENTS``, ``READ``, ``DIGESTS`` requests may
 be in flight, matched by id; an ``ERROR`` reply {code, message} answers a
 request that failed.
+
+``WATCH`` {disk, chunk_size, interval} starts a stream: the agent hashes the
+disk (round 0, replied with an empty change list once done: the baseline),
+then re-hashes it every ``interval`` seconds and pushes one reply per round
+that changed something, {round, changed: [chunk index, ...], more: bool}
+(``more`` when a round's list continues in the next frame), all with the
+WATCH request's id, until the connection closes.
 """
 
 from __future__ import annotations
@@ -62,9 +69,10 @@ T_EXTENTS = 5
 T_READ = 6
 T_DIGESTS = 7
 T_BYE = 8
+T_WATCH = 9
 T_ERROR = 15
 T_DATA = T_READ | REPLY
-REQUEST_TYPES = frozenset({T_HELLO, T_AUTH, T_LIST, T_EXTENTS, T_READ, T_DIGESTS, T_BYE})
+REQUEST_TYPES = frozenset({T_HELLO, T_AUTH, T_LIST, T_EXTENTS, T_READ, T_DIGESTS, T_BYE, T_WATCH})
 TYPES = frozenset({*REQUEST_TYPES, T_CHALLENGE} | {t | REPLY for t in REQUEST_TYPES} | {T_ERROR})
 
 # Error codes carried by ERROR frames.

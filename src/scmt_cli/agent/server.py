@@ -168,6 +168,7 @@ class AgentServer:
     def _serve_conn(self, conn: socket.socket, peer: Any) -> None:
         who = f"{peer[0]}:{peer[1]}"
         send_lock = threading.Lock()
+        closed = threading.Event()
         raw = conn
         try:
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -191,6 +192,9 @@ class AgentServer:
                     return
                 if frame.type == p.T_BYE:
                     return
+                if frame.type == p.T_WATCH:
+                    self._start_watch(conn, send_lock, frame, closed)
+                    continue
                 self._slots.acquire()
                 try:
                     self._pool.submit(self._run_request, conn, send_lock, frame)
@@ -203,6 +207,7 @@ class AgentServer:
         except OSError:
             pass
         finally:
+            closed.set()
             with self._lock:
                 self._conns.discard(conn)
                 self._conns.discard(raw)
@@ -243,6 +248,30 @@ class AgentServer:
         conn.sendall(p.encode_frame(p.T_AUTH | p.REPLY, auth.request_id, p.encode_json(
             {"mac": p.server_mac(token, server_nonce, client_nonce).hex()})))
         return True
+
+    def _start_watch(self, conn: socket.socket, send_lock: threading.Lock, frame: p.Frame,
+                     closed: threading.Event) -> None:
+        """Start a :class:`~scmt_cli.agent.watch.Watcher` for a WATCH request (an ERROR reply if it is bad)."""
+        from scmt_cli.agent.watch import MAX_INTERVAL, MIN_INTERVAL, Watcher
+
+        def send(data: bytes) -> None:
+            if self._bucket is not None:
+                self._bucket.consume(len(data))
+            with send_lock:
+                conn.sendall(data)
+
+        try:
+            body = p.decode_json(frame.payload)
+            disk = self._disk(body)
+            chunk = p.int_field(body, "chunk_size", lo=MIN_CHUNK_SIZE, hi=MAX_CHUNK_SIZE)
+            interval = body.get("interval")
+            if not isinstance(interval, (int, float)) or not MIN_INTERVAL <= interval <= MAX_INTERVAL:
+                raise _Request(p.E_BAD_REQUEST, f"interval must be {MIN_INTERVAL} to {MAX_INTERVAL} seconds")
+        except (_Request, p.ProtocolError) as exc:
+            code = exc.code if isinstance(exc, _Request) else p.E_BAD_REQUEST
+            send(p.encode_frame(p.T_ERROR, frame.request_id, p.error_payload(code, str(exc))))
+            return
+        Watcher(disk, chunk, float(interval), frame.request_id, send, self._slots, closed).start()
 
     # -- requests ----------------------------------------------------------------------
     def _run_request(self, conn: socket.socket, send_lock: threading.Lock, frame: p.Frame) -> None:

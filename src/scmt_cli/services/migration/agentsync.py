@@ -38,12 +38,13 @@ from scmt_cli.blocks.digest import Manifest
 from scmt_cli.blocks.engine import CopyOptions, CopyOutcome, copy_chunks
 from scmt_cli.domain.plan import Effective
 from scmt_cli.errors import InvalidStateError, PlanError, ScmtError
+from scmt_cli.services.migration.agentwatch import pushed_changes
 from scmt_cli.services.migration.context import MigrationContext, VmOutcome
 from scmt_cli.services.migration.journal import UndoLog, journal_root, prune
 from scmt_cli.state.locks import VmLock
 from scmt_cli.targets import DiskRequest
 from scmt_cli.transports import base as transports
-from scmt_cli.transports.base import BlockSource
+from scmt_cli.transports.base import BlockSource, Extent
 
 #: Chunk grid of agent syncs (the digests compared are per chunk: 1 MiB keeps deltas tight).
 AGENT_CHUNK_SIZE = 1024 * 1024
@@ -87,7 +88,8 @@ def open_agent_disks(eff: Effective, token: bytes) -> list[AgentDisk]:
 
 
 def _copy_one(ctx: MigrationContext, vm: str, lock: VmLock, disk: AgentDisk, index: int, target_url: str,
-              fresh: bool, wrap: Callable[[BlockSource], BlockSource], undo: UndoLog | None) -> dict[str, Any]:
+              fresh: bool, wrap: Callable[[BlockSource], BlockSource], undo: UndoLog | None,
+              watch: Callable[[str, bool], set[int] | None] | None) -> dict[str, Any]:
     store, plan = ctx.store, ctx.plan.name
     key = disk_key(plan, vm, disk.disk)
     prog = store.get_checkpoint(key) or {}
@@ -101,6 +103,7 @@ def _copy_one(ctx: MigrationContext, vm: str, lock: VmLock, disk: AgentDisk, ind
         else:
             for i in prog.get("attempt") or []:
                 base.chunks[int(i)] = None  # copied by a pass that did not finish: unknown
+    pushed = watch(disk.disk, base is not None) if watch is not None else None
     src = wrap(disk)
     dst = transports.open_target(target_url)
     t0 = time.monotonic()
@@ -121,8 +124,13 @@ def _copy_one(ctx: MigrationContext, vm: str, lock: VmLock, disk: AgentDisk, ind
             outcome = copy_chunks(src, dst, plan_source(src, cs), options=opts, fresh=fresh, checkpointer=ckpt,
                                   resume=resume, reporter=ctx.reporter)
         else:
-            mode = "incremental"
-            changed = changed_extents(disk.remote_digests(cs), base)
+            if pushed is not None:  # hot backup: the agent pushed what changed
+                mode = "pushed"
+                todo = pushed | {i for i, d in enumerate(base.chunks) if d is None}
+                changed = [Extent(i * cs, min(cs, disk.size - i * cs)) for i in sorted(todo) if i * cs < disk.size]
+            else:
+                mode = "incremental"
+                changed = changed_extents(disk.remote_digests(cs), base)
             store.put_checkpoint(key, {"manifest": base.to_dict(), "attempt": [e.offset // cs for e in changed]})
             if undo is not None:  # hot backup: keep the bytes about to be overwritten
                 journaled = undo.save_old(index, dst, [(e.offset, e.length) for e in changed])
@@ -183,7 +191,14 @@ def agent_pass(ctx: MigrationContext, vm: str, lock: VmLock, *, kind: str, final
         if not final:
             hooks("pre")
         ctx.cancel.check()
-        results = [_copy_one(ctx, vm, lock, d, i, by_index[i].copy_url, fresh[i], wrap, undo)
+        watch = None
+        if eff.method == "hot-backup" and not final:
+            tls = ClientTLS(ca_file=str(eff.agent.ca_file)) if eff.agent and eff.agent.ca_file else None
+
+            def watch(name: str, have_base: bool) -> set[int] | None:
+                return pushed_changes(ctx, eff, token, name, AGENT_CHUNK_SIZE, have_base, tls)
+
+        results = [_copy_one(ctx, vm, lock, d, i, by_index[i].copy_url, fresh[i], wrap, undo, watch)
                    for i, d in enumerate(disks)]
         if journal is not None:
             pruned = prune(journal)

@@ -99,6 +99,7 @@ class MigrationContext:
         self._platform = platform
         self._platform_lock = threading.Lock()
         self._buckets: dict[float, TokenBucket] = {}
+        self._closers: list[Callable[[], None]] = []
 
     # -- factories -----------------------------------------------------------------
     def vcenter(self) -> VCenter:
@@ -130,7 +131,14 @@ class MigrationContext:
                 self._buckets[rate] = TokenBucket(rate, burst=max(rate / 4, 1024 * 1024))
             return self._buckets[rate]
 
+    def on_close(self, fn: Callable[[], None]) -> None:
+        """Call ``fn`` from :meth:`close` (e.g. to end the agent change streams a command opened)."""
+        self._closers.append(fn)
+
     def close(self) -> None:
+        for fn in reversed(self._closers):
+            fn()
+        self._closers.clear()
         if self._platform is not None:
             self._platform.close()
 
