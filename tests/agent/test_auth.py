@@ -5,13 +5,16 @@ from __future__ import annotations
 import os
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from scmt_cli.agent import protocol as p
-from scmt_cli.agent.client import AgentConnection
+from scmt_cli.agent.client import AgentConnection, WatchStream
 from scmt_cli.agent.service import ServeRequest, build_config
 from scmt_cli.agent.transport import AgentDisk, load_token, open_agent_source, parse_agent_url
 from scmt_cli.agent.wire import read_frame
@@ -261,3 +264,38 @@ def test_compression_on_and_off_over_the_wire(tmp_path: Path, image: Path) -> No
         with AgentDisk("127.0.0.1", agent.port, "sda", TOKEN.encode()) as disk:
             assert disk.read(4 * MiB, MiB) == content[4 * MiB : 5 * MiB]
             assert disk.wire_stats()["bytes_on_wire"] == MiB
+
+
+def test_watch_pushes_changed_chunks_and_refuses_a_bad_interval(tmp_path: Path, image: Path) -> None:
+    with running_agent({"sda": image}, tmp_path) as agent:
+        conn = AgentConnection("127.0.0.1", agent.port, TOKEN.encode(), where="agent://t")
+        try:
+            bad = conn.watch("sda", MiB, 0.0)
+            with pytest.raises(TransportError, match="interval"):
+                bad.wait_ready(30)
+            stream = conn.watch("sda", MiB, 0.1)
+            stream.wait_ready(30)
+            assert stream.drain() == set()
+            with open(image, "r+b") as fh:
+                fh.seek(6 * MiB + 5)
+                fh.write(b"!")
+            seen: set[int] = set()
+            deadline = time.monotonic() + 30
+            while not seen and time.monotonic() < deadline:
+                seen |= stream.drain()
+                time.sleep(0.02)
+            assert seen == {6}
+        finally:
+            conn.close()
+
+
+@given(st.dictionaries(st.sampled_from(["round", "changed", "more", "x"]),
+                       st.one_of(st.integers(-5, 5), st.lists(st.integers(-3, 10**6), max_size=5), st.text(max_size=5),
+                                 st.none())))
+def test_malformed_pushes_break_the_stream_cleanly(body: dict[str, object]) -> None:
+    stream = WatchStream.__new__(WatchStream)
+    stream.conn, stream.ready, stream.error, stream.rounds = AgentConnection.__new__(AgentConnection), False, None, 0
+    stream.conn.where = "agent://t"
+    out: set[int] = set()
+    stream._take(p.Frame(p.T_WATCH | p.REPLY, 1, p.encode_json(body)), out)  # never raises
+    assert stream.error is None or isinstance(stream.error, TransportError)
