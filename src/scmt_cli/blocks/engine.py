@@ -20,7 +20,10 @@ Contracts:
   a checkpointer was given and the target could be flushed), then the
   exception propagates unchanged;
 * checkpoints are written only after ``target.flush()``, so a checkpoint
-  never claims data that is not durable.
+  never claims data that is not durable;
+* on a fresh target that offers ``preallocate``, the source's data extents
+  still to copy are reserved first (a best-effort speed hint that changes no
+  byte the target reads back).
 """
 
 from __future__ import annotations
@@ -368,6 +371,8 @@ def copy_chunks(
     total = sum(c.length for c in chunks)
     done_bytes = total - sum(c.length for c in todo)
 
+    if is_fresh and todo:
+        _preallocate(source, target, todo[0].offset)
     pipe = _Pipeline(source, target, todo, opts, base, is_fresh, stats)
     completed = [False] * len(todo)
     low = 0  # first position in todo not completed
@@ -443,6 +448,26 @@ def copy_chunks(
     if checkpointer is not None:
         checkpointer.clear()
     return CopyOutcome(stats, manifest)
+
+
+def _preallocate(source: BlockSource, target: BlockTarget, start: int) -> None:
+    """Best effort: reserve the source's data extents from ``start`` on a fresh target.
+
+    Only targets with a ``preallocate(offset, length) -> bool`` method take
+    part (file targets: see :meth:`FileTarget.preallocate`); exactly the
+    source's data extents are reserved, so the target stays as sparse as the
+    source.  The allocation map is streamed (memory stays bounded) and any
+    failure just ends the hint: the copy itself reports real errors.
+    """
+    prealloc = getattr(target, "preallocate", None)
+    if prealloc is None or start >= source.size:
+        return
+    try:
+        for ext in source.extents(start, source.size - start):
+            if ext.kind == "data" and ext.length > 0 and not prealloc(ext.offset, ext.length):
+                return
+    except Exception:  # noqa: BLE001,S110 - an optimisation only
+        return
 
 
 def _final_checkpoint(target: BlockTarget, commit: Any, rep: Reporter) -> None:

@@ -88,6 +88,11 @@ class _TargetProxy:
     def write_zeroes(self, offset: int, length: int) -> None:
         self.inner.write_zeroes(offset, length)
 
+    def preallocate(self, offset: int, length: int) -> bool:
+        """Forward the optional allocation hint (see FileTarget.preallocate); False when the inner has none."""
+        fn = getattr(self.inner, "preallocate", None)
+        return bool(fn(offset, length)) if fn is not None else False
+
     def read(self, offset: int, length: int) -> bytes:
         return self.inner.read(offset, length)
 
