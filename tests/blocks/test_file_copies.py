@@ -82,3 +82,40 @@ def test_incremental_over_files_then_second_incremental(tmp_path):
         again = incremental_copy(src, dst, m2, options=opts)
         assert again.stats.chunks_written == 0 and again.stats.chunks_zeroed == 0
     assert dst_p.read_bytes() == src_p.read_bytes()
+
+
+def test_fresh_target_reserves_exactly_the_source_data_extents(tmp_path):
+    """The preallocation hint covers the source's data extents from the resume point on, and nothing else."""
+    src_p, dst_p = tmp_path / "src.img", tmp_path / "dst.img"
+    data = random_sparse_file(src_p, 32 * MiB, 5)
+    src = open_source(f"file://{src_p}")
+    dst = open_target(f"file://{dst_p}", size=src.size)
+    calls: list[tuple[int, int]] = []
+    real = dst.preallocate
+
+    def spy(offset: int, length: int) -> bool:
+        calls.append((offset, length))
+        return real(offset, length)
+
+    dst.preallocate = spy  # type: ignore[method-assign]
+    try:
+        full_copy(src, dst, options=CopyOptions(chunk_size=MiB))
+        expected = [(e.offset, e.length) for e in src.extents(0, src.size) if e.kind == "data"]
+    finally:
+        src.close()
+        dst.close()
+    assert calls == expected and calls
+    assert dst_p.read_bytes() == data
+    # Reserving the source's extents adds nothing beyond the 64 KiB granularity of sparse writes.
+    assert os.stat(dst_p).st_blocks * 512 <= os.stat(src_p).st_blocks * 512 * 1.1 + MiB
+
+
+def test_preallocate_reads_as_zeroes_and_refuses_out_of_range(tmp_path):
+    dst = open_target(f"file://{tmp_path / 'd.img'}", size=4 * MiB)
+    try:
+        assert dst.preallocate(MiB, MiB) in (True, False)  # False only where fallocate is unsupported
+        assert dst.read(0, 4 * MiB) == bytes(4 * MiB)
+        assert dst.preallocate(3 * MiB, 2 * MiB) is False  # past the end: never grows the target
+        assert dst.size == 4 * MiB and os.stat(tmp_path / "d.img").st_size == 4 * MiB
+    finally:
+        dst.close()
