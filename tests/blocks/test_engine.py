@@ -174,7 +174,7 @@ def test_interrupt_writes_final_checkpoint_and_reraises(exc):
         full_copy(src, dst, options=opts(in_flight=2, checkpoint_seconds=3600),
                   checkpointer=Checkpointer(store, "k", {}), reporter=rep)
     saved = store.get_checkpoint("k")
-    assert saved["watermark"] >= 1 and saved["fresh"] is True
+    assert saved["watermark"] >= 1 and saved["fresh"] is False  # writes may lie above the watermark
     assert threading.active_count() < 5 or not [t for t in threading.enumerate() if t.name.startswith("scmt-")]
     out = full_copy(src, dst, options=opts(), checkpointer=Checkpointer(store, "k", {}), resume=True)
     assert dst.data == src.data and out.stats.chunks_resumed == saved["watermark"]

@@ -20,7 +20,10 @@ Contracts:
   a checkpointer was given and the target could be flushed), then the
   exception propagates unchanged;
 * checkpoints are written only after ``target.flush()``, so a checkpoint
-  never claims data that is not durable;
+  never claims data that is not durable; the checkpoint's ``fresh`` flag is
+  cleared before the first write, so a resume rewrites every chunk at or
+  above the watermark (zero chunks included) instead of assuming the
+  target still reads as zeroes there;
 * on a fresh target that offers ``preallocate``, the source's data extents
   still to copy are reserved first (a best-effort speed hint that changes no
   byte the target reads back).
@@ -359,10 +362,13 @@ def copy_chunks(
         loaded = checkpointer.load() if resume else None
         if loaded is None:
             checkpointer.clear()
-            checkpointer.save(0, {}, is_fresh)
         else:
             watermark, digests, is_fresh = loaded
             rep.log("info", f"resuming from chunk {watermark} of {nchunks}", watermark=watermark)
+        # From now on chunks at or above the watermark may hold this run's writes before any checkpoint
+        # says so (a crash between a write and its checkpoint; a live source may change before the resume):
+        # a resume must rewrite them, zeroes included, so no checkpoint from here on claims a fresh target.
+        checkpointer.save(watermark, digests, False)
     todo = [c for c in chunks if c.index >= watermark]
     for c in chunks:
         if c.index < watermark:
@@ -388,7 +394,7 @@ def copy_chunks(
             if c.index < wm:
                 digests[c.index] = manifest.chunks[c.index]
         if checkpointer is not None:
-            checkpointer.save(wm, digests, is_fresh)
+            checkpointer.save(wm, digests, False)
             stats.checkpoints += 1
 
     pipe.start()
