@@ -3,14 +3,15 @@
 Invariant kept in the state store for every (plan, VM, disk), checkpoint
 ``sync/<plan>/<vm>/disk<key>``::
 
-    {"change_id": C, "stale": [[offset, length], ...], "fresh": bool}
+    {"change_id": C, "stale": [[offset, length], ...], "fresh": bool, "size": S}
 
 "The target equals the source as of CBT change id ``C``, except possibly in
 the ``stale`` byte ranges".  ``C`` null means no complete copy yet: the whole
 disk is stale (and ``fresh`` says the target still reads as zeroes, so a seed
 may skip zero chunks).  A copy from a snapshot whose change id is ``N`` then
 needs exactly ``stale`` + the areas CBT reports changed between ``C`` and the
-snapshot.
+snapshot - unless the disk's size is no longer ``S``: CBT's answer across a
+disk extension is not trustworthy (VMware KB 2090639), so a resize is a reset.
 
 One attempt:
 
@@ -149,10 +150,19 @@ def recover_attempt(store: StateStore, plan: str, vm: str, key: int) -> bool:
     stale = _ranges([c for c in chunks if c.index >= watermark])
     with store.atomic():
         store.put_checkpoint(progress_key(plan, vm, key),
-                             {"change_id": att["change_id"], "stale": stale, "fresh": False})
+                             {"change_id": att["change_id"], "stale": stale, "fresh": False,
+                              "size": att.get("size")})
         store.delete_checkpoint(attempt_key(plan, vm, key))
         Checkpointer(store, att["engine_key"], {}).clear()
     return True
+
+
+def _recorded_size(store: StateStore, plan: str, vm: str, key: int, prog: dict[str, Any]) -> int | None:
+    """The disk's size when the progress record's change id was taken (older records: the disk record)."""
+    size = prog.get("size")
+    if size is None:
+        size = next((d.capacity_bytes for d in store.list_disks(plan, vm) if d.key == key), None)
+    return int(size) if size is not None else None
 
 
 def copy_disk(
@@ -201,7 +211,8 @@ def copy_disk(
         else:
             extents = whole
     else:
-        areas = vc.changed_areas(vm, snapshot, disk_key, base)
+        areas = vc.changed_areas(vm, snapshot, disk_key, base,
+                                 previous_capacity=_recorded_size(store, plan, vm, disk_key, prog))
         if areas.reset:
             result.mode, result.reason = "full-resync", areas.reason or "changed block tracking was reset"
             reporter.log("warning", f"{vm}: {label}: {result.reason}; copying the whole disk again", vm=vm)
@@ -218,7 +229,7 @@ def copy_disk(
     with store.atomic():
         Checkpointer(store, ekey, {}).clear()
         store.put_checkpoint(attempt_key(plan, vm, disk_key), {
-            "generation": generation, "change_id": change_id, "engine_key": ekey,
+            "generation": generation, "change_id": change_id, "engine_key": ekey, "size": size,
             "chunks": [[c.index, c.offset, c.length] for c in chunks],
         })
         ckpt.save(0, {}, fresh)
@@ -238,6 +249,7 @@ def copy_disk(
     result.bytes_read, result.bytes_written, result.bytes_zero = s.bytes_read, s.bytes_written, s.bytes_zeroed
     with store.atomic():
         store.put_checkpoint(progress_key(plan, vm, disk_key), {"change_id": change_id, "stale": [], "fresh": False,
+                                                                "size": size,
                                                                 **({"untracked": True} if change_id is None else {})})
         store.delete_checkpoint(attempt_key(plan, vm, disk_key))
         store.upsert_disk(plan, vm, disk_key, label=label, capacity_bytes=size, target=target_url,
