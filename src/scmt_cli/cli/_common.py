@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from scmt_cli.errors import NotAvailableError
+import datetime as dt
+
+from scmt_cli.errors import NotAvailableError, UsageError
 
 
 def not_available(command: str, issue: str) -> NotAvailableError:
@@ -11,3 +13,22 @@ def not_available(command: str, issue: str) -> NotAvailableError:
         f"'scmt {command}' is not available yet in this release",
         hint=f"it lands with {issue}; nothing was changed",
     )
+
+
+def future_time(text: str, *, option: str, now: dt.datetime | None = None) -> dt.datetime:
+    """Parse a ``--until``/``--at`` time and refuse one already past.
+
+    ``22:00`` always means the next 22:00; a full date-time in the past is a
+    typo (a wrong day or year), and acting on it at once would be a surprise:
+    e.g. a failover meant for tonight would switch now.
+    """
+    from scmt_cli.services.migration.when import parse_when
+
+    current = now or dt.datetime.now().astimezone()
+    when = parse_when(text, option=option, now=current)
+    if when <= current:
+        raise UsageError(
+            f"{option} {text!r} is in the past ({when.isoformat(timespec='seconds')})",
+            hint="give a future time, e.g. 22:00 (the next one) or a full date-time",
+        )
+    return when

@@ -24,7 +24,7 @@ def serve(
         "--token-file", help="File holding the shared token (at least 16 bytes); else SCMT_AGENT_TOKEN.",
         metavar="FILE")] = None,
     queue_depth: Annotated[int, typer.Option("--queue-depth", help="Reads executed at once (memory bound).",
-                                             min=1, max=64)] = 4,
+                                             min=1, max=64, metavar="N")] = 4,
     bandwidth: Annotated[str, typer.Option(
         "--bandwidth", help="Send at most this rate, e.g. 300Mbit (the default), or 'unlimited'.",
         metavar="RATE")] = "300Mbit",

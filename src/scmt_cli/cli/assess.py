@@ -22,7 +22,7 @@ _VERDICT_STYLE = {"ready": "green", "warnings": "yellow", "blocked": "bold red"}
 
 
 def assess(
-    plan: Annotated[Optional[Path], typer.Argument(help="Migration plan (optional).", metavar="[PLAN]")] = None,
+    plan: Annotated[Optional[Path], typer.Argument(help="Migration plan (optional).", metavar="PLAN")] = None,
     inventory: Annotated[
         Optional[Path],
         typer.Option("--inventory", "-i", help="RVTools export (.xlsx, .csv or a directory of CSVs) or lab .yaml.",
@@ -32,27 +32,32 @@ def assess(
     vcenter: Annotated[
         Optional[str], typer.Option("--vcenter", help="Assess a live vCenter (https://host).", metavar="URL")
     ] = None,
-    vcenter_user: Annotated[Optional[str], typer.Option("--vcenter-user", help="vCenter user name.")] = None,
+    vcenter_user: Annotated[Optional[str], typer.Option("--vcenter-user", help="vCenter user name.",
+                                                                      metavar="USER")] = None,
     vcenter_password_file: Annotated[
         Optional[str], typer.Option("--vcenter-password-file", help="File holding the vCenter password.",
                                     metavar="FILE")
     ] = None,
     vcenter_thumbprint: Annotated[
-        Optional[str], typer.Option("--vcenter-thumbprint", help="Pin the vCenter certificate (SHA-256).")
+        Optional[str], typer.Option("--vcenter-thumbprint", help="Pin the vCenter certificate (SHA-256).",
+                                    metavar="SHA256")
     ] = None,
     insecure: Annotated[bool, typer.Option("--insecure", help="Do not verify the vCenter certificate (labs).")] = False,
     method: Annotated[
         Optional[str],
-        typer.Option("--method", help="Assess under this method: managed | agentless | agent | hot-backup."),
+        typer.Option("--method", help="Assess under this method: managed | agentless | agent | hot-backup.",
+                     metavar="METHOD"),
     ] = None,
     downtime: Annotated[
-        Optional[str], typer.Option("--downtime", help="Downtime tolerance for the recommendation, e.g. 5m.")
+        Optional[str], typer.Option("--downtime", help="Downtime tolerance for the recommendation, e.g. 5m.",
+                                    metavar="DURATION")
     ] = None,
     vm: Annotated[Optional[list[str]], typer.Option("--vm", help="Only this VM (repeatable).", metavar="NAME")] = None,
     no_network: Annotated[bool, typer.Option("--no-network", help="Skip the network port preflight.")] = False,
-    timeout: Annotated[float, typer.Option("--timeout", help="Preflight connect timeout, seconds.")] = 3.0,
+    timeout: Annotated[float, typer.Option("--timeout", help="Preflight connect timeout, seconds.", min=0.1,
+                                                   metavar="SECONDS")] = 3.0,
     details: Annotated[bool, typer.Option("--details", help="Every finding with its remedy.")] = False,
-    fmt: Annotated[str, typer.Option("--format", help="table | csv (--json for JSON).")] = "table",
+    fmt: Annotated[str, typer.Option("--format", help="table | csv (--json for JSON).", metavar="FORMAT")] = "table",
 ) -> None:
     """Check OS, firmware, disks, devices, versions and ports; recommend a method."""
     from scmt_cli.domain.units import parse_duration

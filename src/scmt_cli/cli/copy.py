@@ -12,7 +12,7 @@ from scmt_cli.cli.context import current
 
 
 def copy(
-    src: Annotated[str, typer.Argument(help="Source URL (file://, nbd://, nbd+unix://).", metavar="SRC_URL")],
+    src: Annotated[str, typer.Argument(help="Source URL (file://, nbd://, nbd+unix://, agent://).", metavar="SRC_URL")],
     dst: Annotated[str, typer.Argument(help="Destination URL (a missing file:// target is created sparse).",
                                        metavar="DST_URL")],
     since: Annotated[Optional[Path], typer.Option(
@@ -31,9 +31,9 @@ def copy(
         "--chunk-size", help="Chunk size, 1MiB to 8MiB (default 4MiB, or the --since manifest's).",
         metavar="SIZE")] = None,
     in_flight: Annotated[int, typer.Option("--in-flight", help="Chunks in flight (memory = this x chunk size).",
-                                           min=1, max=64)] = 4,
+                                           metavar="N", min=1, max=64)] = 4,
     checkpoint_seconds: Annotated[float, typer.Option(
-        "--checkpoint-seconds", help="Commit a checkpoint at least this often (also every 1 GiB).",
+        "--checkpoint-seconds", help="Commit a checkpoint at least this often (also every 1 GiB).", metavar="SECONDS",
         min=0.1)] = 5.0,
 ) -> None:
     """Copy a disk block by block, skipping holes and zeroes, with per-chunk digests.
@@ -59,6 +59,10 @@ def copy(
         csize = parse_size(chunk_size) if chunk_size is not None else None
     except ValueError as exc:
         raise UsageError(f"{exc}") from None
+    if csize is not None:  # 0 must not silently mean "the default"
+        from scmt_cli.blocks.plan import check_chunk_size
+
+        check_chunk_size(csize)
     req = CopyRequest(source=src, target=dst, since=since, manifest_out=manifest, bandwidth=rate,
                       verify=verify, resume=resume, chunk_size=csize, in_flight=in_flight,
                       checkpoint_seconds=checkpoint_seconds)

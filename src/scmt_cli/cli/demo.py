@@ -12,7 +12,8 @@ from scmt_cli.cli.context import current
 
 
 def demo(
-    keep: Annotated[Optional[Path], typer.Option("--keep", help="Keep the lab in this (new) directory.")] = None,
+    keep: Annotated[Optional[Path], typer.Option("--keep", help="Keep the lab in this (new) directory.",
+                                                                  metavar="DIR")] = None,
 ) -> None:
     """Build a lab (fake vCenter, workload), then assess, plan, sync, fail over, verify, roll back.
 

@@ -28,37 +28,47 @@ def _parse(option: str, value: str | None, parser: Any) -> Any:
 
 
 def estimate(
-    plan: Annotated[Optional[Path], typer.Argument(help="Plan file (optional).", metavar="[PLAN]")] = None,
-    data: Annotated[Optional[str], typer.Option("--data", help="Effective data, e.g. 500GiB, 1TiB.")] = None,
+    plan: Annotated[Optional[Path], typer.Argument(help="Plan file (optional).", metavar="PLAN")] = None,
+    data: Annotated[Optional[str], typer.Option("--data", help="Effective data, e.g. 500GiB, 1TiB.",
+                                                                  metavar="SIZE")] = None,
     compression: Annotated[
-        Optional[float], typer.Option("--compression", help="Compressed/original ratio, e.g. 0.6.")
+        Optional[float], typer.Option("--compression", help="Compressed/original ratio, e.g. 0.6.",
+                                       metavar="RATIO")
     ] = None,
     bandwidth: Annotated[
-        Optional[str], typer.Option("--bandwidth", help="Source outbound bandwidth, e.g. 300Mbit, 2Gbit.")
+        Optional[str], typer.Option("--bandwidth", help="Source outbound bandwidth, e.g. 300Mbit, 2Gbit.",
+                                   metavar="RATE")
     ] = None,
     target_bandwidth: Annotated[
-        Optional[str], typer.Option("--target-bandwidth", help="Target outbound bandwidth (default: same).")
+        Optional[str], typer.Option("--target-bandwidth", help="Target outbound bandwidth (default: same).",
+                                   metavar="RATE")
     ] = None,
-    redundancy: Annotated[float, typer.Option("--redundancy", help="System processing redundancy factor.")] = 1.2,
+    redundancy: Annotated[float, typer.Option("--redundancy", help="System processing redundancy factor.",
+                                                           metavar="FACTOR")] = 1.2,
     switch: Annotated[
-        Optional[str], typer.Option("--switch", help="Switch window, e.g. 5m (plan default: the seed's lab time).")
+        Optional[str], typer.Option("--switch", help="Switch window, e.g. 5m (plan default: the seed's lab time).",
+                                    metavar="DURATION")
     ] = None,
     increment: Annotated[
-        Optional[list[str]], typer.Option("--increment", help="An incremental sync's data (repeatable).")
+        Optional[list[str]], typer.Option("--increment", help="An incremental sync's data (repeatable).",
+                                          metavar="SIZE")
     ] = None,
     pre_switch: Annotated[
-        Optional[str], typer.Option("--pre-switch", help="Data changed before the switch, e.g. 20MiB.")
+        Optional[str], typer.Option("--pre-switch", help="Data changed before the switch, e.g. 20MiB.",
+                                    metavar="SIZE")
     ] = None,
     concurrency: Annotated[
-        Optional[int], typer.Option("--concurrency", help="VMs sharing the link (plan default, else 2).")
+        Optional[int], typer.Option("--concurrency", help="VMs sharing the link (plan default, else 2).",
+                                    metavar="N")
     ] = None,
     sync_interval: Annotated[
-        Optional[str], typer.Option("--sync-interval", help="Incremental sync interval, e.g. 30m.")
+        Optional[str], typer.Option("--sync-interval", help="Incremental sync interval, e.g. 30m.",
+                                    metavar="DURATION")
     ] = None,
     inventory: Annotated[
         Optional[Path], typer.Option("--inventory", "-i", help="Inventory for the plan's VM sizes.", metavar="FILE")
     ] = None,
-    name: Annotated[str, typer.Option("--name", help="Row name in what-if mode.")] = "what-if",
+    name: Annotated[str, typer.Option("--name", help="Row name in what-if mode.", metavar="NAME")] = "what-if",
 ) -> None:
     """Transfer, switch and total minutes per VM and per wave."""
     from scmt_cli.domain.units import parse_duration, parse_rate, parse_size

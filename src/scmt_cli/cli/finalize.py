@@ -13,7 +13,7 @@ from scmt_cli.cli.context import current
 
 def finalize(
     plan: Annotated[Path, typer.Argument(help="Migration plan (YAML).", metavar="PLAN")],
-    vm: Annotated[Optional[list[str]], typer.Option("--vm", help="Only this VM (repeatable).")] = None,
+    vm: Annotated[Optional[list[str]], typer.Option("--vm", help="Only this VM (repeatable).", metavar="NAME")] = None,
     disable_cbt: Annotated[bool, typer.Option("--disable-cbt", help="Also disable CBT on the source.")] = False,
 ) -> None:
     """Remove the tool's snapshots and keep the source powered off (cut-over -> committed).

@@ -13,8 +13,8 @@ from scmt_cli.cli.context import current
 
 def migrate(
     plan: Annotated[Path, typer.Argument(help="Migration plan (YAML).", metavar="PLAN")],
-    vm: Annotated[Optional[list[str]], typer.Option("--vm", help="Only this VM (repeatable).")] = None,
-    max_passes: Annotated[int, typer.Option("--max-passes", help="Sync passes before the cutover at most.",
+    vm: Annotated[Optional[list[str]], typer.Option("--vm", help="Only this VM (repeatable).", metavar="NAME")] = None,
+    max_passes: Annotated[int, typer.Option("--max-passes", help="Sync passes before the cutover at most.", metavar="N",
                                             min=1, max=50)] = 5,
 ) -> None:
     """Seed, sync, shut the source down, final sync, boot the target (2 VMs at a time).

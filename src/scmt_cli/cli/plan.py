@@ -26,7 +26,8 @@ InventoryOpt = Annotated[
 @app.command("init")
 def init(
     out: Annotated[Path, typer.Argument(help="Where to write the new plan.", metavar="FILE")],
-    method: Annotated[str, typer.Option("--method", help="managed | agentless | agent | hot-backup.")] = "agentless",
+    method: Annotated[str, typer.Option("--method", help="managed | agentless | agent | hot-backup.",
+                                                       metavar="METHOD")] = "agentless",
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
 ) -> None:
     """Write a commented starter plan that validates as written."""
@@ -38,7 +39,7 @@ def init(
 
 @app.command("validate")
 def validate(
-    plans: Annotated[list[Path], typer.Argument(help="Plan files.", metavar="PLAN...")],
+    plans: Annotated[list[Path], typer.Argument(help="Plan files.", metavar="PLAN")],
     inventory: InventoryOpt = None,
 ) -> None:
     """Check plans against the schema and the semantic rules.

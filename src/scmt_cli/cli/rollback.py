@@ -13,8 +13,9 @@ from scmt_cli.cli.context import current
 
 def rollback(
     plan: Annotated[Path, typer.Argument(help="Migration plan (YAML).", metavar="PLAN")],
-    vm: Annotated[Optional[list[str]], typer.Option("--vm", help="Only this VM (repeatable).")] = None,
-    group: Annotated[Optional[str], typer.Option("--group", help="Roll back this group together.")] = None,
+    vm: Annotated[Optional[list[str]], typer.Option("--vm", help="Only this VM (repeatable).", metavar="NAME")] = None,
+    group: Annotated[Optional[str], typer.Option("--group", help="Roll back this group together.",
+                                                                        metavar="GROUP")] = None,
 ) -> None:
     """Stop and isolate the target, restore the source's network or power (in seconds).
 

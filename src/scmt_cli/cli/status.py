@@ -14,8 +14,9 @@ from scmt_cli.cli.context import current
 def status(
     plan: Annotated[Path, typer.Argument(help="Migration plan (YAML).", metavar="PLAN")],
     watch: Annotated[bool, typer.Option("--watch", help="Refresh until interrupted.")] = False,
-    vm: Annotated[Optional[list[str]], typer.Option("--vm", help="Only this VM (repeatable).")] = None,
-    interval: Annotated[float, typer.Option("--interval", help="Seconds between --watch refreshes.", min=0.2)] = 2.0,
+    vm: Annotated[Optional[list[str]], typer.Option("--vm", help="Only this VM (repeatable).", metavar="NAME")] = None,
+    interval: Annotated[float, typer.Option("--interval", help="Seconds between --watch refreshes.", min=0.2,
+                                                       metavar="SECONDS")] = 2.0,
 ) -> None:
     """Per VM: state, last sync, lag, estimated cutover downtime, warnings.
 

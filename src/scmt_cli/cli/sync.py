@@ -8,14 +8,17 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.console import Console
 
+from scmt_cli.cli._common import future_time
 from scmt_cli.cli.context import current
 
 
 def sync(
     plan: Annotated[Path, typer.Argument(help="Migration plan (YAML).", metavar="PLAN")],
-    vm: Annotated[Optional[list[str]], typer.Option("--vm", help="Only this VM (repeatable).")] = None,
-    every: Annotated[Optional[str], typer.Option("--every", help="Keep syncing at this interval, e.g. 30m.")] = None,
-    until: Annotated[Optional[str], typer.Option("--until", help="Stop an --every run at this time.")] = None,
+    vm: Annotated[Optional[list[str]], typer.Option("--vm", help="Only this VM (repeatable).", metavar="NAME")] = None,
+    every: Annotated[Optional[str], typer.Option("--every", help="Keep syncing at this interval, e.g. 30m.",
+                                                                metavar="DURATION")] = None,
+    until: Annotated[Optional[str], typer.Option(
+        "--until", help="Stop an --every or --until-ready run at this time, e.g. 06:00.", metavar="TIME")] = None,
     until_ready: Annotated[
         bool, typer.Option("--until-ready", help="Stop once every VM is ready for cutover.")
     ] = False,
@@ -28,7 +31,6 @@ def sync(
     from scmt_cli.domain.units import parse_duration
     from scmt_cli.errors import UsageError
     from scmt_cli.services.migration.sync import SyncRequest, sync_service
-    from scmt_cli.services.migration.when import parse_when
     from scmt_cli.state import StateStore
 
     ui = current()
@@ -40,7 +42,9 @@ def sync(
             raise UsageError(f"--every: {exc}") from None
         if interval <= 0:
             raise UsageError("--every must be a positive duration, e.g. 30m")
-    stop_at = parse_when(until, option="--until") if until is not None else None
+    if until is not None and interval is None and not until_ready:
+        raise UsageError("--until needs --every or --until-ready (a single sync stops by itself)")
+    stop_at = future_time(until, option="--until") if until is not None else None
     req = SyncRequest(plan=plan, vms=tuple(vm or ()), every=interval, until=stop_at, until_ready=until_ready)
     with StateStore.open(ui.opts.state) as store:
         result = sync_service(req, store, ui.reporter)
