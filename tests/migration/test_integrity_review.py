@@ -45,3 +45,14 @@ def test_a_resize_is_detected_with_a_progress_record_written_before_sizes_were_r
     assert out.ok, out.error
     assert out.data["disks"][0]["mode"] == "full-resync"
     assert lab.target_digests("web01") == lab.source_digests("web01")
+
+
+def test_a_target_disk_deleted_between_syncs_is_seeded_again(lab: Lab, ctx: MigrationContext) -> None:
+    """The progress record says "the target equals the source as of C": not true of a recreated (empty) file."""
+    assert run_sync(SyncRequest(lab.plan, vms=("db01",)), ctx).last["db01"].ok
+    (lab.root / "lab" / "target" / "db01" / "disk1.raw").unlink()
+    lab.write("db01", 4096, b"w" * 4096)
+    out = run_sync(SyncRequest(lab.plan, vms=("db01",)), ctx).last["db01"]
+    assert out.ok, out.error
+    assert lab.target_digests("db01") == lab.source_digests("db01")
+    assert out.warnings, "recopying a whole disk is worth a warning"

@@ -157,6 +157,25 @@ def recover_attempt(store: StateStore, plan: str, vm: str, key: int) -> bool:
     return True
 
 
+def _forget_lost_target(store: StateStore, plan: str, vm: str, key: int) -> str | None:
+    """The target file did not exist at the start of this pass: whatever progress says it holds is gone.
+
+    Returns the reason (for the report) when there was such progress, after resetting it to "nothing
+    copied, target reads as zeroes" (the file was just created sparse); None when there was none.
+    """
+    prog = store.get_checkpoint(progress_key(plan, vm, key))
+    att = store.get_checkpoint(attempt_key(plan, vm, key))
+    if att is None and (prog is None or (prog.get("change_id") is None and not prog.get("stale")
+                                         and not prog.get("untracked"))):
+        return None
+    with store.atomic():
+        store.put_checkpoint(progress_key(plan, vm, key), {"change_id": None, "stale": [], "fresh": True})
+        store.delete_checkpoint(attempt_key(plan, vm, key))
+        if att is not None:
+            Checkpointer(store, att["engine_key"], {}).clear()
+    return "the target disk did not exist any more (deleted or replaced since the last copy)"
+
+
 def _recorded_size(store: StateStore, plan: str, vm: str, key: int, prog: dict[str, Any]) -> int | None:
     """The disk's size when the progress record's change id was taken (older records: the disk record)."""
     size = prog.get("size")
@@ -187,6 +206,7 @@ def copy_disk(
 ) -> DiskResult:
     """Bring one target disk to the content of ``snapshot`` (whose change id for the disk is ``change_id``)."""
     t0 = time.monotonic()
+    lost = _forget_lost_target(store, plan, vm, disk_key) if fresh_target else None
     recovered = recover_attempt(store, plan, vm, disk_key)
     prog = store.get_checkpoint(progress_key(plan, vm, disk_key))
     if prog is None:
@@ -197,6 +217,9 @@ def copy_disk(
                         target=target_url)
     fresh = False
     whole = [Extent(0, size)]
+    if lost is not None:
+        result.reason = lost
+        reporter.log("warning", f"{vm}: {label}: {lost}; copying the whole disk again", vm=vm)
     if base is None and prog.get("untracked"):  # the last full copy had no change id to diff against
         result.mode, result.reason = "full-resync", "the source reports no CBT change id for this disk"
         reporter.log("warning", f"{vm}: {label}: {result.reason}; copying the whole disk again", vm=vm)
