@@ -116,9 +116,15 @@ def _copy_one(ctx: MigrationContext, vm: str, lock: VmLock, disk: AgentDisk, ind
             mode = "seed"
             if undo is not None:
                 undo.mark_unrestorable(index)
-            ckpt = Checkpointer(store, key + "/seed", {"vm": vm, "disk": disk.disk, "size": disk.size,
-                                                       "chunk_size": cs, "target": target_url})
-            resume = store.get_checkpoint(key + "/seed") is not None and not fresh
+            params = {"vm": vm, "disk": disk.disk, "size": disk.size, "chunk_size": cs, "target": target_url}
+            ckpt = Checkpointer(store, key + "/seed", params)
+            saved = store.get_checkpoint(key + "/seed")
+            # A seed interrupted before the disk was resized (or the target moved) cannot be resumed:
+            # start it over rather than fail every pass on the parameter check.
+            resume = saved is not None and not fresh and saved.get("params") == params
+            if saved is not None and not fresh and not resume:
+                ctx.reporter.log("warning", f"{vm}: {disk.disk}: the interrupted seed was made for another "
+                                 "size or target; starting it over", vm=vm)
             if not resume:
                 ckpt.clear()
             outcome = copy_chunks(src, dst, plan_source(src, cs), options=opts, fresh=fresh, checkpointer=ckpt,
