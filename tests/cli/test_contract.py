@@ -166,6 +166,43 @@ def test_help_does_not_import_heavy_modules():
     assert "HEAVY []" in proc.stdout, proc.stdout + proc.stderr
 
 
+HELP_ARGVS = [[*cmd.split(), "--help"] for cmd in (
+    "assess", "sync", "failover", "rollback", "migrate", "finalize", "status", "copy", "demo", "version",
+    "plan", "plan init", "plan validate", "plan show", "plan schema", "plan estimate",
+    "agent", "agent serve", "agent restore")]
+HEAVY = ("pyVmomi", "httpx", "sqlite3", "yaml", "jsonschema", "tenacity", "xxhash", "zstandard", "blake3", "openpyxl",
+         "scmt_cli.services", "scmt_cli.state", "scmt_cli.vsphere", "scmt_cli.blocks", "scmt_cli.transports",
+         "scmt_cli.domain.plan")
+
+
+def test_subcommand_help_does_not_import_heavy_modules():
+    """`scmt X --help` for every subcommand: services, adapters and their libraries load only when a command runs.
+
+    (pydantic is not listed: typer itself imports it to parse any subcommand's parameters.)
+    """
+    code = (
+        "import contextlib, io, json, sys\n"
+        "from scmt_cli.cli.main import main\n"
+        f"argvs = {HELP_ARGVS!r}\n"
+        f"heavy = {HEAVY!r}\n"
+        "report = {}\n"
+        "for argv in argvs:\n"
+        "    with contextlib.redirect_stdout(io.StringIO()) as out:\n"
+        "        rc = main(argv)\n"
+        "    loaded = [m for m in heavy if m in sys.modules]\n"
+        "    report[' '.join(argv)] = [rc, loaded, 'Usage: scmt' in out.getvalue()]\n"
+        "    for m in loaded:\n"
+        "        del sys.modules[m]\n"
+        "print(json.dumps(report))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert set(report) == {" ".join(a) for a in HELP_ARGVS}
+    for argv, (rc, loaded, usage) in report.items():
+        assert rc == 0 and usage, f"{argv}: exit {rc}, usage shown: {usage}"
+        assert loaded == [], f"scmt {argv} imports {loaded}"
+
+
 def test_console_script_and_module_entry_points():
     proc = subprocess.run([sys.executable, "-m", "scmt_cli", "--json", "version"], capture_output=True, text=True,
                           timeout=60)
