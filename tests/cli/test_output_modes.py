@@ -1,0 +1,82 @@
+"""Success paths under the three machine-facing modes: ``--json``, ``--log-json``, ``--quiet``.
+
+Runs offline commands in-process: ``--json`` prints exactly one JSON document on
+stdout (no table, no stray line), ``--log-json`` makes every stderr line a JSON
+object with a ``type``, ``--quiet`` prints nothing on success (exit 0).  Global
+options are written after the subcommand, as README promises they may be.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from scmt_cli.cli.main import main
+
+ROOT = Path(__file__).resolve().parents[2]
+LAB = str(ROOT / "examples" / "lab.yaml")
+PLAN = str(ROOT / "plans" / "managed.yaml")
+TYPES = {"log", "progress", "event", "exit_error"}
+
+COMMANDS: list[tuple[str, list[str]]] = [
+    ("version", ["version"]),
+    ("plan-schema", ["plan", "schema"]),
+    ("plan-validate", ["plan", "validate", PLAN]),
+    ("plan-show", ["plan", "show", PLAN]),
+    ("plan-init", ["plan", "init", "{d}/new.yaml", "--method", "agent"]),
+    ("plan-estimate", ["plan", "estimate", "--data", "500GiB", "--compression", "0.6", "--bandwidth", "300Mbit"]),
+    ("plan-estimate-plan", ["plan", "estimate", PLAN, "-i", LAB]),
+    ("assess", ["assess", "--lab", LAB, "--no-network"]),
+    ("status", ["status", PLAN]),
+    ("copy", ["copy", "file://{d}/src.img", "file://{d}/dst.img", "--verify", "--manifest", "{d}/m.json"]),
+]
+
+
+@pytest.fixture
+def area(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("SCMT_STATE", str(tmp_path / "state.db"))
+    with open(tmp_path / "src.img", "wb") as fh:
+        fh.write(b"scmt" * 300_000)
+        fh.truncate(4 * 1024 * 1024)
+    return tmp_path
+
+
+def _argv(template: list[str], area: Path) -> list[str]:
+    return [a.replace("{d}", str(area)) for a in template]
+
+
+@pytest.mark.parametrize("argv", [c[1] for c in COMMANDS], ids=[c[0] for c in COMMANDS])
+def test_json_is_one_document_and_log_json_is_json_lines(area: Path, capsys: pytest.CaptureFixture[str],
+                                                         argv: list[str]) -> None:
+    code = main([*_argv(argv, area), "--json", "--log-json"])
+    out, err = capsys.readouterr()
+    assert code in (0, 1, 20), err
+    doc = json.loads(out)  # refuses anything after the document
+    assert isinstance(doc, dict)
+    if argv[:2] != ["plan", "schema"]:
+        assert isinstance(doc.get("warnings"), list)
+    for line in err.splitlines():
+        rec = json.loads(line)
+        assert rec["type"] in TYPES, line
+
+
+@pytest.mark.parametrize("argv", [c[1] for c in COMMANDS], ids=[c[0] for c in COMMANDS])
+def test_quiet_prints_nothing_on_success(area: Path, capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
+    code = main([*_argv(argv, area), "-q"])
+    out, err = capsys.readouterr()
+    if code == 0:
+        assert out == "" and err == "", (out, err)
+    else:  # warnings or blocked VMs: only those lines, on stderr
+        assert out == ""
+        assert all(line.startswith(("warning: ", "error: ")) for line in err.splitlines()), err
+
+
+def test_human_output_without_flags_is_not_json(area: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The negative control: the human view of the same command is not a JSON document."""
+    assert main(_argv(["plan", "validate", PLAN], area)) == 0
+    out, _ = capsys.readouterr()
+    assert "valid" in out
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(out)
