@@ -80,3 +80,18 @@ def test_human_output_without_flags_is_not_json(area: Path, capsys: pytest.Captu
     assert "valid" in out
     with pytest.raises(json.JSONDecodeError):
         json.loads(out)
+
+
+@pytest.mark.parametrize("argv", [["plan"], ["agent"], ["plan", "--no-color"]], ids=lambda a: " ".join(a))
+def test_group_without_subcommand_still_gives_one_json_document(capsys: pytest.CaptureFixture[str],
+                                                                argv: list[str]) -> None:
+    code = main(["--json", *argv])
+    out, _ = capsys.readouterr()
+    assert code == 2
+    doc = json.loads(out)
+    assert doc["type"] == "exit_error" and doc["error"] == "usage" and "missing command" in doc["message"]
+    code = main(["--log-json", *argv])
+    out, err = capsys.readouterr()
+    assert code == 2 and out == ""
+    records = [json.loads(line) for line in err.splitlines()]
+    assert [r["type"] for r in records] == ["exit_error"]

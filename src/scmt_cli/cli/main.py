@@ -120,7 +120,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             if kind == "exit":  # --help and friends
                 return int(getattr(ex, "exit_code", 0) or 0)
             if kind == "help":  # a group called without a subcommand
-                ex.show()  # type: ignore[attr-defined]
+                ui = fallback_ui()
+                if not ui.opts.log_json:  # --log-json: stderr carries JSON lines only
+                    ex.show()  # type: ignore[attr-defined]
+                if ui.opts.json or ui.opts.log_json:  # the promised exit_error document / line
+                    ctx = getattr(ex, "ctx", None)
+                    path = ctx.command_path if ctx is not None else "scmt"
+                    names = sorted(getattr(getattr(ctx, "command", None), "commands", {}) or ())
+                    ui.report_error(UsageError(
+                        f"missing command after '{path}'" + (f" (one of: {', '.join(names)})" if names else ""),
+                        hint=f"run '{path} --help' for usage"))
                 return 2
             if kind == "usage":
                 ui = fallback_ui()
