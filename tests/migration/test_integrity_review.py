@@ -56,3 +56,79 @@ def test_a_target_disk_deleted_between_syncs_is_seeded_again(lab: Lab, ctx: Migr
     assert out.ok, out.error
     assert lab.target_digests("db01") == lab.source_digests("db01")
     assert out.warnings, "recopying a whole disk is worth a warning"
+
+
+class _Killed(BaseException):
+    """A SIGKILL stand-in: nothing after it runs (no final checkpoint, no cleanup that we suppress)."""
+
+
+def _hard_kill(monkeypatch: pytest.MonkeyPatch, ctx: MigrationContext) -> None:
+    """Make the cleanup a dead process would not do impossible: snapshot removal and generation finish."""
+    from scmt_cli.blocks import engine
+    from scmt_cli.vsphere.fake import FakeVCenter
+
+    monkeypatch.setattr(engine, "_final_checkpoint", lambda *a: None)
+    monkeypatch.setattr(ctx.store, "finish_generation", lambda *a, **k: None)
+    real_remove = FakeVCenter.remove_snapshot
+
+    def remove(self: FakeVCenter, vm: str, snap: str) -> None:
+        if not kill_state["dead"]:
+            real_remove(self, vm, snap)
+
+    kill_state["dead"] = True
+    monkeypatch.setattr(FakeVCenter, "remove_snapshot", remove)
+
+
+kill_state = {"dead": False}
+
+
+@pytest.mark.parametrize("point", ["after-snapshot", "mid-copy", "after-copy"])
+def test_a_hard_kill_at_any_point_of_a_seed_then_guest_writes_ends_identical(
+        lab: Lab, ctx: MigrationContext, monkeypatch: pytest.MonkeyPatch, point: str) -> None:
+    """Kill the seed (no cleanup at all), let the guest write everywhere, then sync twice: exact copy."""
+    real_copy_disk = sync_mod.copy_disk
+    calls = {"n": 0}
+
+    def killing_copy_disk(**kw: object) -> object:
+        calls["n"] += 1
+        if point == "after-snapshot":
+            raise _Killed
+        if point == "mid-copy" and calls["n"] == 2:  # db01's second disk, after the first finished
+            from scmt_cli.services.migration import sync as s
+
+            real_read = s._CancellableSource.read
+            reads = {"n": 0}
+
+            def dying(self: object, offset: int, length: int) -> bytes:
+                reads["n"] += 1
+                if reads["n"] == 5:
+                    raise _Killed
+                return real_read(self, offset, length)  # type: ignore[arg-type]
+
+            monkeypatch.setattr(s._CancellableSource, "read", dying)
+        out = real_copy_disk(**kw)
+        if point == "after-copy" and calls["n"] == len(lab.estate.vm("db01").disks):
+            raise _Killed
+        return out
+
+    kill_state["dead"] = False
+    with monkeypatch.context() as m:
+        m.setattr(sync_mod, "copy_disk", killing_copy_disk)
+        _hard_kill(m, ctx)
+        with pytest.raises(_Killed):
+            run_sync(SyncRequest(lab.plan, vms=("db01",)), ctx)
+    kill_state["dead"] = False
+    keys = sorted(lab.estate.vm("db01").disks)
+    for key in keys:  # the guest writes at the start, the middle and the end of every disk
+        cap = lab.estate.vm("db01").disks[key].capacity
+        for off in (0, cap // 2 + 4096, cap - 4096):
+            lab.write("db01", off, bytes([key % 251 + 1]) * 4096, key=key)
+    first = run_sync(SyncRequest(lab.plan, vms=("db01",)), ctx).last["db01"]
+    assert first.ok, first.error
+    assert lab.target_digests("db01") == lab.source_digests("db01")
+    assert lab.tool_snapshots("db01") == []
+    for key in keys:  # changes made after the resumed seed's snapshot reach the target too
+        lab.write("db01", 8192, b"after" * 800, key=key)
+    second = run_sync(SyncRequest(lab.plan, vms=("db01",)), ctx).last["db01"]
+    assert second.ok and second.data["kind"] == "incremental"
+    assert lab.target_digests("db01") == lab.source_digests("db01")
