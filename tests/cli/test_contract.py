@@ -269,3 +269,29 @@ def test_log_json_lines_stay_valid_json_when_a_value_is_redacted(capsys):
     doc = json.loads(out)
     assert "s3cr3t" not in out and "hunter2" not in out
     assert doc["nested"]["list"] == ["password=***"]
+
+
+def test_library_log_records_and_python_warnings_stay_json_under_log_json(capsys, monkeypatch):
+    """A library's logging.warning() or warnings.warn() must not put a bare text line on stderr."""
+    import logging
+    import warnings
+
+    from scmt_cli.services import version as version_service
+
+    real = version_service.collect
+
+    def noisy():
+        logging.getLogger("somelib").warning("pool is full, discarding connection: %s", "vc.example.com")
+        warnings.warn("Unverified HTTPS request", UserWarning, stacklevel=1)
+        return real()
+
+    monkeypatch.setattr(version_service, "collect", noisy)
+    code, out, err = run(capsys, "--log-json", "--json", "version")
+    assert code == 0
+    records = [json.loads(line) for line in err.splitlines()]
+    messages = [r["message"] for r in records if r["type"] == "log"]
+    assert "pool is full, discarding connection: vc.example.com" in messages
+    assert any("Unverified HTTPS request" in m for m in messages)
+    assert json.loads(out)["version"]
+    code, out, err = run(capsys, "version")
+    assert "warning: pool is full" in err

@@ -6,6 +6,7 @@ in-process; ``run()`` is the console-script wrapper.
 
 from __future__ import annotations
 
+import logging
 import signal
 import sys
 import traceback
@@ -52,6 +53,29 @@ def hoist_global_options(argv: Sequence[str]) -> list[str]:
     return front + rest
 
 
+class _LibraryLogBridge(logging.Handler):
+    """Route libraries' WARNING+ log records (and Python warnings) to the reporter.
+
+    Without it Python's last-resort handler writes bare text on stderr, which
+    breaks ``--log-json``'s promise of one JSON object per line.
+    """
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from scmt_cli.cli import context
+
+        ui = context._current
+        if ui is None:
+            return
+        try:
+            message = record.getMessage()
+        except Exception:  # a library's malformed format string must not kill the command
+            message = str(record.msg)
+        if record.levelno >= logging.ERROR:
+            ui.reporter.log("error", message, logger=record.name)
+        else:
+            ui.reporter.log("warning", message, logger=record.name)
+
+
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise TerminatedSignal()
 
@@ -93,6 +117,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         old_term = signal.signal(signal.SIGTERM, _on_sigterm)
     except ValueError:  # not in the main thread (embedded use)
         old_term = None
+    bridge = _LibraryLogBridge(logging.WARNING)
+    logging.getLogger().addHandler(bridge)
+    logging.captureWarnings(True)
 
     def fallback_ui() -> Ui:
         existing = context._current
@@ -170,6 +197,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         ui.report_error(internal, debug_trace=trace)
         return internal.exit_code
     finally:
+        logging.captureWarnings(False)
+        logging.getLogger().removeHandler(bridge)
         if old_term is not None:
             signal.signal(signal.SIGTERM, old_term)
         ui_now = context._current
