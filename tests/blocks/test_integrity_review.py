@@ -76,3 +76,29 @@ def test_interrupted_fresh_copy_checkpoint_no_longer_claims_a_fresh_target():
               checkpointer=Checkpointer(store, "k", {}))
     store.crash()
     assert store.get_checkpoint("k")["fresh"] is False
+
+
+@pytest.mark.parametrize("size", [0, 1, 511, CS - 1, CS, CS + 1, 3 * CS + 4095, 3 * CS + 4097])
+def test_odd_disk_sizes_copy_checkpoint_and_verify(size):
+    src = MemSource(random.Random(size).randbytes(size))
+    dst = MemTarget(size, fresh=False, fill=0xEE)
+    store = MemoryCheckpointStore()
+    out = full_copy(src, dst, options=_opts(), checkpointer=Checkpointer(store, "k", {}))
+    assert dst.data == src.data and store.data == {}
+    assert len(out.manifest.chunks) == -(-size // CS)
+    verify_target(dst, out.manifest)
+
+
+def test_changed_copy_with_unsorted_overlapping_extents_in_the_last_partial_chunk():
+    size = 4 * CS + 777
+    src = MemSource(random.Random(3).randbytes(size))
+    dst = MemTarget(size, fresh=False)
+    base = full_copy(src, dst, options=_opts()).manifest
+    src.data[size - 5 :] = b"ABCDE"
+    src.data[10:12] = b"xy"
+    changed = [Extent(size - 5, 5), Extent(8, 8), Extent(0, 12), Extent(size - 700, 700)]
+    out = changed_copy(src, dst, changed, base=base, options=_opts())
+    assert dst.data == src.data and out.stats.chunks_planned == 2
+    verify_target(dst, out.manifest)
+    with pytest.raises(ValueError, match="outside the disk"):
+        changed_copy(src, dst, [Extent(size - 1, 2)], base=base, options=_opts())

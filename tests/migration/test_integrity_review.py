@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 
 from scmt_cli.services.migration import diskcopy
 from scmt_cli.services.migration import sync as sync_mod
-from scmt_cli.services.migration.context import MigrationContext
+from scmt_cli.services.migration.context import MigrationContext, open_context
 from scmt_cli.services.migration.sync import SyncRequest, run_sync
 from tests.migration.conftest import Lab
 
@@ -132,3 +134,30 @@ def test_a_hard_kill_at_any_point_of_a_seed_then_guest_writes_ends_identical(
     second = run_sync(SyncRequest(lab.plan, vms=("db01",)), ctx).last["db01"]
     assert second.ok and second.data["kind"] == "incremental"
     assert lab.target_digests("db01") == lab.source_digests("db01")
+
+
+def test_a_disk_excluded_between_syncs_does_not_sync_the_next_disk_onto_its_target(
+        lab: Lab, ctx: MigrationContext) -> None:
+    """Target indexes follow the included disks' order: excluding (or removing) a disk shifts the ones after it.
+
+    The progress of a disk key says what ITS old target file holds; applied to another file it
+    would copy CBT's changes onto the excluded disk's bytes and report success.
+    """
+    assert run_sync(SyncRequest(lab.plan, vms=("db01",)), ctx).last["db01"].ok
+    first, second = sorted(lab.estate.vm("db01").disks)
+    text = lab.plan.read_text(encoding="utf-8")
+    lab.plan.write_text(text.replace("  - name: db01\n", f"  - name: db01\n    disks:\n"
+                                     f"      - {{key: {first}, include: false}}\n"), encoding="utf-8")
+    lab.write("db01", 4096, b"n" * 4096, key=second)
+    edited = open_context(lab.plan, ctx.store, lab.reporter)
+    try:
+        out = run_sync(SyncRequest(lab.plan, vms=("db01",)), edited).last["db01"]
+    finally:
+        edited.close()
+    assert out.ok, out.error
+    with lab.estate.lock:
+        disk = lab.estate.vm("db01").disks[second]
+        want = disk.read(0, disk.capacity)
+    got = (lab.root / "lab" / "target" / "db01" / "disk0.raw").read_bytes()[: len(want)]
+    assert hashlib.sha256(got).hexdigest() == hashlib.sha256(want).hexdigest()
+    assert any("target" in w for w in out.warnings)

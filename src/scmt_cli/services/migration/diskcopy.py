@@ -3,7 +3,7 @@
 Invariant kept in the state store for every (plan, VM, disk), checkpoint
 ``sync/<plan>/<vm>/disk<key>``::
 
-    {"change_id": C, "stale": [[offset, length], ...], "fresh": bool, "size": S}
+    {"change_id": C, "stale": [[offset, length], ...], "fresh": bool, "size": S, "target": URL}
 
 "The target equals the source as of CBT change id ``C``, except possibly in
 the ``stale`` byte ranges".  ``C`` null means no complete copy yet: the whole
@@ -12,6 +12,8 @@ may skip zero chunks).  A copy from a snapshot whose change id is ``N`` then
 needs exactly ``stale`` + the areas CBT reports changed between ``C`` and the
 snapshot - unless the disk's size is no longer ``S``: CBT's answer across a
 disk extension is not trustworthy (VMware KB 2090639), so a resize is a reset.
+The invariant is about the file ``URL``: a target file that is new this pass,
+or a disk that now maps to another file, voids it (the disk is seeded again).
 
 One attempt:
 
@@ -151,29 +153,42 @@ def recover_attempt(store: StateStore, plan: str, vm: str, key: int) -> bool:
     with store.atomic():
         store.put_checkpoint(progress_key(plan, vm, key),
                              {"change_id": att["change_id"], "stale": stale, "fresh": False,
-                              "size": att.get("size")})
+                              "size": att.get("size"), "target": att.get("target")})
         store.delete_checkpoint(attempt_key(plan, vm, key))
         Checkpointer(store, att["engine_key"], {}).clear()
     return True
 
 
-def _forget_lost_target(store: StateStore, plan: str, vm: str, key: int) -> str | None:
-    """The target file did not exist at the start of this pass: whatever progress says it holds is gone.
+def _forget_stale_progress(store: StateStore, plan: str, vm: str, key: int, target_url: str,
+                           fresh_target: bool) -> str | None:
+    """Drop progress that does not describe ``target_url`` as it is now; return why (None: it does).
 
-    Returns the reason (for the report) when there was such progress, after resetting it to "nothing
-    copied, target reads as zeroes" (the file was just created sparse); None when there was none.
+    The progress of a disk says what its target file holds.  It is void when that file did not exist
+    at the start of this pass (deleted or replaced: prepare_disks just created it empty), or when the
+    disk now maps to another target file (a disk before it was excluded or removed, so the target
+    indexes shifted).  It is then reset to "nothing copied" (``fresh`` when the file is new).
     """
     prog = store.get_checkpoint(progress_key(plan, vm, key))
     att = store.get_checkpoint(attempt_key(plan, vm, key))
-    if att is None and (prog is None or (prog.get("change_id") is None and not prog.get("stale")
-                                         and not prog.get("untracked"))):
+    copied = att is not None or (prog is not None and (prog.get("change_id") is not None or prog.get("stale")
+                                                       or prog.get("untracked")))
+    if not copied:
+        return None
+    recorded = (prog or {}).get("target") or (att or {}).get("target")
+    if recorded is None:  # written before targets were recorded: the disk record has it
+        recorded = next((d.target for d in store.list_disks(plan, vm) if d.key == key), None)
+    if fresh_target:
+        reason = "the target disk did not exist any more (deleted or replaced since the last copy)"
+    elif recorded is not None and recorded != target_url:
+        reason = f"the disk now maps to target {target_url} (it was copied to {recorded})"
+    else:
         return None
     with store.atomic():
-        store.put_checkpoint(progress_key(plan, vm, key), {"change_id": None, "stale": [], "fresh": True})
+        store.put_checkpoint(progress_key(plan, vm, key), {"change_id": None, "stale": [], "fresh": fresh_target})
         store.delete_checkpoint(attempt_key(plan, vm, key))
         if att is not None:
             Checkpointer(store, att["engine_key"], {}).clear()
-    return "the target disk did not exist any more (deleted or replaced since the last copy)"
+    return reason
 
 
 def _recorded_size(store: StateStore, plan: str, vm: str, key: int, prog: dict[str, Any]) -> int | None:
@@ -206,7 +221,7 @@ def copy_disk(
 ) -> DiskResult:
     """Bring one target disk to the content of ``snapshot`` (whose change id for the disk is ``change_id``)."""
     t0 = time.monotonic()
-    lost = _forget_lost_target(store, plan, vm, disk_key) if fresh_target else None
+    lost = _forget_stale_progress(store, plan, vm, disk_key, target_url, fresh_target)
     recovered = recover_attempt(store, plan, vm, disk_key)
     prog = store.get_checkpoint(progress_key(plan, vm, disk_key))
     if prog is None:
@@ -253,6 +268,7 @@ def copy_disk(
         Checkpointer(store, ekey, {}).clear()
         store.put_checkpoint(attempt_key(plan, vm, disk_key), {
             "generation": generation, "change_id": change_id, "engine_key": ekey, "size": size,
+            "target": target_url,
             "chunks": [[c.index, c.offset, c.length] for c in chunks],
         })
         ckpt.save(0, {}, fresh)
@@ -272,7 +288,7 @@ def copy_disk(
     result.bytes_read, result.bytes_written, result.bytes_zero = s.bytes_read, s.bytes_written, s.bytes_zeroed
     with store.atomic():
         store.put_checkpoint(progress_key(plan, vm, disk_key), {"change_id": change_id, "stale": [], "fresh": False,
-                                                                "size": size,
+                                                                "size": size, "target": target_url,
                                                                 **({"untracked": True} if change_id is None else {})})
         store.delete_checkpoint(attempt_key(plan, vm, disk_key))
         store.upsert_disk(plan, vm, disk_key, label=label, capacity_bytes=size, target=target_url,
