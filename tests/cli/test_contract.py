@@ -295,3 +295,15 @@ def test_library_log_records_and_python_warnings_stay_json_under_log_json(capsys
     assert json.loads(out)["version"]
     code, out, err = run(capsys, "version")
     assert "warning: pool is full" in err
+
+
+@pytest.mark.parametrize("argv", HELP_ARGVS, ids=lambda a: " ".join(a[:-1]))
+def test_help_options_have_meaningful_metavars(capsys, monkeypatch, argv):
+    """Options say what they take (NAME, DURATION, SIZE, RATE...), not typer's generic <str>/<list[str]>."""
+    monkeypatch.setenv("COLUMNS", "200")
+    code, out, _ = run(capsys, *argv)
+    assert code == 0
+    options = out.split("Options:", 1)[1]
+    generic = [line.strip() for line in options.splitlines() if re.search(r"<(str|int|float|list\[\w+\])>", line)]
+    assert not generic, generic
+    assert "[[" not in out.split("\n", 1)[0], out.split("\n", 1)[0]

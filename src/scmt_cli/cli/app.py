@@ -61,7 +61,8 @@ def main_callback(
     state: Annotated[
         Optional[Path],
         typer.Option(
-            "--state", envvar="SCMT_STATE", help="State store file (default: user state dir).", metavar="PATH"
+            "--state", envvar="SCMT_STATE", help="State store file (default: $XDG_STATE_HOME/scmt/state.db).",
+            metavar="PATH"
         ),
     ] = None,
 ) -> None:

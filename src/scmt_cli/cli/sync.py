@@ -26,7 +26,8 @@ def sync(
     """First run seeds (full copy); later runs copy only changed blocks.
 
     Exit codes: 0 every VM synced, 1 with warnings, 60 some VMs failed (the
-    others were synced), 40 a VM is locked by another run.
+    others were synced).  When every VM failed with the same error, that
+    error's code (e.g. 10 vCenter unreachable, 40 locked by another run).
     """
     from scmt_cli.domain.units import parse_duration
     from scmt_cli.errors import UsageError
