@@ -95,3 +95,24 @@ def test_group_without_subcommand_still_gives_one_json_document(capsys: pytest.C
     assert code == 2 and out == ""
     records = [json.loads(line) for line in err.splitlines()]
     assert [r["type"] for r in records] == ["exit_error"]
+
+
+def test_sync_view_does_not_tell_to_rerun_a_vm_blocked_by_assessment() -> None:
+    import io
+
+    from rich.console import Console
+
+    from scmt_cli.cli.sync import render
+    from scmt_cli.services.migration.context import VmOutcome
+    from scmt_cli.services.migration.sync import SyncResult
+
+    result = SyncResult("p", rounds=[[
+        VmOutcome("legacy", ok=False, state="planned", action="sync", error="blocked: disk.rdm.physical",
+                  error_code=20),
+        VmOutcome("web", ok=False, state="syncing", action="sync", error="connection refused", error_code=10),
+    ]])
+    buf = io.StringIO()
+    render(Console(file=buf, width=200, color_system=None), result)
+    text = buf.getvalue()
+    assert "1 VM(s) blocked by assessment: legacy; 'scmt assess PLAN' lists the remedies" in text
+    assert "1 VM(s) failed: web; run scmt sync again to resume them" in text

@@ -81,7 +81,13 @@ def render(console: Console, result: Any) -> None:
     if result.stopped:
         console.print(f"stopped: {result.stopped}", markup=False)
     if result.failed:
-        console.print(f"{len(result.failed)} VM(s) failed: {', '.join(result.failed)}; run scmt sync again to "
-                      "resume them", style="bold red", markup=False)
+        blocked = [o.vm for o in result.last.values() if not o.ok and o.error_code == 20]
+        others = [vm for vm in result.failed if vm not in blocked]
+        if blocked:  # rerunning does not help: the assessment blockers must be fixed first
+            console.print(f"{len(blocked)} VM(s) blocked by assessment: {', '.join(blocked)}; 'scmt assess PLAN' "
+                          "lists the remedies (rerunning sync does not help)", style="bold red", markup=False)
+        if others:
+            console.print(f"{len(others)} VM(s) failed: {', '.join(others)}; run scmt sync again to resume them",
+                          style="bold red", markup=False)
     for w in result.to_dict()["warnings"]:
         console.print(f"warning: {w}", style="yellow", markup=False, highlight=False)
