@@ -13,7 +13,8 @@ from scmt_cli.cli.context import current
 
 def status(
     plan: Annotated[Path, typer.Argument(help="Migration plan (YAML).", metavar="PLAN")],
-    watch: Annotated[bool, typer.Option("--watch", help="Refresh until interrupted.")] = False,
+    watch: Annotated[bool, typer.Option(
+        "--watch", help="Refresh until interrupted (with --json: one document, no watch).")] = False,
     vm: Annotated[Optional[list[str]], typer.Option("--vm", help="Only this VM (repeatable).", metavar="NAME")] = None,
     interval: Annotated[float, typer.Option("--interval", help="Seconds between --watch refreshes.", min=0.2,
                                                        metavar="SECONDS")] = 2.0,
