@@ -102,3 +102,25 @@ def test_a_seed_interrupted_before_the_disk_grew_restarts_instead_of_failing(
         finally:
             ctx.close()
             store.close()
+
+
+def test_a_disk_the_agent_no_longer_serves_does_not_shift_another_disk_onto_its_target(
+        tmp_path: Path, estate: FakeEstate, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Target indexes follow the agent's list: sdb becomes disk0 once sda is gone; its manifest describes disk1."""
+    monkeypatch.setenv("SCMT_TEST_AGENT_TOKEN", TOKEN)
+    d0, d1 = tmp_path / "sda.raw", tmp_path / "sdb.raw"
+    make_disk(d0, 4 * MiB, [(0, 3 * MiB)], seed=1)
+    make_disk(d1, 4 * MiB, [(0, 3 * MiB)], seed=2)
+    target = tmp_path / "lab" / "target" / "web01"
+    for served in ({"sda": d0, "sdb": d1}, {"sdb": d1}):
+        with running_agent(served, tmp_path) as agent:
+            plan = lab_plan(tmp_path, estate, ("web01",), {"web01": "agent"}, address=f"127.0.0.1:{agent.port}")
+            store = StateStore.open(tmp_path / "state.db")
+            ctx = open_context(plan, store, RecordingReporter())
+            try:
+                out = run_sync(SyncRequest(plan), ctx).last["web01"]
+                assert out.ok, out.error
+            finally:
+                ctx.close()
+                store.close()
+    assert (target / "disk0.raw").read_bytes() == d1.read_bytes()

@@ -9,8 +9,9 @@ entry whose ``label`` is the agent's disk name marks ``include: false``.
 Per disk, checkpoint ``agent/<plan>/<vm>/<disk>`` keeps the invariant "the
 target equals ``manifest``, except the chunks listed in ``attempt``":
 
-* seed (no manifest yet, or a target that was recreated): every allocated
-  chunk is copied, resumably (engine checkpoint ``.../seed``);
+* seed (no manifest yet, a target that was recreated, or a disk that now
+  maps to another target file): every allocated chunk is copied, resumably
+  (engine checkpoint ``.../seed``);
 * incremental / final: the agent hashes its chunks locally
   (:meth:`~scmt_cli.agent.transport.AgentDisk.remote_digests`); only chunks
   whose digest differs from the manifest cross the wire.  The chunks about to
@@ -95,7 +96,13 @@ def _copy_one(ctx: MigrationContext, vm: str, lock: VmLock, disk: AgentDisk, ind
     prog = store.get_checkpoint(key) or {}
     cs = AGENT_CHUNK_SIZE
     base: Manifest | None = None
-    if prog.get("manifest") and not fresh:
+    recorded = prog.get("target") or next(
+        (d.target for d in store.list_disks(plan, vm) if d.label == disk.disk), None)  # older records
+    if prog.get("manifest") and not fresh and recorded is not None and recorded != target_url:
+        # The manifest describes another file (a disk before this one is no longer copied: indexes shifted).
+        ctx.reporter.log("warning", f"{vm}: {disk.disk} now maps to target {target_url} (it was copied to "
+                         f"{recorded}); copying the whole disk again", vm=vm)
+    elif prog.get("manifest") and not fresh:
         base = Manifest.from_dict(prog["manifest"], where=key)
         if base.size != disk.size or base.chunk_size != cs:
             ctx.reporter.log("warning", f"{vm}: {disk.disk} changed size; copying the whole disk again", vm=vm)
@@ -137,7 +144,8 @@ def _copy_one(ctx: MigrationContext, vm: str, lock: VmLock, disk: AgentDisk, ind
             else:
                 mode = "incremental"
                 changed = changed_extents(disk.remote_digests(cs), base)
-            store.put_checkpoint(key, {"manifest": base.to_dict(), "attempt": [e.offset // cs for e in changed]})
+            store.put_checkpoint(key, {"manifest": base.to_dict(), "attempt": [e.offset // cs for e in changed],
+                                       "target": target_url})
             if undo is not None:  # hot backup: keep the bytes about to be overwritten
                 journaled = undo.save_old(index, dst, [(e.offset, e.length) for e in changed])
             outcome = changed_copy(src, dst, changed, base=base, options=opts, reporter=ctx.reporter)
@@ -145,7 +153,7 @@ def _copy_one(ctx: MigrationContext, vm: str, lock: VmLock, disk: AgentDisk, ind
         dst.flush()
     finally:
         dst.close()
-    store.put_checkpoint(key, {"manifest": outcome.manifest.to_dict(), "attempt": None})
+    store.put_checkpoint(key, {"manifest": outcome.manifest.to_dict(), "attempt": None, "target": target_url})
     store.upsert_disk(plan, vm, index, label=disk.disk, capacity_bytes=disk.size, target=target_url)
     s = outcome.stats
     extra = {"bytes_journaled": journaled} if undo is not None else {}
