@@ -116,3 +116,21 @@ def test_sync_view_does_not_tell_to_rerun_a_vm_blocked_by_assessment() -> None:
     text = buf.getvalue()
     assert "1 VM(s) blocked by assessment: legacy; 'scmt assess PLAN' lists the remedies" in text
     assert "1 VM(s) failed: web; run scmt sync again to resume them" in text
+
+
+def test_quiet_does_not_repeat_a_warning_already_logged(capsys: pytest.CaptureFixture[str]) -> None:
+    from scmt_cli.cli.context import GlobalOptions, Ui
+
+    class Done:
+        exit_code = 1
+
+        def to_dict(self) -> dict[str, object]:
+            return {"warnings": ["conversion skipped", "only in the result"]}
+
+    ui = Ui(GlobalOptions(quiet=True, no_color=True))
+    ui.reporter.log("info", "not shown under --quiet")
+    ui.reporter.log("warning", "conversion skipped")
+    ui.finish(Done(), lambda console, r: console.print("table"))  # type: ignore[arg-type]
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.splitlines() == ["warning: conversion skipped", "warning: only in the result"]

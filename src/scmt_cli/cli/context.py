@@ -111,10 +111,13 @@ class HumanReporter:
         self._progress: Any = None
         self._tasks: dict[str, Any] = {}
         self._lock = threading.Lock()
+        self.shown_warnings: set[str] = set()  # so --quiet's closing summary does not repeat them
 
     def log(self, level: Level, message: str, **fields: Any) -> None:
         if _LEVELS[level] < self._min:
             return
+        if level == "warning":
+            self.shown_warnings.add(message)
         prefix = {"warning": "warning: ", "error": "error: ", "debug": "debug: "}.get(level, "")
         style = self._STYLE[level]
         self._console.print(
@@ -206,7 +209,9 @@ class Ui:
         elif not self.opts.quiet:
             render(self.console, result)
         elif result.exit_code:
-            render_warnings_only(self.err_console, result)
+            rep = self._reporter
+            shown = rep.shown_warnings if isinstance(rep, HumanReporter) else set()
+            render_warnings_only(self.err_console, result, already_shown=shown)
 
     def print_json(self, data: dict[str, Any]) -> None:
         text = json.dumps(redact_data(json.loads(json.dumps(data, default=str))), indent=2)
@@ -239,9 +244,12 @@ class Ui:
             rep.close()
 
 
-def render_warnings_only(console: Console, result: Result) -> None:
+def render_warnings_only(console: Console, result: Result, already_shown: set[str] | None = None) -> None:
+    """``--quiet``'s view of a result: its warnings, minus those already logged during the run."""
     data = result.to_dict()
     for w in data.get("warnings", []) or []:
+        if already_shown and w in already_shown:
+            continue
         console.print(f"warning: {w}", style="yellow", markup=False, highlight=False, soft_wrap=True)
 
 
