@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 
 import pytest
@@ -102,3 +103,31 @@ def test_changed_copy_with_unsorted_overlapping_extents_in_the_last_partial_chun
     verify_target(dst, out.manifest)
     with pytest.raises(ValueError, match="outside the disk"):
         changed_copy(src, dst, [Extent(size - 1, 2)], base=base, options=_opts())
+
+
+def test_resume_onto_a_target_replaced_between_runs_starts_over(tmp_path):
+    """The checkpoint says chunks below the watermark are on THAT file; a different file at the path has none."""
+    from scmt_cli.errors import TransportError
+    from scmt_cli.events import NullReporter
+    from scmt_cli.services.copy import CopyRequest, run_copy
+    from scmt_cli.state.store import StateStore
+    from scmt_cli.transports.wrappers import Fault, FaultPlan, FaultySource
+
+    MiB = 1024 * KiB
+    src, dst = tmp_path / "src.img", tmp_path / "dst.img"
+    src.write_bytes(random.Random(5).randbytes(12 * MiB))
+    plan = FaultPlan([Fault("read", start=8 * MiB, end=12 * MiB, times=-1, transient=False)])
+    with StateStore.open(tmp_path / "st.db") as store:
+        with pytest.raises(TransportError):
+            run_copy(CopyRequest(f"file://{src}", f"file://{dst}", chunk_size=MiB, in_flight=1,
+                                 checkpoint_seconds=0.0), NullReporter(), store,
+                     wrap_source=lambda s: FaultySource(s, plan))
+        (key,) = store.checkpoint_keys("copy/")
+        assert store.get_checkpoint(key)["watermark"] > 0
+        other = tmp_path / "other.img"
+        other.write_bytes(b"\xee" * (12 * MiB))  # e.g. restored from a backup, or another disk's image
+        os.replace(other, dst)
+        res = run_copy(CopyRequest(f"file://{src}", f"file://{dst}", chunk_size=MiB, resume=True),
+                       NullReporter(), store)
+    assert dst.read_bytes() == src.read_bytes()
+    assert res.stats.chunks_resumed == 0 and any("replaced" in w for w in res.warnings)

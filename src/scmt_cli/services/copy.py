@@ -153,12 +153,24 @@ def run_copy(req: CopyRequest, reporter: Reporter, store: CheckpointStore | None
             key = checkpoint_key(src.describe(), dst.describe())
             params = {"source": src.describe(), "target": dst.describe(), "size": size, "chunk_size": chunk_size,
                       "mode": mode, "base": _file_digest(req.since) if base is not None and req.since else None}
+            identity = find_capability(dst, "identity")
+            if identity is not None:
+                params["target_id"] = identity()
             ckpt = Checkpointer(store, key, params)
             existing = store.get_checkpoint(key)
+            old_id = (existing or {}).get("params", {}).get("target_id")
+            if existing is not None and old_id is None:
+                params.pop("target_id", None)  # a checkpoint of an older scmt: resumable as before
             if existing is not None and req.resume and dst.fresh:
                 # The target was just created: whatever the checkpoint says was written is gone.
                 warnings.append(f"{dst.describe()} did not exist any more: the interrupted copy was restarted "
                                 "from the beginning")
+                ckpt.clear()
+                existing = None
+            elif existing is not None and req.resume and old_id is not None and old_id != params.get("target_id"):
+                # Another file now sits at the target's path: it holds none of the checkpointed chunks.
+                warnings.append(f"{dst.describe()} was replaced by another file since the interrupted copy: "
+                                "the copy was restarted from the beginning")
                 ckpt.clear()
                 existing = None
             elif existing is not None and not req.resume:

@@ -289,6 +289,15 @@ class FileTarget(_FileBase):
     def fresh(self) -> bool:
         return self._fresh
 
+    def identity(self) -> str:
+        """Which file this is (device and inode; a block device's device number), not where it is.
+
+        A resumed copy compares it with the one its checkpoint recorded: a file replaced at the
+        same path holds none of the chunks the checkpoint says were written.
+        """
+        st = os.fstat(self._fd)
+        return f"dev:{st.st_rdev}" if self.is_block else f"{st.st_dev}:{st.st_ino}"
+
     def write(self, offset: int, data: bytes | bytearray | memoryview) -> None:
         view = memoryview(data).cast("B")
         if offset < 0 or offset + len(view) > self._size:
