@@ -52,6 +52,11 @@ def sync(
     ui.finish(result, render)
 
 
+# Exit codes of errors a plain rerun cannot get past (plan, input, configuration,
+# credentials, TLS, preflight, size, read-only target, state): the VM's row says what to fix.
+_FIX_FIRST = frozenset({2, 3, 4, 5, 11, 12, 21, 32, 33, 41, 42})
+
+
 def _size(n: float) -> str:
     from scmt_cli.domain.units import format_size
 
@@ -81,13 +86,18 @@ def render(console: Console, result: Any) -> None:
     if result.stopped:
         console.print(f"stopped: {result.stopped}", markup=False)
     if result.failed:
-        blocked = [o.vm for o in result.last.values() if not o.ok and o.error_code == 20]
-        others = [vm for vm in result.failed if vm not in blocked]
+        failed = [o for o in result.last.values() if not o.ok]
+        blocked = [o.vm for o in failed if o.error_code == 20]
+        to_fix = [o.vm for o in failed if o.error_code in _FIX_FIRST]
+        resumable = [o.vm for o in failed if o.vm not in blocked and o.vm not in to_fix]
         if blocked:  # rerunning does not help: the assessment blockers must be fixed first
             console.print(f"{len(blocked)} VM(s) blocked by assessment: {', '.join(blocked)}; 'scmt assess PLAN' "
                           "lists the remedies (rerunning sync does not help)", style="bold red", markup=False)
-        if others:
-            console.print(f"{len(others)} VM(s) failed: {', '.join(others)}; run scmt sync again to resume them",
-                          style="bold red", markup=False)
+        if to_fix:
+            console.print(f"{len(to_fix)} VM(s) failed: {', '.join(to_fix)}; fix the error shown, then run scmt sync "
+                          "again", style="bold red", markup=False)
+        if resumable:
+            console.print(f"{len(resumable)} VM(s) failed: {', '.join(resumable)}; run scmt sync again to resume "
+                          "them", style="bold red", markup=False)
     for w in result.to_dict()["warnings"]:
         console.print(f"warning: {w}", style="yellow", markup=False, highlight=False)
