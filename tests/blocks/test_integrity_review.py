@@ -131,3 +131,28 @@ def test_resume_onto_a_target_replaced_between_runs_starts_over(tmp_path):
                        NullReporter(), store)
     assert dst.read_bytes() == src.read_bytes()
     assert res.stats.chunks_resumed == 0 and any("replaced" in w for w in res.warnings)
+
+
+def test_since_with_a_manifest_written_for_another_target_is_refused(tmp_path):
+    """A base manifest must describe THIS target: chunks equal to it are not written (here: chunk 1 kept b2)."""
+    from scmt_cli.errors import ScmtError
+    from scmt_cli.events import NullReporter
+    from scmt_cli.services.copy import CopyRequest, run_copy
+
+    MiB = 1024 * KiB
+    rnd = random.Random(9)
+    a, b = tmp_path / "a.img", tmp_path / "b.img"
+    a.write_bytes(rnd.randbytes(MiB) + bytes(MiB))
+    b.write_bytes(rnd.randbytes(2 * MiB))
+    ma, mb = tmp_path / "a.json", tmp_path / "b.json"
+    run_copy(CopyRequest(f"file://{a}", f"file://{tmp_path}/ta.img", manifest_out=ma, chunk_size=MiB),
+             NullReporter(), None)
+    run_copy(CopyRequest(f"file://{b}", f"file://{tmp_path}/tb.img", manifest_out=mb, chunk_size=MiB),
+             NullReporter(), None)
+    with open(b, "r+b") as fh:
+        fh.seek(MiB)
+        fh.write(bytes(MiB))  # chunk 1 of b becomes zero, as chunk 1 of a is
+    with pytest.raises(ScmtError, match="ta.img"):
+        run_copy(CopyRequest(f"file://{b}", f"file://{tmp_path}/tb.img", since=ma), NullReporter(), None)
+    run_copy(CopyRequest(f"file://{b}", f"file://{tmp_path}/tb.img", since=mb), NullReporter(), None)
+    assert (tmp_path / "tb.img").read_bytes() == b.read_bytes()

@@ -11,12 +11,13 @@ A manifest describes a disk image on the fixed chunk grid (see
 :mod:`scmt_cli.blocks.plan`)::
 
     {"format": "scmt-manifest", "version": 1, "algorithm": "xxh3_128",
-     "size": 8589934592, "chunk_size": 4194304,
+     "size": 8589934592, "chunk_size": 4194304, "target": "file:///t/disk.img",
      "chunks": ["0", "9f2c...", null, ...]}
 
 Each entry of ``chunks`` is the lowercase hex digest of that chunk's bytes,
 ``"0"`` when the chunk is all zeroes, or ``null`` when unknown (a CBT
-incremental without a base manifest).
+incremental without a base manifest).  ``target`` (optional) names the
+target the digests describe; ``scmt copy --since`` refuses another target.
 """
 
 from __future__ import annotations
@@ -93,6 +94,9 @@ class Manifest:
     chunk_size: int
     chunks: list[str | None] = field(default_factory=list)
     algorithm: str = ALGORITHM
+    #: The (redacted) description of the target the digests were taken from, when known: an
+    #: incremental copy trusts that its target still holds these chunks, so it must be that target.
+    target: str | None = None
 
     @classmethod
     def empty(cls, size: int, chunk_size: int) -> Manifest:
@@ -100,14 +104,17 @@ class Manifest:
         return cls(size, chunk_size, [None] * chunk_count(size, chunk_size))
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "format": FORMAT,
             "version": VERSION,
             "algorithm": self.algorithm,
             "size": self.size,
             "chunk_size": self.chunk_size,
-            "chunks": self.chunks,
         }
+        if self.target is not None:
+            out["target"] = self.target
+        out["chunks"] = self.chunks
+        return out
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write atomically (temporary file + rename)."""
@@ -158,7 +165,10 @@ class Manifest:
         for i, c in enumerate(chunks):
             if c is not None and not (isinstance(c, str) and (c == ZERO or _is_hex32(c))):
                 raise bad(f"chunks[{i}]", 'a 32-digit hex digest, "0" or null')
-        return cls(size, cs, list(chunks))
+        target = raw.get("target")
+        if target is not None and not isinstance(target, str):
+            raise bad("target", "a string")
+        return cls(size, cs, list(chunks), target=target)
 
     def summary(self) -> dict[str, int]:
         zero = sum(1 for c in self.chunks if c == ZERO)

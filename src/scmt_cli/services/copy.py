@@ -25,7 +25,7 @@ from scmt_cli.blocks.digest import Manifest
 from scmt_cli.blocks.engine import CopyOptions, CopyStats
 from scmt_cli.blocks.plan import DEFAULT_CHUNK_SIZE, check_chunk_size
 from scmt_cli.blocks.verify import verify_target
-from scmt_cli.errors import UsageError
+from scmt_cli.errors import InvalidStateError, UsageError
 from scmt_cli.events import Reporter
 from scmt_cli.transports import base as transports
 from scmt_cli.transports.base import BlockSource, BlockTarget
@@ -145,6 +145,11 @@ def run_copy(req: CopyRequest, reporter: Reporter, store: CheckpointStore | None
         if base is not None and dst.fresh:
             warnings.append(f"{dst.describe()} did not exist: made a full copy instead of an incremental one")
             base, mode = None, "full"
+        if base is not None and base.target is not None and base.target != dst.describe():
+            # Chunks equal to the manifest are not written: it must describe what THIS target holds.
+            raise InvalidStateError(
+                f"{req.since}: the manifest describes target {base.target}, not {dst.describe()}",
+                hint="pass the manifest written by the last copy to this target, or copy without --since")
         opts = CopyOptions(chunk_size=chunk_size, in_flight=req.in_flight, task=_task_name(req.target),
                            checkpoint_seconds=req.checkpoint_seconds)
         ckpt = None
@@ -197,6 +202,7 @@ def run_copy(req: CopyRequest, reporter: Reporter, store: CheckpointStore | None
         stats.extra["retries"] += dst.retrier.retries
         stats.extra.update(wire_stats(src))
         if req.manifest_out is not None:
+            outcome.manifest.target = dst.describe()
             outcome.manifest.save(req.manifest_out)
         verified = False
         if req.verify:
