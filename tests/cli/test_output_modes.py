@@ -136,3 +136,18 @@ def test_quiet_does_not_repeat_a_warning_already_logged(capsys: pytest.CaptureFi
     out, err = capsys.readouterr()
     assert out == ""
     assert err.splitlines() == ["warning: conversion skipped", "warning: only in the result"]
+
+
+def test_a_problem_repeating_the_headline_is_printed_once(capsys: pytest.CaptureFixture[str]) -> None:
+    from scmt_cli import errors
+    from scmt_cli.cli.context import GlobalOptions, Ui
+
+    ui = Ui(GlobalOptions(no_color=True))
+    ui.report_error(errors.InputError("bad.yaml:2:1: not valid YAML: unexpected end",
+                                      problems=[errors.Problem("bad.yaml", "not valid YAML: unexpected end", "", 2, 1)]))
+    ui.report_error(errors.PlanError("p.yaml is not a valid plan (1 problem)",
+                                     problems=[errors.Problem("p.yaml", "unknown key 'cpu'", "vms[0]", 4, 5)]))
+    err = capsys.readouterr().err.splitlines()
+    assert err == ["error: bad.yaml:2:1: not valid YAML: unexpected end",
+                   "error: p.yaml is not a valid plan (1 problem)",
+                   "p.yaml:4:5: vms[0]: unknown key 'cpu'"]

@@ -225,7 +225,9 @@ class Ui:
         if self.opts.log_json:
             self.stderr.write(_dumps_line({"time": _now(), **data}) + "\n")
         else:
-            lines = [p.format() for p in err.problems] or []
+            # A problem that only repeats the headline (a one-problem input error whose
+            # message already names file:line) is not printed twice.
+            lines = [p.format() for p in err.problems if p.format() != err.message and p.message != err.message]
             head = f"error: {err.message}"
             self.err_console.print(redact_text(head), style="bold red", markup=False, highlight=False, soft_wrap=True)
             for line in lines:
