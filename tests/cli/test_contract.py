@@ -65,6 +65,15 @@ def test_global_options_anywhere():
     assert hoist_global_options(["-q", "sync", "--state=x", "p"]) == ["-q", "--state=x", "sync", "p"]
 
 
+def test_state_without_its_value_is_a_usage_error(capsys):
+    with pytest.raises(errors.UsageError):
+        hoist_global_options(["status", "p.yaml", "--state"])
+    code, out, err = run(capsys, "--json", "status", "p.yaml", "--state")
+    assert code == 2
+    assert json.loads(out)["message"] == "option '--state' requires an argument"
+    assert err.startswith("error: option '--state' requires an argument")
+
+
 def test_json_after_subcommand(capsys):
     code, out, _ = run(capsys, "version", "--json")
     assert code == 0

@@ -30,7 +30,10 @@ class TerminatedSignal(BaseException):
 
 
 def hoist_global_options(argv: Sequence[str]) -> list[str]:
-    """Move global options found after the subcommand to the front."""
+    """Move global options found after the subcommand to the front.
+
+    Raises UsageError when a global option that takes a value ends the line.
+    """
     front: list[str] = []
     rest: list[str] = []
     i = 0
@@ -42,7 +45,9 @@ def hoist_global_options(argv: Sequence[str]) -> list[str]:
             break
         if arg in _GLOBAL_FLAGS:
             front.append(arg)
-        elif arg in _GLOBAL_OPTIONS and i + 1 < len(args):
+        elif arg in _GLOBAL_OPTIONS:
+            if i + 1 >= len(args):
+                raise UsageError(f"option '{arg}' requires an argument", hint="run 'scmt --help' for usage")
             front.extend(args[i : i + 2])
             i += 1
         elif any(arg.startswith(opt + "=") for opt in _GLOBAL_OPTIONS):
@@ -110,7 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from scmt_cli.cli import context
     from scmt_cli.cli.context import GlobalOptions, Ui
 
-    args = hoist_global_options(sys.argv[1:] if argv is None else argv)
+    args = list(sys.argv[1:] if argv is None else argv)
     context.set_current(None)
     old_term = None
     try:
@@ -140,6 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from scmt_cli.cli.app import app
 
         command = get_command(app)
+        args = hoist_global_options(args)
         try:
             rv = command.main(args=args, prog_name="scmt", standalone_mode=False)
         except Exception as ex:
