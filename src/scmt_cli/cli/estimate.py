@@ -32,7 +32,8 @@ def estimate(
     data: Annotated[Optional[str], typer.Option("--data", help="Effective data, e.g. 500GiB, 1TiB.",
                                                                   metavar="SIZE")] = None,
     compression: Annotated[
-        Optional[float], typer.Option("--compression", help="Compressed/original ratio, e.g. 0.6.",
+        Optional[float], typer.Option("--compression", help="Compressed/original ratio, e.g. 0.6 (default: 1.0; "
+                                       "with a plan 0.7 unless it turns compression off).",
                                        metavar="RATIO")
     ] = None,
     bandwidth: Annotated[
@@ -46,7 +47,8 @@ def estimate(
     redundancy: Annotated[float, typer.Option("--redundancy", help="System processing redundancy factor.",
                                                            metavar="FACTOR")] = 1.2,
     switch: Annotated[
-        Optional[str], typer.Option("--switch", help="Switch window, e.g. 5m (plan default: the seed's lab time).",
+        Optional[str], typer.Option("--switch", help="Switch window, e.g. 5m (default: 5m; with a plan the "
+                                    "seed's measured time for the VM's OS and method).",
                                     metavar="DURATION")
     ] = None,
     increment: Annotated[
