@@ -20,10 +20,10 @@ def failover(
     at: Annotated[Optional[str], typer.Option(
         "--at", help="Wait for this time (the scheduled switch), e.g. 22:00.", metavar="TIME")] = None,
     source_action: Annotated[
-        Optional[str], typer.Option("--source-action", help="disconnect-network | shutdown | none.",
-                                      metavar="ACTION")
+        Optional[str], typer.Option("--source-action", metavar="ACTION",
+                                    help="disconnect-network | shutdown | none (default: the plan's).")
     ] = None,
-    target_state: Annotated[Optional[str], typer.Option("--target-state", help="on | off.",
+    target_state: Annotated[Optional[str], typer.Option("--target-state", help="on | off (default: the plan's).",
                                                                                         metavar="STATE")] = None,
     direct: Annotated[bool, typer.Option("--direct", help="Skip guest conversion (directly fail over).")] = False,
 ) -> None:
