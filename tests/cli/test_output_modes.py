@@ -151,3 +151,22 @@ def test_a_problem_repeating_the_headline_is_printed_once(capsys: pytest.Capture
     assert err == ["error: bad.yaml:2:1: not valid YAML: unexpected end",
                    "error: p.yaml is not a valid plan (1 problem)",
                    "p.yaml:4:5: vms[0]: unknown key 'cpu'"]
+
+
+def test_views_print_data_literally_not_as_markup(capsys: pytest.CaptureFixture[str]) -> None:
+    """A datastore path '[ds1] vm/vm.vmdk' must survive; an error text with '[/]' must not crash the view."""
+    from scmt_cli.cli._migration_view import render_outcomes
+    from scmt_cli.cli.context import GlobalOptions, Ui
+    from scmt_cli.services.migration.context import VmOutcome
+    from scmt_cli.services.migration.units import MigrationResult
+
+    result = MigrationResult("failover", "p", outcomes=[
+        VmOutcome("web[01]", ok=False, state="syncing", action="failover", error_code=13,
+                  error="cannot read [ds1] web01/web01-flat.vmdk: closing [/] tag"),
+    ])
+    ui = Ui(GlobalOptions(no_color=True))
+    ui.console.width = 200
+    render_outcomes(ui.console, result, title="failover of plan p", columns=[])
+    out = capsys.readouterr().out
+    assert "web[01]" in out
+    assert "failed (cannot read [ds1] web01/web01-flat.vmdk: closing [/] tag)" in out

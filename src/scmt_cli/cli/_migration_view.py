@@ -14,6 +14,7 @@ def _secs(v: Any) -> str:
 def render_outcomes(console: Console, result: Any, *, title: str, columns: list[tuple[str, str]]) -> None:
     """One table row per VM: name, state, the ``columns`` (header, data key) and the result."""
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(title=title)
     for col in ["VM", "state", *(h for h, _ in columns), "result"]:
@@ -23,7 +24,8 @@ def render_outcomes(console: Console, result: Any, *, title: str, columns: list[
         for _, key in columns:
             value = o.data.get(key)
             cells.append(_secs(value) if key.endswith("seconds") else ("-" if value is None else str(value)))
-        verdict = f"[green]{o.action or 'ok'}[/]" if o.ok else f"[bold red]failed[/] ({o.error})"
+        verdict = Text(o.action or "ok", style="green") if o.ok else Text.assemble(("failed", "bold red"),
+                                                                                  f" ({o.error})")
         table.add_row(o.vm, o.state or "-", *cells, verdict)
     console.print(table)
     for w in result.all_warnings():

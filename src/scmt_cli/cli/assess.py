@@ -121,6 +121,7 @@ def render_csv(console: Console, result: Any, details: bool) -> None:
 
 def render(console: Console, result: Any, details: bool) -> None:
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(title=f"Assessment of {result.source}", show_lines=False)
     for col in ("VM", "OS", "verdict", "method", "recommended", "blockers", "warnings"):
@@ -128,23 +129,23 @@ def render(console: Console, result: Any, details: bool) -> None:
     for a in result.vms:
         blockers = ", ".join(dict.fromkeys(f.id for f in a.findings if f.severity == "blocker")) or "-"
         warnings = ", ".join(dict.fromkeys(f.id for f in a.findings if f.severity == "warning")) or "-"
-        rec = a.recommended_method if a.recommended_method == a.method else f"[bold]{a.recommended_method}[/bold]"
+        rec = a.recommended_method if a.recommended_method == a.method else Text(a.recommended_method, style="bold")
         table.add_row(
-            a.name, a.os or "?", f"[{_VERDICT_STYLE[a.verdict]}]{a.verdict}[/]", a.method, rec, blockers, warnings
+            a.name, a.os or "?", Text(a.verdict, style=_VERDICT_STYLE[a.verdict]), a.method, rec, blockers, warnings
         )
     console.print(table)
     c = result.counts()
-    console.print(
-        f"{c['vms']} VM(s): [green]{c['ready']} ready[/], [yellow]{c['warnings']} with warnings[/], "
-        f"[bold red]{c['blocked']} blocked[/], {c['skipped']} skipped"
-    )
+    console.print(Text.assemble(
+        f"{c['vms']} VM(s): ", (f"{c['ready']} ready", "green"), ", ", (f"{c['warnings']} with warnings", "yellow"),
+        ", ", (f"{c['blocked']} blocked", "bold red"), f", {c['skipped']} skipped"))
     if details:
         for a in result.vms:
-            console.print(f"\n[bold]{a.name}[/] - {a.verdict} under {a.method}; recommended "
-                          f"{a.recommended_method}: {a.reason}", highlight=False)
+            console.print(Text.assemble("\n", (a.name, "bold"), f" - {a.verdict} under {a.method}; recommended "
+                                        f"{a.recommended_method}: {a.reason}"), highlight=False)
             for f in a.findings:
                 style = _SEV_STYLE[f.severity]
-                console.print(f"  [{style}]{f.severity:<7}[/] {f.id}: {f.message}", markup=True, highlight=False)
+                console.print(Text.assemble("  ", (f"{f.severity:<7}", style), f" {f.id}: {f.message}"),
+                              highlight=False)
                 console.print(f"          remedy: {f.remedy}", style="dim", markup=False, highlight=False)
     else:
         for a in result.vms:
@@ -157,7 +158,7 @@ def render(console: Console, result: Any, details: bool) -> None:
         for r in p.results:
             style = {"open": "green", "not_checked": "dim"}.get(r.status, "bold red")
             port = f"{r.check.port}{'*' if r.check.sampled else ''}"
-            pt.add_row(r.check.src, r.check.host, port, r.check.role, f"[{style}]{r.status}[/]", r.detail)
+            pt.add_row(r.check.src, r.check.host, port, r.check.role, Text(r.status, style=style), r.detail)
         console.print(pt)
         if p.missing_roles:
             console.print(f"no address known for: {', '.join(p.missing_roles)} (not checked)", markup=False)

@@ -178,8 +178,10 @@ class Ui:
         self.stderr = stderr or sys.stderr
         no_color = opts.no_color or bool(os.environ.get("NO_COLOR"))
         color: dict[str, Any] = {"color_system": None, "no_color": True} if no_color else {}
-        self.console = Console(file=self.stdout, highlight=False, soft_wrap=False, **color)
-        self.err_console = Console(file=self.stderr, highlight=False, stderr=True, **color)
+        # markup=False: strings (VM names, datastore paths like "[ds1] vm/vm.vmdk", error
+        # messages) are printed as they are; views style with rich.text.Text, never markup.
+        self.console = Console(file=self.stdout, highlight=False, soft_wrap=False, markup=False, **color)
+        self.err_console = Console(file=self.stderr, highlight=False, stderr=True, markup=False, **color)
         self.exit_code = 0
         self.finished = False
         if opts.verbose or opts.debug:

@@ -29,13 +29,14 @@ def demo(
 
 def render(console: Console, result: Any) -> None:
     from rich.table import Table
+    from rich.text import Text
 
     steps = Table(title="scmt demo: what happened", show_lines=False)
     for col in ("step", "time", "result"):
         steps.add_column(col, overflow="fold")
     for s in result.steps:
-        mark = "[green]ok[/]" if s["ok"] else "[bold red]FAILED[/]"
-        steps.add_row(s["step"], f"{s['seconds']:.2f} s", f"{mark} {s['detail']}")
+        mark = ("ok", "green") if s["ok"] else ("FAILED", "bold red")
+        steps.add_row(s["step"], f"{s['seconds']:.2f} s", Text.assemble(mark, f" {s['detail']}"))
     console.print(steps)
     if result.vms:
         vms = Table(title="VMs")

@@ -58,6 +58,7 @@ def _fmt_secs(v: Any) -> str:
 
 def _table(result: Any) -> Any:
     from rich.table import Table
+    from rich.text import Text
 
     from scmt_cli.domain.units import format_size
 
@@ -76,7 +77,7 @@ def _table(result: Any) -> Any:
             else _fmt_secs(v.est_downtime_seconds)
         if v.plan_downtime_minutes is not None:
             est += f" ({v.plan_downtime_minutes} min)"
-        table.add_row(v.vm, f"[{styles.get(v.state, '')}]{state}[/]" if v.state in styles else state, last, size,
+        table.add_row(v.vm, Text(state, style=styles[v.state]) if v.state in styles else state, last, size,
                       _fmt_secs(v.lag_seconds), est, ", ".join(v.next_commands) or "-")
     return table
 

@@ -65,6 +65,7 @@ def _size(n: float) -> str:
 
 def render(console: Console, result: Any) -> None:
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(title=f"sync of plan {result.plan}" + (f" ({len(result.rounds)} rounds)" if len(result.rounds) > 1
                                                            else ""))
@@ -80,7 +81,7 @@ def render(console: Console, result: Any) -> None:
             _size(d["bytes_written"]) if "bytes_written" in d else "-",
             f"{secs:.2f} s" if secs is not None else "-",
             f"{_size(rate)}/s" if rate else "-",
-            "[green]ok[/]" if o.ok else f"[bold red]failed[/] ({o.error})",
+            Text("ok", style="green") if o.ok else Text.assemble(("failed", "bold red"), f" ({o.error})"),
         )
     console.print(table)
     if result.stopped:
