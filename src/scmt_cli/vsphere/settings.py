@@ -131,7 +131,7 @@ def resolve_settings(
     if not raw_url:
         raise ConfigError(
             "no vCenter given",
-            hint="pass --vcenter https://HOST/sdk, set source.vcenter in the plan, or export GOVC_URL",
+            hint="pass --vcenter https://HOST/sdk, set source.url in the plan, or export GOVC_URL",
         )
     host, port, path, url_user, url_password = _split_url(str(raw_url), url_origin)
     origins.append(f"url from {url_origin}")
@@ -140,7 +140,7 @@ def resolve_settings(
     if not final_user:
         raise ConfigError(
             f"no user name for {host}",
-            hint="pass --vcenter-user, set source.user, or GOVC_USERNAME",
+            hint="pass --vcenter-user, set source.username in the plan, or GOVC_USERNAME",
         )
 
     password: str | None = None
