@@ -146,4 +146,8 @@ def classify_connect_error(exc: BaseException, where: str) -> ScmtError:
             return SourceUnreachableError(f"{where}: connection timed out")
         if isinstance(e, OSError):
             return SourceUnreachableError(f"{where}: {e.strerror or type(e).__name__}")
-    return SourceUnreachableError(f"{where}: {type(exc).__name__}")
+    detail = " ".join(str(exc).split())[:200]
+    return SourceUnreachableError(
+        f"{where}: {type(exc).__name__}" + (f": {detail}" if detail else ""),
+        hint="check that the URL is a vCenter or ESXi SDK endpoint (https://HOST/sdk)",
+    )
