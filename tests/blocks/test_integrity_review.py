@@ -12,6 +12,7 @@ from scmt_cli.blocks.checkpoint import Checkpointer, MemoryCheckpointStore
 from scmt_cli.blocks.digest import ZERO
 from scmt_cli.blocks.engine import CopyOptions
 from scmt_cli.blocks.verify import verify_target
+from scmt_cli.errors import TransportError
 from scmt_cli.transports.base import Extent
 
 from .memdisk import MemSource, MemTarget
@@ -101,13 +102,12 @@ def test_changed_copy_with_unsorted_overlapping_extents_in_the_last_partial_chun
     out = changed_copy(src, dst, changed, base=base, options=_opts())
     assert dst.data == src.data and out.stats.chunks_planned == 2
     verify_target(dst, out.manifest)
-    with pytest.raises(ValueError, match="outside the disk"):
+    with pytest.raises(TransportError, match="outside the disk"):  # a clear, permanent error (exit 30)
         changed_copy(src, dst, [Extent(size - 1, 2)], base=base, options=_opts())
 
 
 def test_resume_onto_a_target_replaced_between_runs_starts_over(tmp_path):
     """The checkpoint says chunks below the watermark are on THAT file; a different file at the path has none."""
-    from scmt_cli.errors import TransportError
     from scmt_cli.events import NullReporter
     from scmt_cli.services.copy import CopyRequest, run_copy
     from scmt_cli.state.store import StateStore

@@ -21,15 +21,28 @@ from collections.abc import Iterable
 from scmt_cli.blocks.checkpoint import Checkpointer
 from scmt_cli.blocks.digest import Manifest
 from scmt_cli.blocks.engine import CopyOptions, CopyOutcome, copy_chunks
-from scmt_cli.blocks.plan import Chunk, plan_changed, plan_chunks
-from scmt_cli.errors import SizeMismatchError
+from scmt_cli.blocks.plan import Chunk, ExtentMapError, plan_changed, plan_chunks
+from scmt_cli.errors import SizeMismatchError, TransportError
 from scmt_cli.events import Reporter
 from scmt_cli.transports.base import BlockSource, BlockTarget, Extent
 
 
 def plan_source(source: BlockSource, chunk_size: int) -> list[Chunk]:
-    """The full chunk plan of ``source`` from its allocation map."""
-    return plan_chunks(source.extents(0, source.size), source.size, chunk_size)
+    """The full chunk plan of ``source`` from its allocation map.
+
+    A map that breaks the extent contract (overlapping, unsorted, past the end:
+    a buggy transport) is a permanent TransportError naming the source and the extent.
+    """
+    try:
+        return plan_chunks(source.extents(0, source.size), source.size, chunk_size)
+    except ExtentMapError as exc:
+        raise bad_map(source, "allocation map", exc) from None
+
+
+def bad_map(source: BlockSource, what: str, exc: ExtentMapError) -> TransportError:
+    """The error for an invalid extent list (``what``: "allocation map", "change list") of ``source``."""
+    return TransportError(f"{source.describe()} returned an invalid {what}: {exc}", transient=False,
+                          hint="this is a bug in the source or its transport; nothing was copied")
 
 
 def full_copy(source: BlockSource, target: BlockTarget, *, options: CopyOptions | None = None,
@@ -75,7 +88,10 @@ def changed_copy(source: BlockSource, target: BlockTarget, changed: Iterable[Ext
     """
     opts = options or CopyOptions(chunk_size=base.chunk_size if base else CopyOptions().chunk_size)
     t0 = time.monotonic()
-    chunks = plan_changed(list(changed), source.size, opts.chunk_size)
+    try:
+        chunks = plan_changed(list(changed), source.size, opts.chunk_size)
+    except ExtentMapError as exc:
+        raise bad_map(source, "change list", exc) from None
     plan_s = time.monotonic() - t0
     out = copy_chunks(source, target, chunks, options=opts, base=base, fresh=False, checkpointer=checkpointer,
                       resume=resume, reporter=reporter)

@@ -40,6 +40,24 @@ READ_MERGE_GAP = 256 * 1024
 Ranges = tuple[tuple[int, int], ...]
 
 
+class ExtentMapError(ValueError):
+    """An allocation map (or change list) that breaks the extent contract.
+
+    Raised by the planners for extents that overlap, come out of order or lie
+    outside the disk.  The message names the offending extent; callers know
+    where the map came from and turn this into an :class:`~scmt_cli.errors.ScmtError`
+    naming the source (a ValueError subclass so direct library callers keep working).
+    """
+
+    def __init__(self, message: str, extent: Extent) -> None:
+        super().__init__(message)
+        self.extent = extent
+
+
+def _show(ext: Extent) -> str:
+    return f"{ext.kind} extent at offset {ext.offset} (length {ext.length})"
+
+
 @dataclass(frozen=True, slots=True)
 class Chunk:
     """One grid cell of the plan: ``index`` on the grid, its byte range and kind.
@@ -95,7 +113,9 @@ def coalesce(extents: Iterable[Extent]) -> Iterator[Extent]:
         kind: ExtentKind = "data" if ext.kind == "data" else "zero"
         if cur is not None:
             if ext.offset < cur.end:
-                raise ValueError(f"extents overlap or are unsorted at offset {ext.offset}")
+                raise ExtentMapError(
+                    f"{_show(ext)} starts before the previous extent ends at offset {cur.end} "
+                    "(extents overlap or are out of order)", ext)
             if ext.offset == cur.end and cur.kind == kind:
                 cur = Extent(cur.offset, cur.length + ext.length, kind)
                 continue
@@ -125,7 +145,7 @@ def plan_chunks(extents: Iterable[Extent], size: int, chunk_size: int) -> list[C
     what :class:`BlockSource` implementations promise for holes).
     """
     ranges: dict[int, list[tuple[int, int]]] = {}
-    for ext in coalesce(extents):
+    for ext in coalesce(_inside(extents, size)):
         if ext.kind != "data":
             continue
         for i in range(ext.offset // chunk_size, (ext.end - 1) // chunk_size + 1):
@@ -152,6 +172,14 @@ def plan_chunks(extents: Iterable[Extent], size: int, chunk_size: int) -> list[C
     return out
 
 
+def _inside(extents: Iterable[Extent], size: int) -> Iterator[Extent]:
+    """Pass ``extents`` through, raising ExtentMapError for a non-empty one outside ``[0, size)``."""
+    for ext in extents:
+        if ext.length > 0 and (ext.offset < 0 or ext.end > size):
+            raise ExtentMapError(f"{_show(ext)} lies outside the disk ({size} bytes)", ext)
+        yield ext
+
+
 def plan_changed(changed: Iterable[Extent], size: int, chunk_size: int) -> list[Chunk]:
     """A plan restricted to chunks overlapping ``changed`` (a CBT change list).
 
@@ -167,7 +195,7 @@ def plan_changed(changed: Iterable[Extent], size: int, chunk_size: int) -> list[
     zero_spans: list[tuple[int, int]] = []  # union of zero/hole extents
     for ext in exts:
         if ext.offset < 0 or ext.end > size:
-            raise ValueError(f"changed extent {ext.offset}+{ext.length} lies outside the disk ({size} bytes)")
+            raise ExtentMapError(f"changed {_show(ext)} lies outside the disk ({size} bytes)", ext)
         for i in range(ext.offset // chunk_size, (ext.end - 1) // chunk_size + 1):
             if ext.kind == "data":
                 kinds[i] = "data"
@@ -212,6 +240,7 @@ def validate_extents(extents: list[Extent], offset: int, length: int) -> None:
 __all__ = [
     "CHUNK_ALIGN",
     "DEFAULT_CHUNK_SIZE",
+    "ExtentMapError",
     "MAX_CHUNK_SIZE",
     "MIN_CHUNK_SIZE",
     "Chunk",

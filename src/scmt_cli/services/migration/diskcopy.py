@@ -41,7 +41,8 @@ from typing import Any
 
 from scmt_cli.blocks.checkpoint import Checkpointer
 from scmt_cli.blocks.engine import CopyOptions, copy_chunks
-from scmt_cli.blocks.plan import Chunk, plan_changed
+from scmt_cli.blocks.plan import Chunk, ExtentMapError, plan_changed
+from scmt_cli.errors import SourceOperationError
 from scmt_cli.events import Reporter
 from scmt_cli.state import StateStore
 from scmt_cli.state.locks import VmLock
@@ -258,7 +259,13 @@ def copy_disk(
             extents = whole
         else:
             extents = merge_areas([(e.offset, e.length) for e in (*areas.extents, *stale)], size)
-    chunks = plan_changed(extents, size, chunk_size) if size else []
+    try:
+        chunks = plan_changed(extents, size, chunk_size) if size else []
+    except ExtentMapError as exc:  # vSphere's QueryChangedDiskAreas answer does not fit the disk
+        raise SourceOperationError(
+            f"{vm}: {label}: the changed-block (CBT) answer for disk {disk_key} is invalid: {exc}",
+            hint="nothing was copied; if this repeats, reset CBT on the VM so the next sync copies the whole disk",
+        ) from None
     result.planned_bytes = sum(c.length for c in chunks)
     ekey = engine_key(plan, vm, disk_key, generation)
     params = {"vm": vm, "disk": disk_key, "generation": generation, "size": size, "chunk_size": chunk_size,
