@@ -24,6 +24,14 @@ Contracts:
   cleared before the first write, so a resume rewrites every chunk at or
   above the watermark (zero chunks included) instead of assuming the
   target still reads as zeroes there;
+* data chunks are written sparsely: on a fresh target their all-zero
+  ``sparse_block`` runs are skipped; on a non-fresh target whose
+  ``punches_holes`` attribute is true (its ``write_zeroes`` deallocates) they
+  are zeroed with ``write_zeroes`` -- never skipped, the target may hold old
+  bytes there -- (and re-reserved where the source map says data, like the
+  fresh path's preallocation) so a resumed copy ends as sparse as an
+  uninterrupted one;
+  other non-fresh targets get the whole chunk written;
 * on a fresh target that offers ``preallocate``, the source's data extents
   still to copy are reserved first (a best-effort speed hint that changes no
   byte the target reads back).
@@ -129,6 +137,10 @@ class _Pipeline:
         self.options = options
         self.base = base
         self.fresh = fresh
+        # Zero runs inside data chunks of a non-fresh target are punched rather than written when
+        # the target's write_zeroes deallocates (so a resumed copy ends as sparse as a clean one).
+        self.punch = bool(getattr(target, "punches_holes", False))
+        self.prealloc = getattr(target, "preallocate", None)
         self.stats = stats
         self.stop = threading.Event()
         self.next_pos = 0
@@ -275,7 +287,7 @@ class _Pipeline:
                 self.target.write_zeroes(chunk.offset, chunk.length)
                 return 0
             assert view is not None
-            if not self.fresh:
+            if not self.fresh and not self.punch:
                 self.target.write(chunk.offset, view)
                 return chunk.length
             written = 0
@@ -284,10 +296,29 @@ class _Pipeline:
                 if not zero:
                     self.target.write(chunk.offset + start, view[start:end])
                     written += end - start
-            return written
+                elif not self.fresh:  # the target may hold old bytes here: punch, never skip
+                    self._punch(chunk, start, end)
+            # A non-fresh chunk was brought up to date over its whole length (written or punched):
+            # it counts as written in full, as before punching existed (status shows it as sync bytes).
+            return written if self.fresh else chunk.length
         finally:
             if lock is not None:
                 lock.release()
+
+    def _punch(self, chunk: Chunk, start: int, end: int) -> None:
+        """Zero ``[start, end)`` of ``chunk`` on a non-fresh target by deallocating it.
+
+        Where the source's map says data, the range is then reserved again
+        (best effort, as :func:`_preallocate` does on a fresh target), so the
+        target's allocation mirrors the source's exactly as a clean copy's does.
+        """
+        self.target.write_zeroes(chunk.offset + start, end - start)
+        if self.prealloc is None:
+            return
+        for lo, hi in chunk.data_ranges:
+            lo, hi = max(lo, start), min(hi, end)
+            if lo < hi:
+                self.prealloc(chunk.offset + lo, hi - lo)
 
     # -- lifecycle ------------------------------------------------------------
     def start(self) -> None:

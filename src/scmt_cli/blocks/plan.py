@@ -18,7 +18,7 @@ chunks by index.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from scmt_cli.errors import UsageError
@@ -65,7 +65,10 @@ class Chunk:
     ``ranges`` (data chunks only) lists the ``(start, end)`` byte ranges,
     relative to ``offset``, that the allocation map says hold data; the rest
     of the chunk reads as zeroes and need not be read.  ``None`` means "read
-    the whole chunk".
+    the whole chunk".  Ranges closer than ``READ_MERGE_GAP`` are merged for
+    reading; ``allocated`` then keeps the map's exact data ranges (``None``:
+    the same as ``ranges``), which the engine uses to mirror the source's
+    allocation on the target.  It takes no part in comparisons.
     """
 
     index: int
@@ -73,6 +76,12 @@ class Chunk:
     length: int
     kind: ChunkKind
     ranges: Ranges | None = None
+    allocated: Ranges | None = field(default=None, compare=False)
+
+    @property
+    def data_ranges(self) -> Ranges:
+        """The exact ranges the allocation map says hold data (the whole chunk when unknown)."""
+        return self.allocated or self.ranges or ((0, self.length),)
 
     @property
     def end(self) -> int:
@@ -145,6 +154,7 @@ def plan_chunks(extents: Iterable[Extent], size: int, chunk_size: int) -> list[C
     what :class:`BlockSource` implementations promise for holes).
     """
     ranges: dict[int, list[tuple[int, int]]] = {}
+    exact: dict[int, list[tuple[int, int]]] = {}
     for ext in coalesce(_inside(extents, size)):
         if ext.kind != "data":
             continue
@@ -154,6 +164,7 @@ def plan_chunks(extents: Iterable[Extent], size: int, chunk_size: int) -> list[C
             end = min(ext.end, base + chunk_size, size) - base
             if end <= start:
                 continue
+            exact.setdefault(i, []).append((start, end))
             lst = ranges.setdefault(i, [])
             if lst and start - lst[-1][1] < READ_MERGE_GAP:
                 lst[-1] = (lst[-1][0], end)
@@ -165,10 +176,10 @@ def plan_chunks(extents: Iterable[Extent], size: int, chunk_size: int) -> list[C
         r = ranges.get(i)
         if r is None:
             out.append(Chunk(i, off, length, "zero"))
-        elif r == [(0, length)]:
-            out.append(Chunk(i, off, length, "data"))
         else:
-            out.append(Chunk(i, off, length, "data", tuple(r)))
+            e = exact[i]
+            out.append(Chunk(i, off, length, "data", None if r == [(0, length)] else tuple(r),
+                             None if e == r else tuple(e)))
     return out
 
 

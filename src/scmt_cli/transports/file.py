@@ -289,6 +289,12 @@ class FileTarget(_FileBase):
     def fresh(self) -> bool:
         return self._fresh
 
+    @property
+    def punches_holes(self) -> bool:
+        """True when :meth:`write_zeroes` deallocates (a regular file: PUNCH_HOLE); the copy engine then
+        punches zero runs inside data chunks instead of writing them, keeping the image sparse."""
+        return not self.is_block
+
     def identity(self) -> str:
         """Which file this is (device and inode; a block device's device number), not where it is.
 

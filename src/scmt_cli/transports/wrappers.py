@@ -93,6 +93,11 @@ class _TargetProxy:
         fn = getattr(self.inner, "preallocate", None)
         return bool(fn(offset, length)) if fn is not None else False
 
+    @property
+    def punches_holes(self) -> bool:
+        """Forward the optional capability (see FileTarget.punches_holes); False when the inner has none."""
+        return bool(getattr(self.inner, "punches_holes", False))
+
     def read(self, offset: int, length: int) -> bytes:
         return self.inner.read(offset, length)
 
