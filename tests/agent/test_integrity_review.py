@@ -106,7 +106,8 @@ def test_a_seed_interrupted_before_the_disk_grew_restarts_instead_of_failing(
 
 def test_a_disk_the_agent_no_longer_serves_does_not_shift_another_disk_onto_its_target(
         tmp_path: Path, estate: FakeEstate, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Target indexes follow the agent's list: sdb becomes disk0 once sda is gone; its manifest describes disk1."""
+    """Target indexes are recorded per agent disk name: sdb keeps disk1 once sda is gone, and its manifest
+    (which describes disk1) stays valid, so the pass is incremental, not a reseed onto sda's file."""
     monkeypatch.setenv("SCMT_TEST_AGENT_TOKEN", TOKEN)
     d0, d1 = tmp_path / "sda.raw", tmp_path / "sdb.raw"
     make_disk(d0, 4 * MiB, [(0, 3 * MiB)], seed=1)
@@ -123,4 +124,7 @@ def test_a_disk_the_agent_no_longer_serves_does_not_shift_another_disk_onto_its_
             finally:
                 ctx.close()
                 store.close()
-    assert (target / "disk0.raw").read_bytes() == d1.read_bytes()
+    assert [(d["label"], d["index"]) for d in out.data["disks"]] == [("sdb", 1)]
+    assert out.data["disks"][0]["mode"] != "seed" and not out.warnings, out
+    assert (target / "disk1.raw").read_bytes() == d1.read_bytes()
+    assert (target / "disk0.raw").read_bytes() == d0.read_bytes()  # sda's copy was not overwritten

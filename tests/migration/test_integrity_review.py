@@ -8,7 +8,7 @@ import pytest
 
 from scmt_cli.services.migration import diskcopy
 from scmt_cli.services.migration import sync as sync_mod
-from scmt_cli.services.migration.context import MigrationContext, open_context
+from scmt_cli.services.migration.context import MigrationContext, VmOutcome, open_context
 from scmt_cli.services.migration.sync import SyncRequest, run_sync
 from tests.migration.conftest import Lab
 
@@ -136,28 +136,65 @@ def test_a_hard_kill_at_any_point_of_a_seed_then_guest_writes_ends_identical(
     assert lab.target_digests("db01") == lab.source_digests("db01")
 
 
-def test_a_disk_excluded_between_syncs_does_not_sync_the_next_disk_onto_its_target(
-        lab: Lab, ctx: MigrationContext) -> None:
-    """Target indexes follow the included disks' order: excluding (or removing) a disk shifts the ones after it.
-
-    The progress of a disk key says what ITS old target file holds; applied to another file it
-    would copy CBT's changes onto the excluded disk's bytes and report success.
-    """
-    assert run_sync(SyncRequest(lab.plan, vms=("db01",)), ctx).last["db01"].ok
-    first, second = sorted(lab.estate.vm("db01").disks)
-    text = lab.plan.read_text(encoding="utf-8")
-    lab.plan.write_text(text.replace("  - name: db01\n", f"  - name: db01\n    disks:\n"
-                                     f"      - {{key: {first}, include: false}}\n"), encoding="utf-8")
-    lab.write("db01", 4096, b"n" * 4096, key=second)
+def _sync_with_plan(lab: Lab, ctx: MigrationContext, text: str) -> VmOutcome:
+    lab.plan.write_text(text, encoding="utf-8")
     edited = open_context(lab.plan, ctx.store, lab.reporter)
     try:
         out = run_sync(SyncRequest(lab.plan, vms=("db01",)), edited).last["db01"]
     finally:
         edited.close()
     assert out.ok, out.error
+    return out
+
+
+def _target_matches(lab: Lab, key: int, index: int) -> bool:
     with lab.estate.lock:
-        disk = lab.estate.vm("db01").disks[second]
+        disk = lab.estate.vm("db01").disks[key]
         want = disk.read(0, disk.capacity)
-    got = (lab.root / "lab" / "target" / "db01" / "disk0.raw").read_bytes()[: len(want)]
-    assert hashlib.sha256(got).hexdigest() == hashlib.sha256(want).hexdigest()
-    assert any("target" in w for w in out.warnings)
+    got = (lab.root / "lab" / "target" / "db01" / f"disk{index}.raw").read_bytes()[: len(want)]
+    return hashlib.sha256(got).digest() == hashlib.sha256(want).digest()
+
+
+def test_a_disk_excluded_between_syncs_keeps_the_others_on_their_target_files(
+        lab: Lab, ctx: MigrationContext) -> None:
+    """Target indexes are recorded per source disk key at the first seed: excluding a disk moves no other
+    disk onto another file (no reseed), and including it again gives it its old file back, incrementally."""
+    assert run_sync(SyncRequest(lab.plan, vms=("db01",)), ctx).last["db01"].ok
+    first, second = sorted(lab.estate.vm("db01").disks)
+    text = lab.plan.read_text(encoding="utf-8")
+    lab.write("db01", 4096, b"n" * 4096, key=second)
+    out = _sync_with_plan(lab, ctx, text.replace("  - name: db01\n", f"  - name: db01\n    disks:\n"
+                                                 f"      - {{key: {first}, include: false}}\n"))
+    [disk] = out.data["disks"]
+    assert disk["key"] == second and disk["index"] == 1 and disk["mode"] == "incremental", disk
+    assert not out.warnings and disk["planned_bytes"] < disk["size"]
+    assert _target_matches(lab, second, 1)
+    lab.write("db01", 8192, b"f" * 4096, key=first)
+    out = _sync_with_plan(lab, ctx, text)  # included again
+    assert [(d["key"], d["index"], d["mode"]) for d in out.data["disks"]] == [
+        (first, 0, "incremental"), (second, 1, "incremental")]
+    assert not out.warnings
+    assert lab.target_digests("db01") == lab.source_digests("db01")
+
+
+def test_state_without_a_recorded_index_map_derives_it_from_the_included_order_and_records_it(
+        lab: Lab, ctx: MigrationContext) -> None:
+    assert run_sync(SyncRequest(lab.plan, vms=("db01",)), ctx).last["db01"].ok
+    first, second = sorted(lab.estate.vm("db01").disks)
+    key = diskcopy.index_map_key("demo", "db01", "vsphere")
+    assert ctx.store.get_checkpoint(key) == {"indexes": {str(first): 0, str(second): 1}}
+    ctx.store.delete_checkpoint(key)  # as an older scmt left the state
+    lab.write("db01", 4096, b"o" * 4096, key=second)
+    out = run_sync(SyncRequest(lab.plan, vms=("db01",)), ctx).last["db01"]
+    assert out.ok and not out.warnings, out
+    assert [(d["index"], d["mode"]) for d in out.data["disks"]] == [(0, "incremental"), (1, "incremental")]
+    assert ctx.store.get_checkpoint(key) == {"indexes": {str(first): 0, str(second): 1}}
+    assert lab.target_digests("db01") == lab.source_digests("db01")
+
+
+def test_stable_indexes_give_a_new_disk_the_lowest_free_index(lab: Lab, ctx: MigrationContext) -> None:
+    store = ctx.store
+    assert diskcopy.stable_indexes(store, "p", "v", ["a", "b", "c"], space="vsphere") == [0, 1, 2]
+    assert diskcopy.stable_indexes(store, "p", "v", ["c", "d"], space="vsphere") == [2, 3]
+    assert diskcopy.stable_indexes(store, "p", "v", ["a", "e", "c"], space="vsphere") == [0, 4, 2]
+    assert diskcopy.stable_indexes(store, "p", "v", ["x"], space="agent") == [0]

@@ -41,6 +41,7 @@ from scmt_cli.domain.plan import Effective
 from scmt_cli.errors import InvalidStateError, PlanError, ScmtError
 from scmt_cli.services.migration.agentwatch import pushed_changes
 from scmt_cli.services.migration.context import MigrationContext, VmOutcome
+from scmt_cli.services.migration.diskcopy import stable_indexes
 from scmt_cli.services.migration.journal import UndoLog, journal_root, prune
 from scmt_cli.state.locks import VmLock
 from scmt_cli.targets import DiskRequest
@@ -193,8 +194,11 @@ def agent_pass(ctx: MigrationContext, vm: str, lock: VmLock, *, kind: str, final
         if not disks:
             raise InvalidStateError(f"{vm}: the agent serves no disk this plan copies")
         target_name = eff.target_name
-        fresh = {i: not copy_file_exists(target_name, i) for i in range(len(disks))}
-        prepared = ctx.platform.prepare_disks(target_name, [DiskRequest(i, d.size) for i, d in enumerate(disks)])
+        # Stable target indexes: a disk the agent no longer serves (or the plan excludes) moves no other disk.
+        indexes = stable_indexes(store, plan, vm, [d.disk for d in disks], space="agent")
+        fresh = {i: not copy_file_exists(target_name, i) for i in indexes}
+        prepared = ctx.platform.prepare_disks(target_name, [DiskRequest(i, d.size) for i, d in zip(indexes, disks,
+                                                                                                   strict=True)])
         by_index = {pd.index: pd for pd in prepared}
         running = store.last_generation(plan, vm)
         if running is not None and running.status == "running":
@@ -213,7 +217,7 @@ def agent_pass(ctx: MigrationContext, vm: str, lock: VmLock, *, kind: str, final
                 return pushed_changes(ctx, eff, token, name, AGENT_CHUNK_SIZE, have_base, tls)
 
         results = [_copy_one(ctx, vm, lock, d, i, by_index[i].copy_url, fresh[i], wrap, undo, watch)
-                   for i, d in enumerate(disks)]
+                   for i, d in zip(indexes, disks, strict=True)]
         if journal is not None:
             pruned = prune(journal)
             if pruned:

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from scmt_cli.blocks.checkpoint import Checkpointer
@@ -44,6 +44,7 @@ from scmt_cli.blocks.engine import CopyOptions, copy_chunks
 from scmt_cli.blocks.plan import Chunk, ExtentMapError, plan_changed
 from scmt_cli.errors import SourceOperationError
 from scmt_cli.events import Reporter
+from scmt_cli.services.migration.source import SourceDisk
 from scmt_cli.state import StateStore
 from scmt_cli.state.locks import VmLock
 from scmt_cli.transports import base as transports
@@ -125,6 +126,43 @@ class _LockedCheckpointer(Checkpointer):
         if self._lock is not None:
             self._lock.check()
         super().save(watermark, digests, fresh)
+
+
+def index_map_key(plan: str, vm: str, space: str) -> str:
+    """Where the VM's source-disk -> target-index map lives (``space``: ``vsphere`` keys or ``agent`` names)."""
+    return f"indexes/{plan}/{vm}/{space}"
+
+
+def stable_indexes(store: StateStore, plan: str, vm: str, names: Sequence[str], *, space: str) -> list[int]:
+    """The target index of each included disk ``names`` (in the included order), stable across syncs.
+
+    The first pass records ``name -> index`` (the included order, as before);
+    later passes keep every recorded index, so excluding or removing a disk no
+    longer moves the disks after it onto another target file, and a disk
+    included again gets its old index (and file) back.  A disk never seen
+    before takes the lowest index no recorded disk uses.  State written before
+    the map existed has none: it is derived from the included order, as
+    earlier versions did, and recorded.
+    """
+    key = index_map_key(plan, vm, space)
+    rec = store.get_checkpoint(key)
+    old: dict[str, int] = {str(k): int(v) for k, v in (rec or {}).get("indexes", {}).items()}
+    mapping = dict(old) if rec is not None else {n: i for i, n in enumerate(names)}
+    used = set(mapping.values())
+    for name in names:
+        if name not in mapping:
+            index = next(i for i in range(len(used) + 1) if i not in used)
+            mapping[name] = index
+            used.add(index)
+    if rec is None or mapping != old:
+        store.put_checkpoint(key, {"indexes": mapping})
+    return [mapping[n] for n in names]
+
+
+def with_stable_indexes(store: StateStore, plan: str, vm: str, disks: Sequence[SourceDisk]) -> list[SourceDisk]:
+    """``disks`` (from :func:`included_disks`) with their target indexes from :func:`stable_indexes`."""
+    indexes = stable_indexes(store, plan, vm, [str(d.key) for d in disks], space="vsphere")
+    return [replace(d, index=i) for d, i in zip(disks, indexes, strict=True)]
 
 
 def _ranges(chunks: Sequence[Chunk]) -> list[list[int]]:

@@ -34,7 +34,13 @@ from scmt_cli.errors import InvalidStateError, PartialFailureError, ScmtError, S
 from scmt_cli.events import Reporter
 from scmt_cli.services.hooks import HookContext, commands_for, run_hooks
 from scmt_cli.services.migration.context import MigrationContext, VmOutcome
-from scmt_cli.services.migration.diskcopy import DiskResult, copy_disk, progress_key, reset_progress
+from scmt_cli.services.migration.diskcopy import (
+    DiskResult,
+    copy_disk,
+    progress_key,
+    reset_progress,
+    with_stable_indexes,
+)
 from scmt_cli.services.migration.gate import check_assessment
 from scmt_cli.services.migration.source import (
     cleanup_tool_snapshots,
@@ -135,6 +141,7 @@ def sync_pass(ctx: MigrationContext, vm: str, lock: VmLock, *, final: bool = Fal
         out.warnings.extend(skipped)
         if not disks:
             raise InvalidStateError(f"{vm}: no disk of this VM is copied (all excluded or unsupported)")
+        disks = with_stable_indexes(store, plan, vm, disks)  # excluding a disk must not move the others
         leftovers = cleanup_tool_snapshots(vcenter, vm, ctx.reporter)
         if leftovers:
             out.data["leftover_snapshots_removed"] = leftovers
