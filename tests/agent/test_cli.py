@@ -69,6 +69,7 @@ def test_copy_through_a_subprocess_agent_is_identical_then_incremental_sends_onl
         for text in (res.stdout, res.stderr, agent.stderr()):
             assert TOKEN not in text and "this-is-the-wrong-token" not in text
         assert any(json.loads(line).get("kind") == "agent_auth_failed" for line in agent.stderr().splitlines())
+        assert any("no TLS" in json.loads(line).get("message", "") for line in agent.stderr().splitlines())
 
 
 def test_agent_refuses_to_start_without_a_token(tmp_path: Path, image: Path) -> None:

@@ -137,6 +137,9 @@ def serve_agent(req: ServeRequest, reporter: Reporter, *, stop: threading.Event 
             fp = cert_fingerprint(req.tls_cert)
             reporter.log("info", f"agent TLS certificate SHA-256 fingerprint: {fp} (clients pin it: fingerprint={fp})")
             reporter.event("agent_tls", fingerprint=fp)
+        else:
+            reporter.log("warning", "agent: no TLS: disk data crosses the network unencrypted and is protected only "
+                         "by checksums (the token itself never crosses it); start with --tls-cert/--tls-key")
         if not PORT_RANGE[0] <= port <= PORT_RANGE[1]:
             reporter.log("debug", f"port {port} is outside the usual agent range {PORT_RANGE[0]}-{PORT_RANGE[1]}")
         try:

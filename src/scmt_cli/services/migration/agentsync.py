@@ -39,6 +39,7 @@ from scmt_cli.blocks.digest import Manifest
 from scmt_cli.blocks.engine import CopyOptions, CopyOutcome, copy_chunks
 from scmt_cli.domain.plan import Effective
 from scmt_cli.errors import InvalidStateError, PlanError, ScmtError
+from scmt_cli.events import Reporter
 from scmt_cli.services.migration.agentwatch import pushed_changes
 from scmt_cli.services.migration.context import MigrationContext, VmOutcome
 from scmt_cli.services.migration.diskcopy import stable_indexes
@@ -64,11 +65,14 @@ def agent_token(eff: Effective) -> bytes:
     return load_token(token_file=spec.token_file, token_env=spec.token_env, where=f"{eff.name}: agent {spec.address}")
 
 
-def open_agent_disks(eff: Effective, token: bytes) -> list[AgentDisk]:
+def open_agent_disks(eff: Effective, token: bytes, reporter: Reporter | None = None) -> list[AgentDisk]:
     """One connection per served disk the plan includes, in the agent's order."""
     spec = eff.agent
     assert spec is not None
     tls = ClientTLS(ca_file=str(spec.ca_file)) if spec.ca_file else None
+    if tls is None and reporter is not None:
+        reporter.log("warning", f"{eff.name}: agent {spec.address}: no TLS (set agent.ca_file in the plan and start "
+                     "the agent with --tls-cert/--tls-key); disk data crosses the network unencrypted", vm=eff.name)
     conn = AgentConnection(spec.host, spec.port, token, where=f"agent://{spec.address}", tls=tls)
     try:
         listing = conn.json(p.T_LIST, {})
@@ -188,7 +192,7 @@ def agent_pass(ctx: MigrationContext, vm: str, lock: VmLock, *, kind: str, final
     eff = ctx.effective(vm)
     token = agent_token(eff)
     t0 = time.monotonic()
-    disks = open_agent_disks(eff, token)
+    disks = open_agent_disks(eff, token, ctx.reporter)
     gen: int | None = None
     try:
         if not disks:
