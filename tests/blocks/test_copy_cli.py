@@ -18,7 +18,7 @@ from scmt_cli.errors import SizeMismatchError, TransportError
 from scmt_cli.events import NullReporter
 from scmt_cli.services.copy import CopyRequest, run_copy
 from scmt_cli.state.store import StateStore
-from scmt_cli.transports.wrappers import Fault, FaultPlan, FaultySource, FaultyTarget, _SourceProxy
+from scmt_cli.transports.wrappers import Fault, FaultPlan, FaultySource, FaultyTarget, SourceProxy
 
 MiB = 1024 * 1024
 
@@ -146,7 +146,7 @@ def test_read_only_target_exit_33(env, capsys):
     assert code == 33 and "not writable" in err
 
 
-class _Shrinking(_SourceProxy):
+class _Shrinking(SourceProxy):
     """Truncates the source file after the first read: the copy must fail with a size mismatch."""
 
     def __init__(self, inner, path):

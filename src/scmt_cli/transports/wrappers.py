@@ -35,7 +35,13 @@ def _readinto(inner: BlockSource, offset: int, buf: memoryview) -> None:
     buf[:] = data
 
 
-class _SourceProxy:
+class SourceProxy:
+    """A BlockSource that forwards everything to ``inner``; wrappers override what they change.
+
+    ``readinto`` is forwarded too (falling back to ``read``), so a wrapper never
+    silently drops the engine's zero-copy path.
+    """
+
     def __init__(self, inner: BlockSource) -> None:
         self.inner = inner
 
@@ -63,7 +69,9 @@ class _SourceProxy:
         self.inner.close()
 
 
-class _TargetProxy:
+class TargetProxy:
+    """A BlockTarget that forwards everything (optional capabilities included) to ``inner``."""
+
     def __init__(self, inner: BlockTarget) -> None:
         self.inner = inner
 
@@ -181,7 +189,7 @@ class _Retrier:
         return retrying(lambda: fn(proxy.inner))
 
 
-class RetryingSource(_SourceProxy):
+class RetryingSource(SourceProxy):
     """Retries transient TransportErrors of every read/extents call; ``reopen`` reconnects."""
 
     def __init__(self, inner: BlockSource, policy: RetryPolicy | None = None, *,
@@ -206,7 +214,7 @@ class RetryingSource(_SourceProxy):
             self.retrier.close_retired()
 
 
-class RetryingTarget(_TargetProxy):
+class RetryingTarget(TargetProxy):
     """Retries transient TransportErrors of writes, zeroes, reads and flushes (all idempotent)."""
 
     def __init__(self, inner: BlockTarget, policy: RetryPolicy | None = None, *,
@@ -270,7 +278,7 @@ class TokenBucket:
         return wait
 
 
-class ThrottledSource(_SourceProxy):
+class ThrottledSource(SourceProxy):
     """Limits the bytes read per second (the plan's bandwidth) with a shared TokenBucket."""
 
     def __init__(self, inner: BlockSource, bucket: TokenBucket) -> None:
@@ -328,7 +336,7 @@ class FaultPlan:
                 raise TransportError(f"injected {kind} {op} error at offset {offset}", transient=f.transient)
 
 
-class FaultySource(_SourceProxy):
+class FaultySource(SourceProxy):
     """Raises the errors of a FaultPlan before delegating (tests only)."""
 
     def __init__(self, inner: BlockSource, plan: FaultPlan) -> None:
@@ -348,7 +356,7 @@ class FaultySource(_SourceProxy):
         _readinto(self.inner, offset, buf)
 
 
-class FaultyTarget(_TargetProxy):
+class FaultyTarget(TargetProxy):
     """Raises the errors of a FaultPlan before delegating (tests only)."""
 
     def __init__(self, inner: BlockTarget, plan: FaultPlan) -> None:

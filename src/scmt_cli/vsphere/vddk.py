@@ -21,12 +21,13 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from scmt_cli.errors import ConfigError, SourceOperationError
-from scmt_cli.transports.base import BlockSource, Extent
+from scmt_cli.transports.base import BlockSource
+from scmt_cli.transports.wrappers import SourceProxy
 from scmt_cli.vsphere.settings import ConnectionSettings
 from scmt_cli.vsphere.tls import classify_connect_error, make_ssl_context
 
@@ -151,30 +152,16 @@ class ManagedNbdkit:
         shutil.rmtree(self._dir, ignore_errors=True)
 
 
-class NbdkitDiskSource:
+class NbdkitDiskSource(SourceProxy):
     """A BlockSource that owns its nbdkit process (closing it stops nbdkit)."""
 
     def __init__(self, server: ManagedNbdkit, label: str) -> None:
+        super().__init__(server.source())
         self._server = server
-        self._inner = server.source()
         self._label = label
-
-    @property
-    def size(self) -> int:
-        return self._inner.size
-
-    @property
-    def thread_safe(self) -> bool:
-        return self._inner.thread_safe
 
     def describe(self) -> str:
         return f"vddk:{self._label}"
-
-    def extents(self, offset: int = 0, length: int | None = None) -> Iterator[Extent]:
-        return self._inner.extents(offset, length)
-
-    def read(self, offset: int, length: int) -> bytes:
-        return self._inner.read(offset, length)
 
     def close(self) -> None:
         self._server.close()

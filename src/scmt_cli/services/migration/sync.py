@@ -51,40 +51,24 @@ from scmt_cli.services.migration.source import (
 from scmt_cli.state.locks import VmLock
 from scmt_cli.targets import DiskRequest
 from scmt_cli.transports.base import BlockSource
-from scmt_cli.transports.wrappers import ThrottledSource
+from scmt_cli.transports.wrappers import SourceProxy, ThrottledSource
 from scmt_cli.vsphere.api import VCenter
 
 
-class _CancellableSource:
+class _CancellableSource(SourceProxy):
     """Checks the command's cancel flag before every read (so Ctrl-C stops worker threads)."""
 
     def __init__(self, inner: BlockSource, check: Callable[[], None]) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self._check = check
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
-    @property
-    def size(self) -> int:
-        return self._inner.size
-
-    @property
-    def thread_safe(self) -> bool:
-        return self._inner.thread_safe
-
-    def describe(self) -> str:
-        return self._inner.describe()
-
-    def extents(self, offset: int = 0, length: int | None = None) -> Any:
-        return self._inner.extents(offset, length)
 
     def read(self, offset: int, length: int) -> bytes:
         self._check()
-        return self._inner.read(offset, length)
+        return self.inner.read(offset, length)
 
-    def close(self) -> None:
-        self._inner.close()
+    def readinto(self, offset: int, buf: memoryview) -> None:
+        self._check()
+        super().readinto(offset, buf)
 
 
 def hook_context(ctx: MigrationContext, vm: str, phase: Any, step: str) -> HookContext:
