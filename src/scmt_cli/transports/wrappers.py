@@ -63,7 +63,11 @@ class SourceProxy:
         return self.inner.read(offset, length)
 
     def readinto(self, offset: int, buf: memoryview) -> None:
-        _readinto(self.inner, offset, buf)
+        fn = getattr(self.inner, "readinto", None)
+        if fn is not None:
+            fn(offset, buf)
+        else:  # through self.read, so a subclass that overrides only read() is honoured
+            buf[:] = self.read(offset, len(buf))
 
     def close(self) -> None:
         self.inner.close()

@@ -67,6 +67,9 @@ class _CancellableSource(SourceProxy):
         return self.inner.read(offset, length)
 
     def readinto(self, offset: int, buf: memoryview) -> None:
+        if getattr(self.inner, "readinto", None) is None:
+            super().readinto(offset, buf)  # goes through self.read, which checks
+            return
         self._check()
         super().readinto(offset, buf)
 
