@@ -9,49 +9,14 @@ Problems raise :class:`~scmt_cli.errors.InputError` (exit 3).
 from __future__ import annotations
 
 import difflib
-import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import NoReturn
 
 import yaml
 
+from scmt_cli.domain.units import parse_size
 from scmt_cli.errors import InputError, Problem
-
-_UNITS = {
-    "": 1,
-    "b": 1,
-    "k": 1024,
-    "kib": 1024,
-    "kb": 1000,
-    "m": 1024**2,
-    "mib": 1024**2,
-    "mb": 1000**2,
-    "g": 1024**3,
-    "gib": 1024**3,
-    "gb": 1000**3,
-    "t": 1024**4,
-    "tib": 1024**4,
-    "tb": 1000**4,
-}
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
-
-
-def parse_size(text: str) -> int | None:
-    """``"64 MiB"`` -> 67108864; ``"1.5 GiB"``; decimal units (MB, GB) are powers of 1000.
-
-    Returns ``None`` when ``text`` is not a size or not a whole number of bytes.
-    """
-    m = _SIZE.match(text)
-    if not m:
-        return None
-    unit = _UNITS.get(m.group(2).lower())
-    if unit is None:
-        return None
-    value = float(m.group(1)) * unit
-    if value != int(value):
-        return None
-    return int(value)
 
 
 class Reader:
@@ -163,9 +128,10 @@ class Reader:
     def size(self, node: yaml.Node, path: str, minimum: int = 0) -> int:
         """A byte count: an integer or a string like ``"64 MiB"``."""
         s = self._scalar(node, path, 'a size (bytes, or a string like "64 MiB")')
-        value = parse_size(str(s.value).replace("_", ""))
-        if value is None:
-            self.fail(node, path, f'expected a size (bytes, or a string like "64 MiB"), got {s.value!r}')
+        try:
+            value = parse_size(str(s.value).replace("_", ""))
+        except ValueError as exc:
+            self.fail(node, path, str(exc))
         if value < minimum:
             self.fail(node, path, f"must be at least {minimum} bytes, got {value}")
         return value
