@@ -146,35 +146,34 @@ def registered() -> dict[str, Scheme]:
     return dict(_REGISTRY)
 
 
-_BUILTIN_LOADED = False
+#: Built-in schemes and the module that registers each.  Opening a URL imports only the module of
+#: its scheme, so a file-to-file copy never pays for the NBD client or the agent's TLS and zstd.
+BUILTIN_SCHEMES: dict[str, str] = {
+    "file": "scmt_cli.transports.file",
+    "nbd": "scmt_cli.transports.nbd",
+    "nbd+unix": "scmt_cli.transports.nbd",
+    "agent": "scmt_cli.agent.transport",
+}
 _BUILTIN_LOCK = threading.RLock()
 
 
-def _load_builtin() -> None:
-    """Import the built-in transport modules (each registers its schemes)."""
-    global _BUILTIN_LOADED
-    if _BUILTIN_LOADED:
-        return
+def _load_builtin(scheme: str | None = None) -> None:
+    """Import the module registering ``scheme`` (every built-in module when None)."""
     import importlib
 
+    modules = set(BUILTIN_SCHEMES.values()) if scheme is None else {BUILTIN_SCHEMES.get(scheme, "")} - {""}
     with _BUILTIN_LOCK:  # threads opening targets at once must not see a half-filled registry
-        if _BUILTIN_LOADED:
-            return
-        for mod in ("scmt_cli.transports.file", "scmt_cli.transports.nbd", "scmt_cli.agent.transport"):
-            try:
-                importlib.import_module(mod)
-            except ModuleNotFoundError as exc:  # a transport not built yet
-                if exc.name != mod:
-                    raise
-        _BUILTIN_LOADED = True
+        for mod in sorted(modules):
+            importlib.import_module(mod)
 
 
 def _scheme_of(url: str) -> Scheme:
-    _load_builtin()
     try:
         parts = urlsplit(url)
     except ValueError as exc:
         raise UsageError(f"malformed URL {redact_url(url)!r}: {exc}") from None
+    if parts.scheme not in _REGISTRY:
+        _load_builtin(parts.scheme)
     if not parts.scheme:
         raise UsageError(
             f"not a URL: {redact_url(url)!r}",
@@ -182,7 +181,7 @@ def _scheme_of(url: str) -> Scheme:
         )
     scheme = _REGISTRY.get(parts.scheme)
     if scheme is None:
-        known = ", ".join(sorted(_REGISTRY)) or "none"
+        known = ", ".join(sorted(set(_REGISTRY) | set(BUILTIN_SCHEMES)))
         raise UsageError(f"unknown URL scheme {parts.scheme!r} in {redact_url(url)!r} (known: {known})")
     return scheme
 
