@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from scmt_cli.domain.inventory import VM
 from scmt_cli.domain.vmstate import CUTOVER_STEPS, VmStatus, next_cutover_step, plan_command
 from scmt_cli.errors import InvalidStateError, NotAvailableError, ScmtError, UsageError
 from scmt_cli.services.hooks import HookContext, commands_for, run_hooks
@@ -86,6 +87,7 @@ class _Cutover:
         self.status, self.data = ctx.status(vm)
         self.out = VmOutcome(vm, action="failover")
         self.vc: VCenter | None = None
+        self._source: VM | None = None  # the VM's inventory record, read once per failover
         action = req.source_action or self.eff.source_action
         if action not in SOURCE_ACTIONS:
             raise UsageError(f"--source-action {action!r}: expected one of {', '.join(SOURCE_ACTIONS)}")
@@ -168,7 +170,10 @@ class _Cutover:
         self._spec(())
 
     def _spec(self, disks: Any) -> Any:
-        inv = source_vm(self.vcenter(), self.vm)
+        # Read once: the later steps run while the source is quiesced, where every round trip is downtime.
+        if self._source is None:
+            self._source = source_vm(self.vcenter(), self.vm)
+        inv = self._source
         return vm_spec_from_plan(self.eff, self.ctx.plan.target, inv, disks, plan_name=self.ctx.plan.name,
                                  compatible_devices=self.direct or None)
 
