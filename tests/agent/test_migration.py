@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 
 from scmt_cli.events import RecordingReporter
+from scmt_cli.lab.estate import FakeEstate
 from scmt_cli.services.migration.context import open_context
 from scmt_cli.services.migration.failover import FailoverRequest, run_failover
 from scmt_cli.services.migration.sync import SyncRequest, run_sync
 from scmt_cli.state import StateStore
-from scmt_cli.vsphere.fakeestate import FakeEstate
 from tests.agent.conftest import lab_plan
 from tests.agent.servers import TOKEN, running_agent
 

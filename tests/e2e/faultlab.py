@@ -1,4 +1,4 @@
-"""A fake vCenter in its own process (``python -m scmt_cli.vsphere.fake``) and scmt subprocesses around it."""
+"""A fake vCenter in its own process (``python -m scmt_cli.lab``) and scmt subprocesses around it."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from scmt_cli.services import demo_lab
-from scmt_cli.services.migration.source import FAKE_RPC_ENV
-from scmt_cli.vsphere.fakeremote import RemoteFakeVCenter
+from scmt_cli.lab import demo as demo_lab
+from scmt_cli.lab.hooks import FAKE_RPC_ENV
+from scmt_cli.lab.remote import RemoteFakeVCenter
 from scmt_cli.vsphere.settings import ConnectionSettings
 
 
@@ -87,7 +87,7 @@ class RemoteLab:
 
 def start_remote_lab(root: Path, *, bandwidth: str | None = None) -> RemoteLab:
     lab = demo_lab.write_lab(root / "lab")
-    proc = subprocess.Popen([sys.executable, "-m", "scmt_cli.vsphere.fake", "--lab", str(lab), "--workdir",
+    proc = subprocess.Popen([sys.executable, "-m", "scmt_cli.lab", "--lab", str(lab), "--workdir",
                              str(root / "vcenter")], stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     line = proc.stdout.readline()

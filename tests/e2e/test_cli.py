@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from scmt_cli.cli.main import main
-from scmt_cli.services import demo_lab
-from scmt_cli.vsphere.fake import start_estate, stop_estate
+from scmt_cli.lab import demo as demo_lab
+from scmt_cli.lab.vcenter import start_estate, stop_estate
 
 
 @pytest.fixture

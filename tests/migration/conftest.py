@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 
 from scmt_cli.events import RecordingReporter
-from scmt_cli.services import demo_lab
+from scmt_cli.lab import demo as demo_lab
+from scmt_cli.lab.estate import FakeEstate
+from scmt_cli.lab.vcenter import start_estate, stop_estate
 from scmt_cli.services.migration.context import MigrationContext, open_context
 from scmt_cli.state import StateStore
-from scmt_cli.vsphere.fake import start_estate, stop_estate
-from scmt_cli.vsphere.fakeestate import FakeEstate
 
 
 @dataclass

@@ -13,7 +13,7 @@ from tests.migration.conftest import Lab
 
 def test_a_cbt_answer_past_the_end_of_the_disk_is_exit_13_not_an_internal_error(
         lab: Lab, ctx: MigrationContext, monkeypatch: pytest.MonkeyPatch) -> None:
-    from scmt_cli.vsphere.fake import FakeVCenter
+    from scmt_cli.lab.vcenter import FakeVCenter
 
     def bad_answer(self: FakeVCenter, vm: str, snapshot: str, disk_key: int, change_id: str,
                    **kw: object) -> ChangedAreas:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from scmt_cli.errors import InvalidStateError, TargetPlatformError
+from scmt_cli.lab.workload import Workload
 from scmt_cli.services.migration.context import MigrationContext
 from scmt_cli.services.migration.failover import FailoverRequest, run_failover
 from scmt_cli.services.migration.finalize import FinalizeRequest, run_finalize
@@ -12,7 +13,6 @@ from scmt_cli.services.migration.migrate import MigrateRequest, run_migrate
 from scmt_cli.services.migration.rollback import RollbackRequest, run_rollback
 from scmt_cli.services.migration.status import StatusRequest, status_service
 from scmt_cli.services.migration.sync import SyncRequest, run_sync
-from scmt_cli.vsphere.workload import Workload
 from tests.migration.conftest import Lab
 
 

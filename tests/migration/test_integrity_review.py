@@ -67,7 +67,7 @@ class _Killed(BaseException):
 def _hard_kill(monkeypatch: pytest.MonkeyPatch, ctx: MigrationContext) -> None:
     """Make the cleanup a dead process would not do impossible: snapshot removal and generation finish."""
     from scmt_cli.blocks import engine
-    from scmt_cli.vsphere.fake import FakeVCenter
+    from scmt_cli.lab.vcenter import FakeVCenter
 
     monkeypatch.setattr(engine, "_final_checkpoint", lambda *a: None)
     monkeypatch.setattr(ctx.store, "finish_generation", lambda *a, **k: None)

@@ -74,7 +74,7 @@ def test_example_plans_respect_the_lab_inventory():
     lab = REPO / "examples" / "lab.yaml"
     if not lab.exists():
         pytest.skip("examples/lab.yaml not present")
-    from scmt_cli.vsphere.lab import lab_inventory
+    from scmt_cli.lab.inventory import lab_inventory
 
     inventory = lab_inventory(lab)
     from scmt_cli.domain.plan import load_plan

@@ -40,7 +40,7 @@ SOURCE = VM(
 
 def test_real_plan_and_lab_inventory() -> None:
     from scmt_cli.domain.plan.loader import load_plan
-    from scmt_cli.vsphere.lab import lab_inventory
+    from scmt_cli.lab.inventory import lab_inventory
 
     inv = lab_inventory(ROOT / "examples" / "lab.yaml")
     plan = load_plan(

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from scmt_cli.events import RecordingReporter
-from scmt_cli.vsphere.fake import FakeVCenter, start_estate, stop_estate
-from scmt_cli.vsphere.fakeestate import FakeEstate
+from scmt_cli.lab.estate import FakeEstate
+from scmt_cli.lab.vcenter import FakeVCenter, start_estate, stop_estate
 from scmt_cli.vsphere.settings import ConnectionSettings
 
 EXAMPLE_LAB = Path(__file__).resolve().parents[2] / "examples" / "lab.yaml"

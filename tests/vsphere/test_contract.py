@@ -18,9 +18,9 @@ import pytest
 
 from scmt_cli.errors import AuthenticationError, SourceOperationError, TLSVerificationError
 from scmt_cli.events import RecordingReporter
+from scmt_cli.lab.vcenter import start_estate, stop_estate
 from scmt_cli.vsphere.api import VCenter
 from scmt_cli.vsphere.connect import open_vcenter
-from scmt_cli.vsphere.fake import start_estate, stop_estate
 from scmt_cli.vsphere.settings import ConnectionSettings
 
 from . import vcsim as vcsim_mod

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 
 from scmt_cli.errors import SourceOperationError
+from scmt_cli.lab.estate import FakeEstate
+from scmt_cli.lab.parse import load_lab
+from scmt_cli.lab.vcenter import FakeVCenter
+from scmt_cli.lab.workload import Workload
 from scmt_cli.vsphere.api import parse_change_id
-from scmt_cli.vsphere.fake import FakeVCenter
-from scmt_cli.vsphere.fakeestate import FakeEstate
-from scmt_cli.vsphere.lab import load_lab
-from scmt_cli.vsphere.workload import Workload
 
 from .conftest import EXAMPLE_LAB
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from scmt_cli.errors import SourceOperationError, TLSVerificationError
-from scmt_cli.vsphere.fakeremote import RemoteFakeVCenter
+from scmt_cli.lab.remote import RemoteFakeVCenter
 from scmt_cli.vsphere.settings import ConnectionSettings
 
 from .conftest import EXAMPLE_LAB
@@ -24,7 +24,7 @@ VM = "win2019-app01"
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     work = tmp_path_factory.mktemp("fakevc")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "scmt_cli.vsphere.fake", "--lab", str(EXAMPLE_LAB), "--workdir", str(work)],
+        [sys.executable, "-m", "scmt_cli.lab", "--lab", str(EXAMPLE_LAB), "--workdir", str(work)],
         stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
     assert proc.stdout is not None
@@ -82,6 +82,6 @@ def test_remote_fake_runs_the_port(server: dict[str, Any]) -> None:
 def test_main_rejects_a_bad_lab(tmp_path: Path) -> None:
     bad = tmp_path / "lab.yaml"
     bad.write_text("version: 1\nhosts: []\ndatastores: []\nvms: []\nextra: 1\n")
-    proc = subprocess.run([sys.executable, "-m", "scmt_cli.vsphere.fake", "--lab", str(bad)],
+    proc = subprocess.run([sys.executable, "-m", "scmt_cli.lab", "--lab", str(bad)],
                           capture_output=True, text=True, timeout=60)  # fmt: skip
     assert proc.returncode == 3 and "unknown key 'extra'" in proc.stderr and "lab.yaml:5" in proc.stderr

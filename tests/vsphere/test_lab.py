@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 
 from scmt_cli.errors import InputError
-from scmt_cli.vsphere.lab import Region, lab_inventory, load_lab
+from scmt_cli.lab.inventory import lab_inventory
+from scmt_cli.lab.model import Region
+from scmt_cli.lab.parse import load_lab
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "lab.yaml"
 

@@ -11,8 +11,8 @@ import pytest
 
 from scmt_cli.errors import ScmtError
 from scmt_cli.events import RecordingReporter
-from scmt_cli.vsphere.fake import FakeVCenter, start_estate, stop_estate
-from scmt_cli.vsphere.lab import load_lab
+from scmt_cli.lab.parse import load_lab
+from scmt_cli.lab.vcenter import FakeVCenter, start_estate, stop_estate
 from scmt_cli.vsphere.settings import ConnectionSettings, resolve_settings
 
 from .conftest import EXAMPLE_LAB

@@ -15,8 +15,8 @@ from scmt_cli.errors import (
     UsageError,
 )
 from scmt_cli.events import RecordingReporter
-from scmt_cli.vsphere.fake import FakeVCenter
-from scmt_cli.vsphere.fakeestate import FakeEstate
+from scmt_cli.lab.estate import FakeEstate
+from scmt_cli.lab.vcenter import FakeVCenter
 from scmt_cli.vsphere.settings import resolve_settings
 from scmt_cli.vsphere.tls import normalize_thumbprint, server_thumbprint
 
@@ -182,7 +182,7 @@ def test_expired_certificate_is_refused(tmp_path: Path) -> None:
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
     try:
-        from scmt_cli.vsphere.fake import FakeVCenter
+        from scmt_cli.lab.vcenter import FakeVCenter
 
         settings = resolve_settings(url=f"https://127.0.0.1:{port}/sdk", user="u", ca_file=str(cert_file),
                                     env={"SCMT_VCENTER_PASSWORD": "pw"})  # fmt: skip

@@ -2,7 +2,8 @@
 
 :func:`load_inventory` picks the reader from the path: ``.xlsx``/``.xlsm`` and
 ``.csv`` files (or a directory of RVTools CSV files) are RVTools exports;
-``.yaml``/``.yml`` files are the fake vCenter's lab file.  Every reader
+``.yaml``/``.yml`` files are the embedded lab's file, read by the
+``read_inventory`` extension point (:mod:`scmt_cli.extensions`).  Every reader
 returns the normalized :class:`~scmt_cli.domain.inventory.Inventory`;
 unreadable input raises :class:`~scmt_cli.errors.InputError` (exit 3).
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from scmt_cli import extensions
 from scmt_cli.domain.inventory import Inventory
 from scmt_cli.errors import InputError
 
@@ -26,9 +28,10 @@ def load_inventory(path: str | Path) -> Inventory:
 
         return load_rvtools(p)
     if suffix in (".yaml", ".yml"):
-        from scmt_cli.vsphere.lab import lab_inventory
-
-        return lab_inventory(p)
+        found: Inventory | None = extensions.first("read_inventory", p)
+        if found is not None:
+            return found
+        raise InputError(f"{p}: lab files are read by the embedded lab, which this installation lacks")
     if suffix == ".xls":
         raise InputError(f"{p}: legacy .xls workbooks are not read; save the RVTools export as .xlsx or CSV")
     raise InputError(f"{p}: unknown inventory type (expected an RVTools .xlsx/.csv export or a lab .yaml file)")

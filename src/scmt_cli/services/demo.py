@@ -30,10 +30,10 @@ from typing import Any
 
 from scmt_cli.errors import VerificationError
 from scmt_cli.events import Reporter
-from scmt_cli.services import demo_lab
+from scmt_cli.lab import demo as demo_lab
+from scmt_cli.lab.estate import FakeEstate
+from scmt_cli.lab.workload import Workload, WriteRecord
 from scmt_cli.state import StateStore
-from scmt_cli.vsphere.fakeestate import FakeEstate
-from scmt_cli.vsphere.workload import Workload, WriteRecord
 
 WORKLOAD_RATE = 512 * 1024
 PAUSE_BETWEEN_SYNCS = 0.6
@@ -148,13 +148,13 @@ class _Demo:
         return open_
 
     def run(self) -> DemoResult:
+        from scmt_cli.lab.vcenter import start_estate, stop_estate
         from scmt_cli.services.assess import AssessRequest, assess
         from scmt_cli.services.migration.context import open_context
         from scmt_cli.services.migration.failover import FailoverRequest, run_failover
         from scmt_cli.services.migration.rollback import RollbackRequest, run_rollback
         from scmt_cli.services.migration.status import StatusRequest, status_service
         from scmt_cli.services.migration.sync import SyncRequest, run_sync
-        from scmt_cli.vsphere.fake import start_estate, stop_estate
 
         t_start = time.monotonic()
         tmp = None

@@ -2,7 +2,7 @@
 
 Two implementations pass one contract suite (``tests/vsphere/test_contract.py``):
 :class:`scmt_cli.vsphere.adapter.PyVmomiVCenter` (a real vCenter, pyvmomi) and
-:class:`scmt_cli.vsphere.fake.FakeVCenter` (in-memory, from a lab file).
+:class:`scmt_cli.lab.vcenter.FakeVCenter` (in-memory, from a lab file).
 
 Contract common to every method:
 

@@ -1,15 +1,9 @@
 """The source side of a migration: which vCenter implementation to talk to and
 which disks of a VM are copied.
 
-:func:`open_vcenter` picks, from the plan's ``source`` section:
-
-1. the in-process fake vCenter listening on the plan's host:port (the demo and
-   in-process tests start one with :func:`scmt_cli.vsphere.fake.start_estate`);
-2. a fake vCenter in another process when ``SCMT_FAKE_VCENTER_RPC`` names its
-   RPC URL;
-3. otherwise a real vCenter through pyvmomi
-
-(the choice itself is :func:`scmt_cli.vsphere.connect.open_vcenter`).
+:func:`open_vcenter` connects to the vCenter of the plan's ``source`` section
+(a real one through pyvmomi, or the embedded lab's fake: the choice is
+:func:`scmt_cli.vsphere.connect.open_vcenter`).
 """
 
 from __future__ import annotations
@@ -25,8 +19,6 @@ from scmt_cli.events import Reporter
 from scmt_cli.vsphere import connect
 from scmt_cli.vsphere.api import VCenter
 from scmt_cli.vsphere.settings import resolve_settings
-
-FAKE_RPC_ENV = connect.FAKE_RPC_ENV  # re-exported for the subprocess tests
 
 
 def source_mapping(plan: Plan) -> dict[str, Any]:

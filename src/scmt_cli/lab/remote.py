@@ -1,8 +1,8 @@
 """The fake vCenter across a process boundary: a JSON RPC on ``POST /sdk/rpc``.
 
-``python -m scmt_cli.vsphere.fake --lab LAB`` serves it (its JSON line names
+``python -m scmt_cli.lab.vcenter --lab LAB`` serves it (its JSON line names
 ``rpc``).  :class:`RemoteFakeVCenter` is the client side: it logs in over HTTPS
-exactly like :class:`~scmt_cli.vsphere.fake.FakeVCenter` (TLS verified by the
+exactly like :class:`~scmt_cli.lab.vcenter.FakeVCenter` (TLS verified by the
 same settings), reads disks over ``/folder`` with httpx, and forwards every
 other :class:`~scmt_cli.vsphere.api.VCenter` call to the server, which runs it
 on the estate.  ScmtErrors raised there are raised again here with the same
@@ -25,13 +25,13 @@ from scmt_cli import errors
 from scmt_cli.domain import inventory as inv
 from scmt_cli.errors import ScmtError, SourceOperationError
 from scmt_cli.events import Reporter
+from scmt_cli.lab.estate import FakeEstate, VimFault
+from scmt_cli.lab.vcenter import FakeVCenter
+from scmt_cli.lab.workload import Workload
 from scmt_cli.transports.base import BlockSource, Extent
 from scmt_cli.vsphere.api import ChangedAreas, PowerState, ShutdownHow, SnapshotInfo
-from scmt_cli.vsphere.fake import FakeVCenter
-from scmt_cli.vsphere.fakeestate import FakeEstate, VimFault
 from scmt_cli.vsphere.folder import FolderDiskSource
 from scmt_cli.vsphere.settings import ConnectionSettings
-from scmt_cli.vsphere.workload import Workload
 
 _PORT_METHODS = (
     "inventory", "power_state", "enable_cbt", "disable_cbt", "create_snapshot", "remove_snapshot", "list_snapshots",

@@ -20,8 +20,8 @@ from array import array
 from dataclasses import dataclass
 from pathlib import Path
 
+from scmt_cli.lab.model import LabDisk
 from scmt_cli.vsphere.api import format_change_id, parse_change_id
-from scmt_cli.vsphere.lab import LabDisk
 
 BLOCK = 64 * 1024
 

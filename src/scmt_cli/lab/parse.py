@@ -1,4 +1,4 @@
-"""Parsing and validation of lab files (see :mod:`scmt_cli.vsphere.lab`)."""
+"""Parsing and validation of lab files into the model of :mod:`scmt_cli.lab.model`."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from scmt_cli.vsphere._yamlread import Reader
-from scmt_cli.vsphere.lab import (
+from scmt_cli.lab.model import (
     FILLS,
     LAB_FORMAT_VERSION,
     SECTOR,
@@ -23,6 +22,7 @@ from scmt_cli.vsphere.lab import (
     LabVM,
     Region,
 )
+from scmt_cli.lab.yamlread import Reader
 
 _TOP = ("version", "vcenter", "hosts", "datastores", "networks", "vms")
 _VCENTER = ("name", "version", "datacenter", "user", "password")
@@ -299,3 +299,8 @@ class LabParser:
             free=r.size(m["free"], f"{path}.free") if "free" in m else None,
             filesystem=r.optional_string(m.get("filesystem"), f"{path}.filesystem"),
         )
+
+
+def load_lab(path: str | Path) -> Lab:
+    """Read and validate a lab file; raise :class:`InputError` (exit 3) with ``file:line`` on any problem."""
+    return LabParser(Path(path)).parse()

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Literal
 
-from scmt_cli.vsphere.fakeestate import FakeEstate, VimFault
+from scmt_cli.lab.estate import FakeEstate, VimFault
 
 Pattern = Literal["random", "sequential", "hotspot"]
 

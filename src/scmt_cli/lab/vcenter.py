@@ -1,5 +1,5 @@
 """The fake vCenter client: :class:`FakeVCenter` implements :class:`~scmt_cli.vsphere.api.VCenter`
-over a :class:`~scmt_cli.vsphere.fakeestate.FakeEstate`.
+over a :class:`~scmt_cli.lab.estate.FakeEstate`.
 
 It logs in over the estate's real HTTPS endpoint (TLS checked with the same
 settings as a real vCenter: CA, pinned thumbprint or explicit ``insecure``),
@@ -7,9 +7,9 @@ reads disks over ``/folder`` with httpx, and applies every other operation to
 the in-process estate, translating vSphere faults into SourceOperationErrors
 that name the VM and the step.  An expired session is renewed once.
 
-``python -m scmt_cli.vsphere.fake --lab examples/lab.yaml`` starts an estate and
+``python -m scmt_cli.lab --lab examples/lab.yaml`` starts an estate and
 prints one JSON line (``url``, ``thumbprint``, ``user``, ``rpc``); other
-processes use it through :class:`scmt_cli.vsphere.fakeremote.RemoteFakeVCenter`
+processes use it through :class:`scmt_cli.lab.remote.RemoteFakeVCenter`
 (login and ``/folder`` as on vCenter, other calls over a JSON RPC; the SOAP API
 is not emulated).
 """
@@ -17,20 +17,23 @@ is not emulated).
 from __future__ import annotations
 
 import dataclasses
-import json
-import signal
-import tempfile
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import httpx
 
 from scmt_cli.domain import inventory as inv
 from scmt_cli.errors import AuthenticationError, SourceOperationError
 from scmt_cli.events import NullReporter, Reporter
+from scmt_cli.lab.disk import CbtQueryError
+from scmt_cli.lab.estate import FakeEstate, VimFault
+from scmt_cli.lab.inventory import lab_inventory
+from scmt_cli.lab.model import Lab
+from scmt_cli.lab.parse import load_lab
+from scmt_cli.lab.server import COOKIE
 from scmt_cli.transports.base import BlockSource
 from scmt_cli.vsphere.api import (
     ChangedAreas,
@@ -41,11 +44,7 @@ from scmt_cli.vsphere.api import (
     collect_changed_areas,
     graceful_shutdown,
 )
-from scmt_cli.vsphere.fakedisk import CbtQueryError
-from scmt_cli.vsphere.fakeestate import FakeEstate, VimFault
-from scmt_cli.vsphere.fakehttp import COOKIE
 from scmt_cli.vsphere.folder import FolderDiskSource, FolderSession, split_datastore_path
-from scmt_cli.vsphere.lab import Lab, lab_inventory, load_lab
 from scmt_cli.vsphere.settings import ConnectionSettings
 from scmt_cli.vsphere.tls import classify_connect_error, make_ssl_context
 
@@ -375,40 +374,3 @@ class FakeVCenter:
 
     def rename(self, vm: str, new_name: str) -> None:
         self._call(vm, f"rename to {new_name!r}", lambda: self.estate.rename(vm, new_name))
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Serve a lab's fake vCenter (login and /folder) until SIGTERM/SIGINT."""
-    import argparse
-    import sys
-
-    from scmt_cli.errors import ScmtError
-
-    parser = argparse.ArgumentParser(prog="python -m scmt_cli.vsphere.fake", description=main.__doc__)
-    parser.add_argument("--lab", required=True, help="lab file (see examples/lab.yaml)")
-    parser.add_argument("--workdir", help="directory for disk files (default: a temporary one)")
-    parser.add_argument("--no-tls", action="store_true", help="plain HTTP (tests only)")
-    args = parser.parse_args(argv)
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    with tempfile.TemporaryDirectory(prefix="scmt-fake-vc-") as tmp:
-        try:
-            estate = start_estate(Path(args.lab), Path(args.workdir or tmp), tls=not args.no_tls)
-        except ScmtError as exc:
-            sys.stderr.write(f"error: {exc.message}\n")
-            return exc.exit_code
-        from scmt_cli.vsphere.fakeremote import install_rpc
-
-        install_rpc(estate)
-        info: dict[str, Any] = {"url": estate.base_url + "/sdk", "thumbprint": estate.http.thumbprint}
-        info.update(user=estate.lab.user, rpc=estate.base_url + "/sdk/rpc", cert_file=str(estate.http.cert_file))
-        sys.stdout.write(json.dumps(info) + "\n")
-        sys.stdout.flush()
-        stop.wait()
-        stop_estate(estate)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

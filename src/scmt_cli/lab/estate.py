@@ -3,7 +3,7 @@
 A :class:`FakeEstate` is the "server side": it owns the sparse disk files under
 ``workdir``, serves ``/folder`` over real HTTP (:mod:`fakehttp`) and applies
 operations with vSphere's rules and faults.  Clients talk to it through
-:class:`scmt_cli.vsphere.fake.FakeVCenter` (the :class:`~scmt_cli.vsphere.api.VCenter`
+:class:`scmt_cli.lab.vcenter.FakeVCenter` (the :class:`~scmt_cli.vsphere.api.VCenter`
 implementation), which logs in over HTTP first.
 
 vSphere behaviour modelled (each violation raises :class:`VimFault`, which the
@@ -27,10 +27,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from scmt_cli.vsphere.fakedisk import FakeDisk
-from scmt_cli.vsphere.fakehttp import FakeHttpServer, FileView
+from scmt_cli.lab.disk import FakeDisk
+from scmt_cli.lab.model import Lab, LabVM
+from scmt_cli.lab.server import FakeHttpServer, FileView
 from scmt_cli.vsphere.folder import flat_path, split_datastore_path
-from scmt_cli.vsphere.lab import Lab, LabVM
 
 
 class VimFault(Exception):
