@@ -32,6 +32,7 @@ code  meaning
 42    invalid state for this command (nothing to roll back, not in sync)
 50    target platform error
 51    hook failed
+52    guest conversion failed, timed out or stalled (the synced disks are unchanged)
 60    some VMs failed (partial failure)
 70    internal error (a bug in scmt; please report it)
 130   interrupted (SIGINT)
@@ -229,6 +230,23 @@ class TargetPlatformError(ScmtError):
 class HookError(ScmtError):
     exit_code = 51
     kind = "hook"
+
+
+class ConversionError(ScmtError):
+    """The guest converter failed, timed out or stalled; ``details`` says how (for ``--json``)."""
+
+    exit_code = 52
+    kind = "conversion"
+
+    def __init__(self, message: str, **kw: object) -> None:
+        super().__init__(message, **kw)  # type: ignore[arg-type]
+        self.details: dict[str, object] = {}
+
+    def to_dict(self) -> dict[str, object]:
+        data = super().to_dict()
+        if self.details:
+            data["conversion"] = self.details
+        return data
 
 
 class PartialFailureError(ScmtError):

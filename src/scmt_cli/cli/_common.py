@@ -32,3 +32,18 @@ def future_time(text: str, *, option: str, now: dt.datetime | None = None) -> dt
             hint="give a future time, e.g. 22:00 (the next one) or a full date-time",
         )
     return when
+
+
+def duration_option(text: str | None, *, option: str) -> float | None:
+    """Seconds from a ``--v2v-timeout 90m``-style option (``None`` when not given); UsageError when bad."""
+    if text is None:
+        return None
+    from scmt_cli.domain.units import parse_duration
+
+    try:
+        value = parse_duration(text)
+    except ValueError as exc:
+        raise UsageError(f"{option} {text!r}: {exc}") from None
+    if value <= 0:
+        raise UsageError(f"{option} {text!r}: must be greater than zero")
+    return value

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.console import Console
 
-from scmt_cli.cli._common import future_time
+from scmt_cli.cli._common import duration_option, future_time
 from scmt_cli.cli.context import current
 
 
@@ -26,12 +26,27 @@ def failover(
     target_state: Annotated[Optional[str], typer.Option("--target-state", help="on | off (default: the plan's).",
                                                                                         metavar="STATE")] = None,
     direct: Annotated[bool, typer.Option("--direct", help="Skip guest conversion (directly fail over).")] = False,
+    v2v_timeout: Annotated[Optional[str], typer.Option(
+        "--v2v-timeout", metavar="DURATION",
+        help="Stop guest conversion after this long, e.g. 90m (default: the plan's target.v2v_timeout, 1h).")] = None,
+    v2v_stall_timeout: Annotated[Optional[str], typer.Option(
+        "--v2v-stall-timeout", metavar="DURATION",
+        help="Stop the converter when it prints nothing for this long (default: target.v2v_stall_timeout, "
+             "10m).")] = None,
+    keep_source_down: Annotated[bool, typer.Option(
+        "--keep-source-down",
+        help="When guest conversion fails, leave the source quiesced for a retry (default: roll it back).")] = False,
 ) -> None:
     """Quiesce the source, copy the final delta, start the target.
 
     Reports the measured downtime per VM (source quiesced -> target started).
     A killed failover resumes at the first step not done when run again.
-    Exit codes: 0 ok, 1 warnings, 42 a VM is not in sync, 60 some VMs failed.
+    Guest conversion (virt-v2v-in-place) is a supervised step: its log path,
+    progress and elapsed time are reported, and one that fails, times out or
+    stalls (exit 52) leaves the synced disks unchanged and rolls the source
+    back (unless --keep-source-down).
+    Exit codes: 0 ok, 1 warnings, 42 a VM is not in sync, 52 guest conversion
+    failed, 60 some VMs failed.
     When every VM failed with the same error, that error's code (e.g. 10
     vCenter unreachable, 40 locked by another run).
     """
@@ -44,9 +59,12 @@ def failover(
     if target_state is not None and target_state not in ("on", "off"):
         raise UsageError(f"--target-state {target_state!r}: expected on or off")
     when = future_time(at, option="--at") if at is not None else None
+    timeout = duration_option(v2v_timeout, option="--v2v-timeout")
+    stall = duration_option(v2v_stall_timeout, option="--v2v-stall-timeout")
     ui = current()
     req = FailoverRequest(plan=plan, vms=tuple(vm or ()), group=group, at=when, source_action=source_action,
-                          target_state=target_state, direct=direct)
+                          target_state=target_state, direct=direct, v2v_timeout=timeout, v2v_stall_timeout=stall,
+                          keep_source_down=keep_source_down)
     with StateStore.open(ui.opts.state) as store:
         result = failover_service(req, store, ui.reporter)
     ui.finish(result, render)

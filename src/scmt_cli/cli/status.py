@@ -71,15 +71,24 @@ def _table(result: Any) -> Any:
               "rolled-back": "yellow", "cutting-over": "magenta"}
     for v in result.vms:
         state = v.state if not v.failed_from else f"{v.state} ({v.failed_from})"
+        if v.step is not None:
+            state = f"{v.step}, {_fmt_elapsed(v.step_seconds)}"
         last = "-" if v.last_sync_at is None else f"{v.last_sync_kind} {time_ago(v.last_sync_at)}"
         size = "-" if v.last_sync_bytes is None else format_size(v.last_sync_bytes)
         est = _fmt_secs(v.measured_downtime_seconds) + " measured" if v.measured_downtime_seconds is not None \
             else _fmt_secs(v.est_downtime_seconds)
         if v.plan_downtime_minutes is not None:
             est += f" ({v.plan_downtime_minutes} min)"
-        table.add_row(v.vm, Text(state, style=styles[v.state]) if v.state in styles else state, last, size,
+        style = styles.get(v.state) if v.step is None else "magenta"
+        table.add_row(v.vm, Text(state, style=style) if style else state, last, size,
                       _fmt_secs(v.lag_seconds), est, ", ".join(v.next_commands) or "-")
     return table
+
+
+def _fmt_elapsed(v: Any) -> str:
+    from scmt_cli.targets.convert import format_elapsed
+
+    return format_elapsed(float(v or 0))
 
 
 def time_ago(ts: float) -> str:

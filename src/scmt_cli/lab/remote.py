@@ -124,6 +124,9 @@ class RpcServer:
             return est.reset_cbt(*args)
         if method == "inject_fault":
             return est.inject_fault(*args, **kwargs)
+        if method == "guest_write":  # vm, disk key, offset, data as hex: a write by the running guest
+            vm, key, offset, data = args
+            return est.guest_write(vm, int(key), int(offset), bytes.fromhex(data))
         if method == "set_shutdown_delay":
             est.shutdown_delay = float(args[0])
             return None
@@ -184,7 +187,7 @@ class RemoteFakeVCenter(FakeVCenter):
         return answer.get("result")
 
     def control(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        """Test controls: delete_vm, reset_cbt, inject_fault, set_shutdown_delay, workload_start/stop."""
+        """Test controls: delete_vm, reset_cbt, inject_fault, set_shutdown_delay, workload_start/stop, guest_write."""
         return self._rpc(method, *args, **kwargs)
 
     def inventory(self) -> inv.Inventory:

@@ -222,6 +222,11 @@ class ConversionResult:
     output: str = ""
     warnings: tuple[str, ...] = ()
     seconds: float = 0.0
+    log_path: str | None = None
+    guest: str | None = None  # the OS the converter found ("Debian GNU/Linux 12 (bookworm)")
+    virtio_drivers: bool | None = None  # the converter's verdict; None when it did not say
+    changes: tuple[str, ...] = ()  # what the converter's output says it changed
+    steps: tuple[str, ...] = ()  # its progress steps, in order
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -231,6 +236,11 @@ class ConversionResult:
             "argv": list(self.argv),
             "warnings": list(self.warnings),
             "seconds": round(self.seconds, 3),
+            "log": self.log_path,
+            "guest": self.guest,
+            "virtio_drivers": self.virtio_drivers,
+            "changes": list(self.changes),
+            "steps": list(self.steps),
         }
 
 
@@ -242,7 +252,8 @@ class PlatformSpec:
     platform's disk storage folder.  ``uri``: the libvirt connection URI.
     ``disk_format``: ``raw`` (sparse files) or ``qcow2``.  ``v2v_command``:
     the guest converter (found on ``PATH``).  ``v2v_timeout_s``: how long one
-    conversion may run.
+    conversion may run; ``v2v_stall_timeout_s``: how long it may print nothing;
+    ``v2v_accel``: ``auto``, ``kvm`` or ``tcg`` (see :mod:`scmt_cli.targets.convert`).
     """
 
     type: PlatformType = "dir"
@@ -251,12 +262,15 @@ class PlatformSpec:
     disk_format: DiskFormat = "raw"
     v2v_command: str = "virt-v2v-in-place"
     v2v_timeout_s: float = 3600.0
+    v2v_stall_timeout_s: float = 600.0
+    v2v_accel: str = "auto"
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], *, where: str = "plan") -> PlatformSpec:
         """Build from a plan's ``target`` mapping; raise :class:`PlanError` naming ``where`` and the field."""
-        known = {"type", "path", "uri", "disk_format", "v2v_command", "v2v_timeout_s"}
+        known = {"type", "path", "uri", "disk_format", "v2v_command", "v2v_timeout_s", "v2v_stall_timeout_s",
+                 "v2v_accel"}
         typ = data.get("type", "dir")
         if typ not in get_args(PlatformType):
             raise PlanError(f"{where}: target.type {typ!r} is not one of dir, libvirt")
@@ -266,16 +280,22 @@ class PlatformSpec:
         for key in ("path", "uri", "v2v_command"):
             if key in data and not isinstance(data[key], str):
                 raise PlanError(f"{where}: target.{key} must be a string")
-        timeout = data.get("v2v_timeout_s", 3600.0)
-        if not isinstance(timeout, int | float) or isinstance(timeout, bool) or timeout <= 0:
-            raise PlanError(f"{where}: target.v2v_timeout_s must be a positive number of seconds")
+        for key, default in (("v2v_timeout_s", 3600.0), ("v2v_stall_timeout_s", 600.0)):
+            value = data.get(key, default)
+            if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
+                raise PlanError(f"{where}: target.{key} must be a positive number of seconds")
+        accel = data.get("v2v_accel", "auto")
+        if accel not in ("auto", "kvm", "tcg"):
+            raise PlanError(f"{where}: target.v2v_accel {accel!r} is not one of auto, kvm, tcg")
         return cls(
             type=typ,
             path=data.get("path", ""),
             uri=data.get("uri", ""),
             disk_format=fmt,
             v2v_command=data.get("v2v_command", "virt-v2v-in-place"),
-            v2v_timeout_s=float(timeout),
+            v2v_timeout_s=float(data.get("v2v_timeout_s", 3600.0)),
+            v2v_stall_timeout_s=float(data.get("v2v_stall_timeout_s", 600.0)),
+            v2v_accel=accel,
             extra={k: v for k, v in data.items() if k not in known},
         )
 
@@ -320,12 +340,16 @@ class TargetPlatform(Protocol):
 
     def state(self, vm: str) -> TargetState: ...
 
-    def convert(self, spec: TargetVmSpec, *, direct: bool = False) -> ConversionResult:
+    def convert(self, spec: TargetVmSpec, *, direct: bool = False, job: Any = None) -> ConversionResult:
         """Guest conversion on the final disks; ``direct`` skips it (the seed's "Directly Fail Over").
 
         Call :meth:`finalize_disks` first (conversion works on the final,
-        possibly qcow2, disks).  A missing converter is a warning in the
-        result, a failing one raises :class:`~scmt_cli.errors.TargetPlatformError`.
+        possibly qcow2, disks).  ``job`` is a :class:`scmt_cli.targets.convert.ConvertJob`
+        (log file, cache, cancel check, timeout overrides).  A missing converter is a
+        warning in the result, disks without an operating system are skipped with
+        the reason; a failing, timed-out or stalled one raises
+        :class:`~scmt_cli.errors.ConversionError` (exit 52) and leaves the disks
+        as they were (see :mod:`scmt_cli.targets.convert`).
         """
 
     def close(self) -> None: ...

@@ -172,20 +172,15 @@ class DirPlatform:
     def state(self, vm: str) -> TargetState:
         return self._to_state(vm, self._record(vm))
 
-    def convert(self, spec: TargetVmSpec, *, direct: bool = False) -> ConversionResult:
-        """Convert the guest on the final disks; uses a temporary domain XML when not defined yet."""
+    def convert(self, spec: TargetVmSpec, *, direct: bool = False, job: Any = None) -> ConversionResult:
+        """Convert the guest on the final disks (see :mod:`scmt_cli.targets.convert`)."""
+        from scmt_cli.targets.convert import convert_guest
+
         spec = spec.validated()
-        folder = self.vm_dir(spec.name)
+        folder = storage.vm_dir(self.root, spec.name)
         folder.mkdir(parents=True, exist_ok=True)
-        xml_path = folder / "convert.xml"
-        storage.write_atomic(xml_path, build_domain_xml(spec).encode())
-        try:
-            return storage.convert_guest(
-                spec, xml_path, direct=direct, command=self.spec.v2v_command,
-                timeout=self.spec.v2v_timeout_s, reporter=self.reporter,
-            )  # fmt: skip
-        finally:
-            xml_path.unlink(missing_ok=True)
+        return convert_guest(spec, folder, lambda s: build_domain_xml(s), direct=direct,
+                             settings=storage.convert_settings(self.spec), job=job, reporter=self.reporter)
 
     def close(self) -> None:
         return None

@@ -19,7 +19,6 @@ import json
 import os
 import shutil
 import tempfile
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -28,13 +27,14 @@ from scmt_cli import procs
 from scmt_cli.errors import ConfigError, SizeMismatchError, TargetPlatformError
 from scmt_cli.events import Reporter
 from scmt_cli.targets.base import (
-    ConversionResult,
     DiskFormat,
     DiskRequest,
+    PlatformSpec,
     PreparedDisk,
     TargetVmSpec,
     check_vm_name,
 )
+from scmt_cli.targets.disklock import disk_locks
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -159,14 +159,16 @@ def finalize_disks(root: Path, vm: str, reporter: Reporter, *, timeout: float = 
             )
         tmp = final.with_name(f".{final.name}.partial")
         argv = [exe, "convert", "-q", "-f", "raw", "-O", d.format, str(copy), str(tmp)]
-        done = procs.run(argv, name="qemu-img", timeout=timeout)
-        if done.exit_code != 0:
-            tmp.unlink(missing_ok=True)
-            raise TargetPlatformError(f"{vm}: finalize disks: qemu-img convert {done.describe()}: {done.last_line()}")
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, final)
-        copy.unlink()
+        with disk_locks([copy, final], what=f"scmt finalize of {vm} (qemu-img convert)") as locks:
+            done = procs.run(argv, name="qemu-img", timeout=timeout, pass_fds=[lk.fd for lk in locks if lk.fd])
+            if not done.ok:
+                tmp.unlink(missing_ok=True)
+                raise TargetPlatformError(
+                    f"{vm}: finalize disks: qemu-img convert {done.describe()}: {done.last_line()}")
+            with open(tmp, "rb") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp, final)
+            copy.unlink()
         reporter.event("target_disk_converted", vm=vm, path=str(final), format=d.format)
     return disks
 
@@ -191,50 +193,9 @@ def static_ip_options(spec: TargetVmSpec) -> list[str]:
     return opts
 
 
-def convert_guest(
-    spec: TargetVmSpec,
-    xml_path: Path,
-    *,
-    direct: bool,
-    command: str,
-    timeout: float,
-    reporter: Reporter,
-) -> ConversionResult:
-    """Run ``virt-v2v-in-place -i libvirtxml XML`` on the final disks, or explain why not.
+def convert_settings(spec: PlatformSpec) -> Any:
+    """The converter settings of a platform spec (a :class:`scmt_cli.targets.convert.ConvertSettings`)."""
+    from scmt_cli.targets.convert import ConvertSettings
 
-    ``direct`` skips conversion.  A missing converter is a warning (the guest
-    keeps its VMware drivers and tools).  A failing or timed-out converter
-    raises :class:`TargetPlatformError`.
-    """
-    vm = spec.name
-    if direct:
-        reporter.event("guest_conversion_skipped", vm=vm, reason="direct")
-        return ConversionResult(vm, ran=False, skipped_reason="direct failover: conversion skipped as asked")
-    exe = shutil.which(command)
-    if exe is None:
-        warning = (
-            f"{vm}: guest conversion skipped: {command} is not installed; the guest keeps its VMware drivers "
-            "and tools (install virt-v2v, or fail over with --direct to silence this)"
-        )
-        warnings = [warning]
-        if static_ip_options(spec):
-            warnings.append(f"{vm}: the plan's static IP addresses were not set in the guest (that is done by "
-                            f"{command}); configure them by hand after the switch")
-        for w in warnings:
-            reporter.log("warning", w, vm=vm)
-        return ConversionResult(vm, ran=False, skipped_reason=f"{command} not installed", warnings=tuple(warnings))
-    argv = (exe, "-i", "libvirtxml", *static_ip_options(spec), str(xml_path))
-    reporter.event("guest_conversion_started", vm=vm, argv=list(argv))
-    started = time.monotonic()
-    env = dict(os.environ)
-    env.setdefault("LIBGUESTFS_BACKEND", "direct")
-    done = procs.run(argv, name=command, timeout=timeout, env=env)
-    seconds = time.monotonic() - started
-    if done.timed_out:
-        raise TargetPlatformError(f"{vm}: guest conversion: {command} did not finish within {timeout:g} s")
-    if done.exit_code != 0:
-        raise TargetPlatformError(
-            f"{vm}: guest conversion: {command} failed (exit {done.exit_code}): {done.last_line()}"
-        )
-    reporter.event("guest_conversion_done", vm=vm, seconds=round(seconds, 3))
-    return ConversionResult(vm, ran=True, argv=argv, output=done.output, seconds=seconds)
+    return ConvertSettings(command=spec.v2v_command, timeout=spec.v2v_timeout_s,
+                           stall_timeout=spec.v2v_stall_timeout_s, accel=spec.v2v_accel)

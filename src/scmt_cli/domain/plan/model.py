@@ -88,6 +88,9 @@ class Target:
     storage: Mapping[str, str] = field(default_factory=_frozen_map)
     disk_format: DiskFormat = "raw"
     migration_host: str | None = None
+    v2v_timeout: float = 3600.0  # seconds one guest conversion may run
+    v2v_stall_timeout: float = 600.0  # seconds the converter may print nothing
+    v2v_accel: str = "auto"  # auto | kvm | tcg
 
     def network_for(self, vmware_network: str) -> str | None:
         """The KVM network mapped from ``vmware_network`` (None when unmapped)."""

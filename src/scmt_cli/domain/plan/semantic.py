@@ -217,6 +217,8 @@ class Checker:
                 self.error(("target",), "type: libvirt needs 'uri', e.g. qemu:///system")
         if ttype == "dir" and "path" not in target:
             self.error(("target",), "type: dir needs 'path', the directory for disk images")
+        for name in ("v2v_timeout", "v2v_stall_timeout"):
+            self.parse(("target", name), target.get(name), units.parse_duration)
         host = _str(target.get("migration_host"))
         if host is not None and not is_host(host):
             self.error(("target", "migration_host"), f"expected a host name or IP address (no port, no URL), "

@@ -267,7 +267,8 @@ def platform_spec(plan: Plan) -> PlatformSpec:
     """The platform settings of a plan.  A ``libvirt`` plan has no ``path``: its disk folder is the
     ``storage['*']`` entry when that is an absolute directory, else libvirt's default images folder."""
     t = plan.target
-    data: dict[str, Any] = {"type": t.type, "disk_format": t.disk_format}
+    data: dict[str, Any] = {"type": t.type, "disk_format": t.disk_format, "v2v_timeout_s": t.v2v_timeout,
+                            "v2v_stall_timeout_s": t.v2v_stall_timeout, "v2v_accel": t.v2v_accel}
     if t.uri:
         data["uri"] = t.uri
     if t.path is not None:

@@ -14,7 +14,11 @@ at the first step not done:
     a last sync pass (generation kind ``final``) from a snapshot taken now.
 ``converted``
     the platform's final disks (qcow2 when asked), then guest conversion
-    unless ``direct`` (a missing converter is a warning).
+    unless ``direct`` (a missing converter is a warning; disks without an
+    operating system are skipped with the reason).  It is a supervised step
+    (:mod:`.conversion`): its start, log path and progress are reported and
+    recorded for ``status``; a failure (exit 52) leaves the synced disks
+    unchanged and rolls the source back unless ``keep_source_down``.
 ``target-defined``
     the target VM from the plan and the source inventory.
 ``target-started``
@@ -35,9 +39,10 @@ from typing import Any
 
 from scmt_cli.domain.inventory import VM
 from scmt_cli.domain.vmstate import CUTOVER_STEPS, VmStatus, next_cutover_step, plan_command
-from scmt_cli.errors import InvalidStateError, NotAvailableError, ScmtError, UsageError
+from scmt_cli.errors import ConversionError, InvalidStateError, NotAvailableError, ScmtError, UsageError
 from scmt_cli.services.hooks import HookContext, commands_for, run_hooks
 from scmt_cli.services.migration.context import MigrationContext, VmOutcome
+from scmt_cli.services.migration.conversion import after_failure, conversion_job
 from scmt_cli.services.migration.source import require_wired_method, source_vm
 from scmt_cli.services.migration.sync import sync_pass
 from scmt_cli.services.migration.units import MigrationResult, units_for
@@ -61,6 +66,9 @@ class FailoverRequest:
     source_action: str | None = None
     target_state: str | None = None
     direct: bool = False
+    v2v_timeout: float | None = None  # seconds; None: the plan's target.v2v_timeout
+    v2v_stall_timeout: float | None = None  # seconds; None: the plan's target.v2v_stall_timeout
+    keep_source_down: bool = False  # a failed conversion leaves the source quiesced (no automatic rollback)
 
 
 def _group_hook_ctx(ctx: MigrationContext, vm: str, group: str | None, members: list[str], phase: Any,
@@ -146,9 +154,21 @@ class _Cutover:
         elif step == "converted":
             disks = ctx.platform.finalize_disks(self.eff.target_name)
             spec = self._spec(disks)
-            conv = ctx.platform.convert(spec, direct=self.direct)
+            job = conversion_job(ctx, vm, timeout=self.req.v2v_timeout, stall_timeout=self.req.v2v_stall_timeout)
+            self.record(converting={"started_at": time.time(), "log": str(job.log_path)})
+            try:
+                conv = ctx.platform.convert(spec, direct=self.direct, job=job)
+            except ConversionError as exc:
+                self.record(converting=None, conversion={"ran": True, "ok": False, "error": exc.message,
+                                                         **exc.details})
+                raise
+            finally:
+                if self.data.get("converting"):
+                    self.record(converting=None)
             self.out.warnings.extend(w if w.startswith(f"{vm}:") else f"{vm}: {w}" for w in conv.warnings)
-            self.record(conversion={"ran": conv.ran, "skipped_reason": conv.skipped_reason})
+            outcome = conv.to_dict()
+            outcome.pop("argv", None)
+            self.record(conversion={"ok": True, **outcome})
         elif step == "target-defined":
             disks = ctx.platform.finalize_disks(self.eff.target_name)
             ctx.platform.define(self._spec(disks))
@@ -223,9 +243,8 @@ def _failover_unit(ctx: MigrationContext, req: FailoverRequest, group: str | Non
                     outcomes[c.vm] = c.out
                     ctx.reporter.event("failover_done", vm=c.vm, downtime_seconds=c.data.get("downtime_seconds"))
             except BaseException as exc:
-                for c in active:
-                    if c.vm in outcomes:
-                        continue
+                pending = [c for c in active if c.vm not in outcomes]
+                for c in pending:
                     failed = ctx.fail(c.status, exc) if isinstance(exc, Exception) else c.status
                     c.out.ok = False
                     c.out.state = failed.state
@@ -233,6 +252,16 @@ def _failover_unit(ctx: MigrationContext, req: FailoverRequest, group: str | Non
                     c.out.error_code = exc.exit_code if isinstance(exc, ScmtError) else 70
                     c.out.data["steps_done"] = list(failed.steps_done)
                     outcomes[c.vm] = c.out
+                if isinstance(exc, ConversionError):
+                    notes = after_failure(ctx, pending, exc, keep_source_down=req.keep_source_down, group=group,
+                                          members=members)
+                    for c in pending:
+                        status, data = ctx.status(c.vm)
+                        c.out.state = status.state
+                        c.out.data["steps_done"] = list(status.steps_done)
+                        c.out.data.update(_public(data))
+                        c.out.data["source_restored"] = status.state == "rolled-back"
+                        c.out.error = f"{c.out.error}; {notes[c.vm]}"
                 if not isinstance(exc, Exception):
                     raise
             finally:

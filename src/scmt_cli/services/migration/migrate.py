@@ -32,6 +32,8 @@ class MigrateRequest:
     plan: Path
     vms: tuple[str, ...] = ()
     max_passes: int = MAX_PASSES
+    v2v_timeout: float | None = None
+    v2v_stall_timeout: float | None = None
 
 
 def delta_is_small(bytes_read: int, disk_bytes: int) -> bool:
@@ -63,7 +65,8 @@ def _migrate_vm(ctx: MigrationContext, req: MigrateRequest, vm: str) -> VmOutcom
             size = sum(int(d.get("size", 0)) for d in out.data.get("disks", []))
             if out.data.get("kind") == "incremental" and delta_is_small(int(out.data.get("bytes_read", 0)), size):
                 break
-    fo = FailoverRequest(ctx.plan.file, source_action="shutdown", target_state="on")
+    fo = FailoverRequest(ctx.plan.file, source_action="shutdown", target_state="on", v2v_timeout=req.v2v_timeout,
+                         v2v_stall_timeout=req.v2v_stall_timeout)
     final = _failover_unit(ctx, fo, None, [vm])[0]
     final.action = "migrated" if final.ok else "migrate (failover)"
     final.data["passes"] = passes

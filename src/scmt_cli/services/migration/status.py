@@ -1,6 +1,7 @@
 """``scmt status``: where every VM of a plan stands, from the state store alone.
 
-Per VM: state (and the state a failed VM failed in), the cutover steps done,
+Per VM: state (and the state a failed VM failed in), the long step running
+now with its elapsed time (``converting`` while the guest converter runs), the cutover steps done,
 the last successful sync (time, kind, bytes, throughput), the lag since it,
 the estimated cutover downtime and the commands that may run next.
 
@@ -56,6 +57,10 @@ class VmStatusView:
     rollback_seconds: float | None = None
     seed_vs_estimate: dict[str, Any] | None = None
     locked_by: str | None = None
+    step: str | None = None  # the long step running now ("converting"), from the state store
+    step_seconds: float | None = None
+    step_log: str | None = None
+    conversion: dict[str, Any] | None = None
     next_commands: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
@@ -122,6 +127,16 @@ def _view(ctx: MigrationContext, vm: str, now: float) -> VmStatusView:
     if holder is not None and holder.lease_expires_at > now:
         v.locked_by = f"pid {holder.pid} on {holder.hostname}"
     v.next_commands = list(commands_allowed(status.state, failed_from=status.failed_from))
+    converting = data.get("converting")
+    if isinstance(converting, dict) and converting.get("started_at"):
+        elapsed = round(now - float(converting["started_at"]), 1)
+        if v.locked_by is not None:
+            v.step, v.step_seconds, v.step_log = "converting", elapsed, converting.get("log")
+        else:
+            v.warnings.append(f"{vm}: guest conversion stopped without finishing (started {elapsed:.0f} s ago); "
+                              "the synced disks are unchanged: run failover again, or rollback")
+    if isinstance(data.get("conversion"), dict):
+        v.conversion = data["conversion"]
     # -- warnings ---------------------------------------------------------------------
     if status.state == "failed":
         v.warnings.append(f"{vm}: failed while {status.failed_from}: {status.error or 'unknown error'}; "
