@@ -192,6 +192,56 @@ class TransportError(ScmtError):
         self.transient = transient
 
 
+class NoSpaceError(TransportError):
+    """The target's file system is full (ENOSPC); ``path`` is the file that could not grow."""
+
+    kind = "no_space"
+
+    def __init__(self, message: str, *, path: str = "", **kw: object) -> None:
+        super().__init__(message, **kw)
+        self.path = path
+
+
+def free_bytes(path: str) -> int | None:
+    """Bytes an unprivileged writer may still use on the file system of ``path`` (None when unknown)."""
+    import os
+
+    probe = path
+    while probe and not os.path.exists(probe):
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            break
+        probe = parent
+    try:
+        st = os.statvfs(probe or ".")
+    except OSError:
+        return None
+    return st.f_bavail * st.f_frsize
+
+
+def no_space(path: str, needs: int | None = None, *, hint: str | None = None) -> NoSpaceError:
+    """``no space left on device: PATH (needs N more, F free)`` (sizes in binary units)."""
+    free = free_bytes(path)
+    parts = []
+    if needs is not None:
+        parts.append(f"needs {_size(max(needs, 0))} more")
+    if free is not None:
+        parts.append(f"{_size(free)} free")
+    detail = f" ({', '.join(parts)})" if parts else ""
+    return NoSpaceError(f"no space left on device: {path}{detail}", path=path,
+                        hint=hint or "free space on that file system (or point the target elsewhere), then run the "
+                                     "command again: it resumes from its last checkpoint")
+
+
+def _size(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{int(value)} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{n} B"
+
+
 class VerificationError(ScmtError):
     exit_code = 31
     kind = "verification_mismatch"

@@ -71,6 +71,7 @@ class CopyOptions:
     sparse_block: int = 64 * 1024
     task: str = "copy"
     writers: int = 2  # writer threads (thread-safe targets only): two keep O_DIRECT writes at queue depth 2
+    resume_hint: str = "rerun with --resume to continue"  # said after an early stop's final checkpoint
 
 
 @dataclass
@@ -479,7 +480,7 @@ def copy_chunks(
             while low < len(todo) and completed[low]:
                 low += 1
         if not finished and checkpointer is not None:
-            _final_checkpoint(target, commit, rep)
+            _final_checkpoint(target, commit, rep, opts.resume_hint)
     if stats.chunks_done != stats.chunks_planned:
         raise InternalError(f"copied {stats.chunks_done} chunks but planned {stats.chunks_planned}")
     if checkpointer is not None:
@@ -507,12 +508,12 @@ def _preallocate(source: BlockSource, target: BlockTarget, start: int) -> None:
         return
 
 
-def _final_checkpoint(target: BlockTarget, commit: Any, rep: Reporter) -> None:
+def _final_checkpoint(target: BlockTarget, commit: Any, rep: Reporter, hint: str) -> None:
     """Flush and checkpoint after an early stop; never mask the original exception."""
     try:
         target.flush()
         commit()
-        rep.log("info", "progress checkpointed; rerun with --resume to continue")
+        rep.log("info", f"progress checkpointed; {hint}")
     except ScmtError as exc:  # the previous checkpoint stays valid
         rep.log("warning", f"could not write a final checkpoint: {exc.message}")
     except Exception as exc:  # noqa: BLE001 - the original error matters more

@@ -127,3 +127,9 @@ def file_url_path(url: str) -> str | None:
     from urllib.parse import unquote, urlsplit
 
     return unquote(urlsplit(url).path) or None
+
+
+def lock_target_url(url: str, *, what: str) -> DiskLock | None:
+    """The acquired lock of a ``file://`` target (``None`` for other URLs: their server serialises writers)."""
+    path = file_url_path(url)
+    return DiskLock(path, what=what).acquire() if path else None

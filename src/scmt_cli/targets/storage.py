@@ -15,6 +15,7 @@ intact and is simply redone.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from scmt_cli import procs
-from scmt_cli.errors import ConfigError, SizeMismatchError, TargetPlatformError
+from scmt_cli.errors import ConfigError, SizeMismatchError, TargetPlatformError, no_space
 from scmt_cli.events import Reporter
 from scmt_cli.targets.base import (
     DiskFormat,
@@ -38,23 +39,32 @@ from scmt_cli.targets.disklock import disk_locks
 
 
 def write_atomic(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` atomically: temp file, fsync, rename, fsync the folder."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    """Replace ``path`` with ``data`` atomically: temp file, fsync, rename, fsync the folder.
+
+    A full file system raises :class:`~scmt_cli.errors.NoSpaceError` (exit 30), any other
+    failure :class:`~scmt_cli.errors.TargetPlatformError`.
+    """
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dfd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        dfd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError as exc:  # a target-side file: never a raw OSError, never "source operation failed"
+        if exc.errno == errno.ENOSPC:
+            raise no_space(str(path), len(data)) from None
+        raise TargetPlatformError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:

@@ -49,6 +49,7 @@ from scmt_cli.errors import (
     SourceUnreachableError,
     TransportError,
     UsageError,
+    no_space,
 )
 from scmt_cli.transports.base import Extent, Scheme, register
 
@@ -109,6 +110,8 @@ def _flag(opts: dict[str, str], name: str) -> bool:
 
 
 def _io_error(what: str, path: str, exc: OSError) -> TransportError:
+    if exc.errno == errno.ENOSPC:  # also from fdatasync: delayed allocation reports it late
+        return no_space(path)
     transient = exc.errno in _TRANSIENT
     return TransportError(f"{what} {path}: {exc.strerror or exc}", transient=transient)
 
@@ -321,7 +324,7 @@ class FileTarget(_FileBase):
             if exc.errno == errno.EROFS:
                 raise ReadOnlyTargetError(f"target {self.path} became read-only") from None
             if exc.errno == errno.ENOSPC:
-                raise TransportError(f"target {self.path}: no space left on device") from None
+                raise no_space(self.path) from None
             raise _io_error("cannot write", self.path, exc) from None
 
     def write_zeroes(self, offset: int, length: int) -> None:

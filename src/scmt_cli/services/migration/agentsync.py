@@ -46,6 +46,7 @@ from scmt_cli.services.migration.diskcopy import stable_indexes
 from scmt_cli.services.migration.journal import UndoLog, journal_root, prune
 from scmt_cli.state.locks import VmLock
 from scmt_cli.targets import DiskRequest
+from scmt_cli.targets.disklock import lock_target_url
 from scmt_cli.transports import base as transports
 from scmt_cli.transports.base import BlockSource, Extent
 
@@ -117,7 +118,13 @@ def _copy_one(ctx: MigrationContext, vm: str, lock: VmLock, disk: AgentDisk, ind
                 base.chunks[int(i)] = None  # copied by a pass that did not finish: unknown
     pushed = watch(disk.disk, base is not None) if watch is not None else None
     src = wrap(disk)
-    dst = transports.open_target(target_url)
+    disk_lock = lock_target_url(target_url, what=f"scmt sync of {vm} (agent)")
+    try:
+        dst = transports.open_target(target_url)
+    except BaseException:
+        if disk_lock is not None:
+            disk_lock.release()
+        raise
     t0 = time.monotonic()
     journaled = 0
     opts = CopyOptions(chunk_size=cs, in_flight=4, checkpoint_seconds=1.0, checkpoint_bytes=64 * cs,
@@ -158,6 +165,8 @@ def _copy_one(ctx: MigrationContext, vm: str, lock: VmLock, disk: AgentDisk, ind
         dst.flush()
     finally:
         dst.close()
+        if disk_lock is not None:
+            disk_lock.release()
     store.put_checkpoint(key, {"manifest": outcome.manifest.to_dict(), "attempt": None, "target": target_url})
     store.upsert_disk(plan, vm, index, label=disk.disk, capacity_bytes=disk.size, target=target_url)
     s = outcome.stats

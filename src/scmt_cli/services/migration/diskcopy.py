@@ -34,6 +34,7 @@ A CBT reset (or CBT off) makes a full copy of the whole disk, said as a warning.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -42,11 +43,12 @@ from typing import Any
 from scmt_cli.blocks.checkpoint import Checkpointer
 from scmt_cli.blocks.engine import CopyOptions, copy_chunks
 from scmt_cli.blocks.plan import Chunk, ExtentMapError, plan_changed
-from scmt_cli.errors import SourceOperationError
+from scmt_cli.errors import NoSpaceError, SourceOperationError, free_bytes, no_space
 from scmt_cli.events import Reporter
 from scmt_cli.services.migration.source import SourceDisk
 from scmt_cli.state import StateStore
 from scmt_cli.state.locks import VmLock
+from scmt_cli.targets.disklock import file_url_path, lock_target_url
 from scmt_cli.transports import base as transports
 from scmt_cli.transports.base import BlockSource, Extent
 from scmt_cli.vsphere.api import VCenter, merge_areas
@@ -317,18 +319,37 @@ def copy_disk(
             "chunks": [[c.index, c.offset, c.length] for c in chunks],
         })
         ckpt.save(0, {}, fresh)
-    src: BlockSource = vc.open_disk(vm, snapshot, disk_key)
-    if wrap_source is not None:
-        src = wrap_source(src)
-    dst = transports.open_target(target_url)
+    path = file_url_path(target_url)
+    allocated0 = allocated_bytes(path)
+    if path is not None and result.mode in ("seed", "full-resync"):
+        check_room(path, result.planned_bytes - allocated0)
+    disk_lock = lock_target_url(target_url, what=f"scmt sync of {vm}")
     try:
-        opts = CopyOptions(chunk_size=chunk_size, in_flight=4, checkpoint_seconds=1.0,
-                           checkpoint_bytes=64 * chunk_size, task=f"{vm}/{label}")
-        outcome = copy_chunks(src, dst, chunks, options=opts, fresh=fresh, checkpointer=ckpt, resume=True,
-                              reporter=_FreshStartReporter(reporter))
+        src: BlockSource = vc.open_disk(vm, snapshot, disk_key)
+        if wrap_source is not None:
+            src = wrap_source(src)
+        try:
+            dst = transports.open_target(target_url)
+        except BaseException:
+            src.close()
+            raise
+        try:
+            opts = CopyOptions(chunk_size=chunk_size, in_flight=4, checkpoint_seconds=1.0,
+                               checkpoint_bytes=64 * chunk_size, task=f"{vm}/{label}",
+                               resume_hint="run the same sync again to continue")
+            outcome = copy_chunks(src, dst, chunks, options=opts, fresh=fresh, checkpointer=ckpt, resume=True,
+                                  reporter=_FreshStartReporter(reporter))
+        finally:
+            dst.close()
+            src.close()
+    except NoSpaceError as exc:  # say how much more this pass needs, as far as we can tell
+        if path is None:
+            raise
+        written = allocated_bytes(path) - allocated0
+        raise no_space(exc.path or path, max(0, result.planned_bytes - allocated0 - max(written, 0))) from None
     finally:
-        dst.close()
-        src.close()
+        if disk_lock is not None:
+            disk_lock.release()
     s = outcome.stats
     result.bytes_read, result.bytes_written, result.bytes_zero = s.bytes_read, s.bytes_written, s.bytes_zeroed
     with store.atomic():
@@ -340,3 +361,21 @@ def copy_disk(
                           change_id=change_id)
     result.seconds = time.monotonic() - t0
     return result
+
+
+def allocated_bytes(path: str | None) -> int:
+    """Bytes the file system holds for ``path`` (0 when absent or not a file)."""
+    if path is None:
+        return 0
+    try:
+        return os.stat(path).st_blocks * 512
+    except OSError:
+        return 0
+
+
+def check_room(path: str, needs: int) -> None:
+    """Refuse a full copy before it starts when the target's file system cannot take ``needs`` more bytes."""
+    free = free_bytes(path)
+    if free is not None and needs > free:
+        raise no_space(path, needs, hint="free space on that file system (or point target.path elsewhere), then "
+                                         "run the sync again; nothing was copied")

@@ -23,6 +23,8 @@ failing VM does not stop the others; the result's exit code is 60 then.
 from __future__ import annotations
 
 import datetime as dt
+import errno
+import shlex
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,7 +32,14 @@ from pathlib import Path
 from typing import Any
 
 from scmt_cli.domain.vmstate import plan_command
-from scmt_cli.errors import InvalidStateError, PartialFailureError, ScmtError, SourceOperationError
+from scmt_cli.errors import (
+    InvalidStateError,
+    NoSpaceError,
+    PartialFailureError,
+    ScmtError,
+    SourceOperationError,
+    no_space,
+)
 from scmt_cli.events import Reporter
 from scmt_cli.services.hooks import HookContext, commands_for, run_hooks
 from scmt_cli.services.migration.context import MigrationContext, VmOutcome
@@ -287,15 +296,22 @@ def guarded_pass(ctx: MigrationContext, vm: str) -> VmOutcome:
     except (KeyboardInterrupt, SystemExit):
         raise
     except Exception as exc:  # noqa: BLE001 - one VM's failure must not stop the others
-        if not isinstance(exc, ScmtError):
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:  # a target-side file we did not wrap
+            exc = no_space(exc.filename or str(getattr(ctx.platform, "root", "the target")))
+        elif not isinstance(exc, ScmtError):
             exc = SourceOperationError(f"{vm}: {type(exc).__name__}: {exc}")
-        out = VmOutcome(vm, ok=False, error=exc.message, error_code=exc.exit_code, action="sync")
+        message = exc.message
+        if isinstance(exc, NoSpaceError):
+            command = f"scmt sync {shlex.quote(str(ctx.plan.file))} --vm {shlex.quote(vm)}"
+            message = (f"{vm}: {exc.message}; free space on that file system (or point target.path elsewhere), "
+                       f"then run '{command}' again: the copy resumes from its last checkpoint")
+        out = VmOutcome(vm, ok=False, error=message, error_code=exc.exit_code, action="sync")
         if exc.exit_code not in (4, 40, 42, 130, 143):  # a lock held elsewhere, a refusal or a stop changes nothing
             status, _ = ctx.status(vm)
             out.state = ctx.fail(status, exc).state
         else:
             out.state = status.state
-        ctx.reporter.log("error", f"{vm}: sync failed: {exc.message}", vm=vm)
+        ctx.reporter.log("error", f"{vm}: sync failed: {message}", vm=vm)
         return out
 
 
