@@ -34,6 +34,7 @@ RANKS = {
     "events": 0,
     "results": 0,
     "extensions": 0,
+    "procs": 0,
     "__init__": 0,
     "__main__": 5,
 }

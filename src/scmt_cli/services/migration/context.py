@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
+from scmt_cli import procs
 from scmt_cli.domain.plan import Effective, Plan, load_plan
 from scmt_cli.domain.vmstate import VmState, VmStatus, is_state
 from scmt_cli.errors import Interrupted, PlanError, ScmtError, UsageError
@@ -252,6 +253,7 @@ class MigrationContext:
             self.cancel.event.set()
             for f in futures:
                 f.cancel()
+            procs.stop_all()  # a worker waiting on a child (converter, hook) must not keep us waiting
             raise
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
