@@ -27,8 +27,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import scmt_cli.lab.guest.recipe as recipe
 from scmt_cli.errors import ConfigError, TargetPlatformError
-from scmt_cli.lab.guest import recipe
 
 TOOLS = {
     "mmdebstrap": "mmdebstrap",

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from scmt_cli.lab.guest import recipe
+import scmt_cli.lab.guest.recipe as recipe
 
 
 def cache_root() -> Path:

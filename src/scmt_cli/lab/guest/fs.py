@@ -14,8 +14,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+import scmt_cli.lab.guest.recipe as recipe
 from scmt_cli.errors import ConfigError, TargetPlatformError
-from scmt_cli.lab.guest import recipe
 
 _NAME = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
