@@ -89,6 +89,8 @@ def test_failover_with_real_conversion_then_boot_sees_the_data_of_quiesce(
             view = status_service(StatusRequest(lab.plan), store, CallbackReporter(lambda *_: None)).vms[0]
             assert view.boot_seconds == booted.outcome.seconds
             assert view.measured_downtime_seconds is not None
+            print(f"\nfigures: conversion {out.data['conversion']} downtime {view.measured_downtime_seconds} s, "
+                  f"boot {booted.outcome.seconds} s ({booted.outcome.accel}): {booted.outcome.ready_line}")
         finally:
             ctx.close()
 
@@ -110,6 +112,7 @@ def test_test_failover_boots_a_throwaway_copy_and_changes_nothing(guest_lab: Gue
             res = run_test_failover(BootRequest(lab.plan, VM, accel="tcg", expect=expected, direct=True,
                                                 timeout_s=600, stall_s=300), ctx)
             assert res.outcome is not None and res.outcome.booted and res.data_verified is True
+            print(f"\nfigures: test copy booted in {res.outcome.seconds} s: {res.outcome.ready_line}")
             test_dir = Path(res.test_dir or "")
             assert (test_dir / "disk0.qcow2").exists()
             assert _sha(lab.source_disk) == source_before
