@@ -32,6 +32,7 @@ code  meaning
 42    invalid state for this command (nothing to roll back, not in sync)
 50    target platform error
 51    hook failed
+53    boot failed (QEMU exited, the console stalled or no ready line in time)
 60    some VMs failed (partial failure)
 70    internal error (a bug in scmt; please report it)
 130   interrupted (SIGINT)
@@ -229,6 +230,13 @@ class TargetPlatformError(ScmtError):
 class HookError(ScmtError):
     exit_code = 51
     kind = "hook"
+
+
+class BootError(ScmtError):
+    """A VM did not boot: QEMU exited, the console stalled, or no ready line came in time."""
+
+    exit_code = 53
+    kind = "boot"
 
 
 class PartialFailureError(ScmtError):

@@ -15,6 +15,7 @@ import typer
 from scmt_cli.cli import (
     agent,
     assess,
+    boot,
     copy,
     demo,
     failover,
@@ -76,6 +77,7 @@ app.command("assess")(assess.assess)
 app.add_typer(plan.app, name="plan")
 app.command("sync")(sync.sync)
 app.command("failover")(failover.failover)
+app.command("boot")(boot.boot)
 app.command("rollback")(rollback.rollback)
 app.command("migrate")(migrate.migrate)
 app.command("finalize")(finalize.finalize)

@@ -77,6 +77,8 @@ def _table(result: Any) -> Any:
             else _fmt_secs(v.est_downtime_seconds)
         if v.plan_downtime_minutes is not None:
             est += f" ({v.plan_downtime_minutes} min)"
+        if v.boot_seconds is not None:
+            est += f", booted in {_fmt_secs(v.boot_seconds)}" + (" (data verified)" if v.boot_data_verified else "")
         table.add_row(v.vm, Text(state, style=styles[v.state]) if v.state in styles else state, last, size,
                       _fmt_secs(v.lag_seconds), est, ", ".join(v.next_commands) or "-")
     return table
