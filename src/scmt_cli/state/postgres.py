@@ -118,6 +118,8 @@ class PostgresStateStore(StateStore):
     """:class:`StateStore` on PostgreSQL; open it with ``StateStore.open("postgresql://...")``."""
 
     _db_errors: tuple[type[Exception], ...] = (psycopg.Error,)
+    #: Several migration hosts may use this store at once (``scmt sync`` splits the VMs between them).
+    shared = True
 
     def __init__(self, conn: _PgConnection, display: str, clock: Callable[[], float], *, conninfo: str,
                  busy_timeout: float) -> None:
