@@ -87,12 +87,38 @@ def placements(ctx: MigrationContext, names: list[str]) -> dict[str, Placement]:
     return out
 
 
-class _Fleet:
-    """One worker's view of the plan's rounds (all reads and writes go through the store)."""
+def member_key(plan: str, host: str) -> str:
+    return f"fleet/{plan}/host/{host}"
 
-    def __init__(self, ctx: MigrationContext, names: list[str]) -> None:
-        self.ctx, self.names = ctx, names
+
+class _Fleet:
+    """One worker's view of the plan's rounds and of the other hosts (all through the store)."""
+
+    def __init__(self, ctx: MigrationContext, names: list[str], lease: float) -> None:
+        self.ctx, self.names, self.lease = ctx, names, lease
         self.store, self.plan = ctx.store, ctx.plan.name
+        self._seen_at = 0.0
+        self._hosts = 1
+
+    def share(self, concurrency: int) -> int:
+        """How many VMs this host may drive at once: its fair part of ``concurrency`` among the live hosts.
+
+        Every host records itself (``fleet/<plan>/host/<id>``) every third of a lease; a host not seen for
+        two leases (killed, cut off) no longer counts, so the others take its share.
+        """
+        now = self.store.clock()
+        if now - self._seen_at >= self.lease / 3:
+            self.store.put_checkpoint(member_key(self.plan, host_id()), {"seen": now})
+            self._seen_at = now
+            live = 0
+            for key in self.store.checkpoint_keys(member_key(self.plan, "")):
+                seen = (self.store.get_checkpoint(key) or {}).get("seen", 0.0)
+                live += now - float(seen) < 2 * self.lease
+            self._hosts = max(1, live)
+        return max(1, -(-concurrency // self._hosts))
+
+    def leave(self) -> None:
+        self.store.delete_checkpoint(member_key(self.plan, host_id()))
 
     def done(self, vm: str, rnd: dict[str, Any]) -> bool:
         status, _ = self.ctx.status(vm)
@@ -134,10 +160,10 @@ def run_fleet(req: SyncRequest, ctx: MigrationContext, *, sleep: Callable[[float
     """This host's share of ``scmt sync`` (see the module doc)."""
     from scmt_cli.services.migration.sync import SyncResult
 
-    fleet = _Fleet(ctx, ctx.select(req.vms))
+    lease = lease_seconds()
+    fleet = _Fleet(ctx, ctx.select(req.vms), lease)
     result = SyncResult(ctx.plan.name, host=host_id())
     limits = plan_limits(ctx)
-    lease = lease_seconds()
     poll = max(0.2, min(2.0, lease / 6))
     pool = ThreadPoolExecutor(max_workers=limits.concurrency, thread_name_prefix="scmt-fleet")
     orphans: list[tuple[str, str]] = []  # leases whose release failed: (vm, owner)
@@ -177,6 +203,7 @@ def run_fleet(req: SyncRequest, ctx: MigrationContext, *, sleep: Callable[[float
         pool.shutdown(wait=True, cancel_futures=True)
         try:
             _drop_orphans(ctx, orphans)
+            fleet.leave()
         except ScmtError:
             pass
     return result
@@ -198,7 +225,7 @@ def _drive_round(ctx: MigrationContext, fleet: _Fleet, rnd: dict[str, Any], limi
             _drop_orphans(ctx, orphans)
             lock: VmLock | None = None
             why = ""
-            if len(running) < limits.concurrency:
+            if len(running) < fleet.share(limits.concurrency):
                 due = fleet.due(rnd, set(running.values()))
                 if not due and not running and fleet.complete(rnd):
                     return outcomes
