@@ -58,6 +58,7 @@ class VmStatusView:
     boot_data_verified: bool | None = None
     seed_vs_estimate: dict[str, Any] | None = None
     locked_by: str | None = None
+    host: str | None = None  # the migration host driving the VM now (its lease is live)
     next_commands: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
@@ -126,6 +127,7 @@ def _view(ctx: MigrationContext, vm: str, now: float) -> VmStatusView:
     holder = store.lock_holder(vm_resource(plan, vm))
     if holder is not None and holder.lease_expires_at > now:
         v.locked_by = f"pid {holder.pid} on {holder.hostname}"
+        v.host = holder.hostname
     v.next_commands = list(commands_allowed(status.state, failed_from=status.failed_from))
     # -- warnings ---------------------------------------------------------------------
     if status.state == "failed":
