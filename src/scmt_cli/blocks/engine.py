@@ -39,6 +39,7 @@ Contracts:
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import queue
 import threading
@@ -154,6 +155,7 @@ class _Pipeline:
             queue.Queue(maxsize=options.in_flight))
         self.done: queue.SimpleQueue[tuple[int, Action, str, int] | BaseException] = queue.SimpleQueue()
         self.readinto = getattr(source, "readinto", None)
+        self.readinto_many = getattr(source, "readinto_many", None)
         self.threads: list[threading.Thread] = []
         self.readers_left = 0
         self.readers_lock = threading.Lock()
@@ -225,16 +227,25 @@ class _Pipeline:
                         break
 
     def _read(self, chunk: Chunk, view: memoryview) -> None:
-        """Fill ``view`` with the chunk: its data ranges from the source, zeroes elsewhere."""
+        """Fill ``view`` with the chunk: its data ranges from the source, zeroes elsewhere.
+
+        A source with ``readinto_many`` (NBD) gets all the ranges of the chunk in
+        one call, so their requests are in flight together.
+        """
         ranges = chunk.ranges or ((0, chunk.length),)
         pos = 0
         for start, end in ranges:
             if start > pos:
                 view[pos:start] = _ZERO_VIEW[: start - pos]
-            self._read_range(chunk.offset + start, view[start:end])
             pos = end
         if pos < chunk.length:
             view[pos : chunk.length] = _ZERO_VIEW[: chunk.length - pos]
+        if len(ranges) > 1 and self.readinto_many is not None:
+            with self.src_lock or contextlib.nullcontext():
+                self.readinto_many([(chunk.offset + start, view[start:end]) for start, end in ranges])
+            return
+        for start, end in ranges:
+            self._read_range(chunk.offset + start, view[start:end])
 
     def _read_range(self, offset: int, view: memoryview) -> None:
         lock = self.src_lock
