@@ -52,7 +52,7 @@ from scmt_cli.services.migration.source import (
 from scmt_cli.state.locks import VmLock
 from scmt_cli.targets import DiskRequest
 from scmt_cli.transports.base import BlockSource
-from scmt_cli.transports.wrappers import SourceProxy, ThrottledSource
+from scmt_cli.transports.wrappers import SourceProxy, ThrottledSource, readinto_many
 from scmt_cli.vsphere.api import VCenter
 
 
@@ -73,6 +73,10 @@ class _CancellableSource(SourceProxy):
             return
         self._check()
         super().readinto(offset, buf)
+
+    def readinto_many(self, ranges: list[tuple[int, memoryview]]) -> None:
+        self._check()
+        readinto_many(self.inner, ranges)  # the inner's own readinto_many, so NBD keeps the ranges in flight
 
 
 def hook_context(ctx: MigrationContext, vm: str, phase: Any, step: str) -> HookContext:
