@@ -32,3 +32,16 @@ def future_time(text: str, *, option: str, now: dt.datetime | None = None) -> dt
             hint="give a future time, e.g. 22:00 (the next one) or a full date-time",
         )
     return when
+
+
+def url_value(value: str | None) -> str | None:
+    """Option callback for URL-valued options: refuse a value that is another option.
+
+    ``--vcenter --no-network`` would otherwise try to resolve the host ``--no-network``.
+    """
+    if value is not None and value.startswith("-"):
+        raise UsageError(
+            f"expected a URL, got {value!r} (an option?)",
+            hint="give the URL right after the option, e.g. --vcenter https://vc.example.com/sdk",
+        )
+    return value
