@@ -33,6 +33,7 @@ code  meaning
 50    target platform error
 51    hook failed
 52    guest conversion failed, timed out or stalled (the synced disks are unchanged)
+53    boot failed (QEMU exited, the console stalled or no ready line in time)
 60    some VMs failed (partial failure)
 70    internal error (a bug in scmt; please report it)
 130   interrupted (SIGINT)
@@ -297,6 +298,11 @@ class ConversionError(ScmtError):
         if self.details:
             data["conversion"] = self.details
         return data
+class BootError(ScmtError):
+    """A VM did not boot: QEMU exited, the console stalled, or no ready line came in time."""
+
+    exit_code = 53
+    kind = "boot"
 
 
 class PartialFailureError(ScmtError):

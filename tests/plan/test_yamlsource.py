@@ -92,9 +92,27 @@ def test_non_duplicate_mapping_has_no_problems():
 def test_syntax_errors_carry_line_and_column(text, line, col, words):
     with pytest.raises(YamlLoadError) as info:
         load_located(text, "p.yaml")
-    [p] = info.value.problems
+    p = info.value.problems[-1]  # the failure; an unclosed bracket's opening comes first (next test)
     assert (p.line, p.column) == (line, col)
     assert words in p.message
+
+
+@pytest.mark.parametrize(
+    ("text", "opened", "what"),
+    [
+        ("version: 1\ntarget:\n  type: dir\nvms:\n  - name: [unclosed\n", (5, 11), "flow sequence ('[')"),
+        ("a: {b: 1\n", (1, 4), "flow mapping ('{')"),
+        ("vms:\n  - name: \"abc\n    x: 1\n", (2, 11), "quoted string"),
+    ],
+)
+def test_unclosed_bracket_or_quote_names_the_line_where_it_was_opened_first(text, opened, what):
+    with pytest.raises(YamlLoadError) as info:
+        load_located(text, "p.yaml")
+    first, last = info.value.problems
+    assert (first.line, first.column) == opened
+    assert first.message == f"invalid YAML: {what} opened here is never closed"
+    assert (last.line, last.column) > (first.line, first.column)
+    assert str(info.value).startswith(f"p.yaml:{opened[0]}:{opened[1]}: ")
 
 
 def test_alias_bomb_is_refused_not_expanded():

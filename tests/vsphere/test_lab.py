@@ -137,3 +137,14 @@ def test_region_rendering_is_deterministic() -> None:
     rnd = Region(offset=0, length=4096, fill="random", seed=5)
     assert rnd.render("x") == rnd.render("x") != Region(0, 4096, "random", seed=6).render("x")
     assert Region(0, 10, "text", text="ab").render("") == b"ababababab"
+
+
+def test_lab_yaml_unclosed_bracket_names_its_opening_line(tmp_path):
+    from scmt_cli.lab.parse import load_lab
+
+    f = tmp_path / "lab.yaml"
+    f.write_text("vcenter:\n  user: u\nvms:\n  - name: [unclosed\n")
+    with pytest.raises(InputError) as info:
+        load_lab(f)
+    assert info.value.message.endswith(":4:11: not valid YAML: flow sequence ('[') opened here is never closed")
+    assert [p.line for p in info.value.problems] == [4, 5]

@@ -46,4 +46,14 @@ def duration_option(text: str | None, *, option: str) -> float | None:
         raise UsageError(f"{option} {text!r}: {exc}") from None
     if value <= 0:
         raise UsageError(f"{option} {text!r}: must be greater than zero")
+def url_value(value: str | None) -> str | None:
+    """Option callback for URL-valued options: refuse a value that is another option.
+
+    ``--vcenter --no-network`` would otherwise try to resolve the host ``--no-network``.
+    """
+    if value is not None and value.startswith("-"):
+        raise UsageError(
+            f"expected a URL, got {value!r} (an option?)",
+            hint="give the URL right after the option, e.g. --vcenter https://vc.example.com/sdk",
+        )
     return value

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.console import Console
 
+from scmt_cli.cli._common import url_value
 from scmt_cli.cli.context import current
 from scmt_cli.errors import UsageError
 
@@ -30,7 +31,8 @@ def assess(
     ] = None,
     lab: Annotated[Optional[Path], typer.Option("--lab", help="The fake vCenter's lab file.", metavar="FILE")] = None,
     vcenter: Annotated[
-        Optional[str], typer.Option("--vcenter", help="Assess a live vCenter (https://host).", metavar="URL")
+        Optional[str], typer.Option("--vcenter", help="Assess a live vCenter (https://host; default: $GOVC_URL "
+                                    "when no PLAN or --inventory is given).", metavar="URL", callback=url_value)
     ] = None,
     vcenter_user: Annotated[Optional[str], typer.Option("--vcenter-user", help="vCenter user name.",
                                                                       metavar="USER")] = None,

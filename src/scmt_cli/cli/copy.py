@@ -30,8 +30,9 @@ def copy(
     chunk_size: Annotated[Optional[str], typer.Option(
         "--chunk-size", help="Chunk size, 1MiB to 8MiB (default 4MiB, or the --since manifest's).",
         metavar="SIZE")] = None,
-    in_flight: Annotated[int, typer.Option("--in-flight", help="Chunks in flight (memory = this x chunk size).",
-                                           metavar="N", min=1, max=64)] = 4,
+    in_flight: Annotated[Optional[int], typer.Option(
+        "--in-flight", help="Chunks in flight (memory = this x chunk size); default 4 for a file:// source, "
+        "16 for a network source.", metavar="N", min=1, max=64)] = None,
     checkpoint_seconds: Annotated[float, typer.Option(
         "--checkpoint-seconds", help="Commit a checkpoint at least this often (also every 1 GiB).", metavar="SECONDS",
         min=0.1)] = 5.0,

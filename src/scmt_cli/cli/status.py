@@ -65,7 +65,7 @@ def _table(result: Any) -> Any:
     table = Table(title=f"status of plan {result.plan}")
     for col in ("VM", "state"):
         table.add_column(col, no_wrap=True)
-    for col in ("last sync", "size", "lag", "downtime (plan)", "next"):
+    for col in ("last sync", "size", "lag", "host", "downtime (plan)", "next"):
         table.add_column(col, overflow="fold")
     styles = {"syncing": "green", "cut-over": "cyan", "committed": "bold green", "failed": "bold red",
               "rolled-back": "yellow", "cutting-over": "magenta"}
@@ -79,9 +79,11 @@ def _table(result: Any) -> Any:
             else _fmt_secs(v.est_downtime_seconds)
         if v.plan_downtime_minutes is not None:
             est += f" ({v.plan_downtime_minutes} min)"
+        if v.boot_seconds is not None:
+            est += f", booted in {_fmt_secs(v.boot_seconds)}" + (" (data verified)" if v.boot_data_verified else "")
         style = styles.get(v.state) if v.step is None else "magenta"
         table.add_row(v.vm, Text(state, style=style) if style else state, last, size,
-                      _fmt_secs(v.lag_seconds), est, ", ".join(v.next_commands) or "-")
+                      _fmt_secs(v.lag_seconds), v.host or "-", est, ", ".join(v.next_commands) or "-")
     return table
 
 

@@ -156,3 +156,29 @@ class Inventory:
             if d.name == name:
                 return d
         return None
+
+
+def datacenter_of(vm: VM) -> str | None:
+    """The datacenter part of a VM's folder path (``/DC0/vm/app`` -> ``DC0``), None when unknown."""
+    if not vm.folder:
+        return None
+    parts = [p for p in vm.folder.split("/") if p]
+    if "vm" in parts:
+        return "/".join(parts[: parts.index("vm")]) or None
+    return parts[0] if parts else None
+
+
+def in_datacenter(inventory: Inventory, datacenter: str) -> Inventory:
+    """Only the VMs of ``datacenter`` (a name or a folder path, as govc's GOVC_DATACENTER).
+
+    VMs whose datacenter is unknown are kept: refusing them would hide VMs.
+    """
+    from dataclasses import replace
+
+    want = datacenter.strip("/")
+
+    def matches(vm: VM) -> bool:
+        dc = datacenter_of(vm)
+        return dc is None or dc == want or dc.rsplit("/", 1)[-1] == want
+
+    return replace(inventory, vms=tuple(vm for vm in inventory.vms if matches(vm)))

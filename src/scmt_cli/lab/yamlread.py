@@ -16,6 +16,7 @@ from typing import NoReturn
 import yaml
 
 from scmt_cli.domain.units import parse_size
+from scmt_cli.domain.yamlerrors import yaml_problems
 from scmt_cli.errors import InputError, Problem
 
 
@@ -36,10 +37,8 @@ class Reader:
         try:
             node = yaml.compose(text, Loader=yaml.SafeLoader)
         except yaml.MarkedYAMLError as exc:
-            mark = exc.problem_mark
-            line, col = (mark.line + 1, mark.column + 1) if mark else (0, 0)
-            problem = Problem(self.file, f"not valid YAML: {exc.problem}", line=line, column=col)
-            raise InputError(problem.format(), problems=[problem]) from None
+            problems = yaml_problems(exc, self.file, prefix="not valid YAML")
+            raise InputError(problems[0].format(), problems=problems) from None
         except yaml.YAMLError as exc:
             raise InputError(f"{self.file}: not valid YAML: {exc}") from None
         if node is None:

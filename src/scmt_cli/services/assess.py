@@ -7,8 +7,10 @@ Inputs (exactly one source of VMs):
   from ``--inventory``, or (later) from the live vCenter;
 * an inventory file: an RVTools export (xlsx, CSV file or directory) or the
   fake vCenter's lab file: every VM in it;
-* a live vCenter (``--vcenter`` or the plan's ``source.url``) through the
-  vSphere adapter; credentials resolve as ``scmt_cli.vsphere.settings`` says.
+* a live vCenter (``--vcenter``, the plan's ``source.url``, or, with neither a
+  plan nor an inventory, govc's ``GOVC_URL``) through the vSphere adapter;
+  credentials resolve as ``scmt_cli.vsphere.settings`` says, and a datacenter
+  (``source.datacenter`` / ``GOVC_DATACENTER``) limits the VMs read.
 
 The result lists every VM with its verdict under the assessed method, the
 recommended method and why, and every finding.  Its ``exit_code`` is 20 when
@@ -123,9 +125,33 @@ def _live_inventory(req: AssessRequest, plan: Any, reporter: Reporter) -> Invent
     vc = open_vcenter(settings, reporter, connect=False)
     try:
         vc.connect()
-        return vc.inventory()
+        inventory = vc.inventory()
     finally:
         vc.close()
+    if settings.datacenter:
+        return _only_datacenter(inventory, settings.datacenter)
+    return inventory
+
+
+def _only_datacenter(inventory: Inventory, datacenter: str) -> Inventory:
+    from scmt_cli.domain.inventory import datacenter_of, in_datacenter
+    from scmt_cli.errors import ConfigError
+
+    kept = in_datacenter(inventory, datacenter)
+    if inventory.vms and not kept.vms:
+        known = sorted({dc for vm in inventory.vms if (dc := datacenter_of(vm))})
+        raise ConfigError(
+            f"datacenter {datacenter!r} not found in {inventory.source} (GOVC_DATACENTER or source.datacenter)",
+            hint=f"known datacenters: {', '.join(known)}" if known else None,
+        )
+    return kept
+
+
+def govc_url() -> str | None:
+    """``GOVC_URL`` when set: the vCenter a govc user's shell already points at."""
+    import os
+
+    return os.environ.get("GOVC_URL") or None
 
 
 def _load_inventory(path: Path) -> Inventory:
@@ -183,9 +209,12 @@ def assess(req: AssessRequest, reporter: Reporter | None = None) -> AssessResult
         inventory = _load_inventory(Path(inv_path))
     elif req.vcenter or (plan is not None and plan.source.url):
         inventory = _live_inventory(req, plan, rep)
+    elif plan is None and govc_url():
+        inventory = _live_inventory(req, plan, rep)  # resolve_settings reads GOVC_URL and friends
     else:
         raise UsageError(
-            "nothing to assess: give a PLAN, --inventory FILE (RVTools .xlsx/.csv or lab .yaml) or --vcenter URL"
+            "nothing to assess: give a PLAN, --inventory FILE (RVTools .xlsx/.csv or lab .yaml) or --vcenter URL",
+            hint="or export GOVC_URL (with GOVC_USERNAME, GOVC_PASSWORD), as for govc",
         )
     rep.log("info", f"assessing {len(inventory.vms)} VM(s) from {inventory.source or inv_path}")
     result = AssessResult(source=inventory.source or str(inv_path), plan=str(req.plan) if req.plan else None)
@@ -220,7 +249,7 @@ def assess(req: AssessRequest, reporter: Reporter | None = None) -> AssessResult
         rep.event("vm_assessed", vm=vm.name, verdict=a.verdict, method=a.method)
         results.append(a)
     result.vms = _unify_groups(results)
-    if req.network and (plan is not None or req.vcenter):
+    if req.network and (plan is not None or req.vcenter or (inv_path is None and govc_url())):
         result.preflight = _preflight(req, plan, inventory, result.vms, rep)
     return result
 
@@ -229,7 +258,7 @@ def _preflight(
     req: AssessRequest, plan: Any, inventory: Inventory, vms: list[VmAssessment], rep: Reporter
 ) -> list[PreflightReport]:
     """One preflight per method in use, on the real addresses of the VMs assessed under it."""
-    vc_url = req.vcenter or (plan.source.url if plan is not None else None)
+    vc_url = req.vcenter or (plan.source.url if plan is not None else govc_url())
     common: dict[str, list[str]] = {"vcenter": [], "target": []}
     if vc_url:
         parts = urlsplit(vc_url if "://" in vc_url else f"https://{vc_url}")

@@ -8,7 +8,10 @@ Precedence, per value, highest first:
    ``password_file``, ``ca_file``, ``thumbprint``, ``insecure``);
 3. ``SCMT_VCENTER_PASSWORD`` for the password;
 4. govc's variables: ``GOVC_URL`` (may carry ``user:password@``), ``GOVC_USERNAME``,
-   ``GOVC_PASSWORD``, ``GOVC_INSECURE``, ``GOVC_TLS_CA_CERTS``.
+   ``GOVC_PASSWORD``, ``GOVC_INSECURE``, ``GOVC_TLS_CA_CERTS``, ``GOVC_DATACENTER``.
+
+``datacenter`` (the plan's ``source.datacenter`` or ``GOVC_DATACENTER``) limits
+what is read to that datacenter, as govc does.
 
 TLS is verified unless ``insecure`` is set explicitly; a pinned thumbprint
 replaces CA verification.  The password never appears in ``repr`` or messages.
@@ -27,7 +30,8 @@ from scmt_cli.vsphere.tls import normalize_thumbprint
 
 PASSWORD_ENV = "SCMT_VCENTER_PASSWORD"  # noqa: S105 - a variable name
 _TRUE = ("1", "true", "yes", "on")
-_SOURCE_KEYS = ("vcenter", "url", "user", "password_env", "password_file", "ca_file", "thumbprint", "insecure")
+_SOURCE_KEYS = ("vcenter", "url", "user", "password_env", "password_file", "ca_file", "thumbprint", "insecure",
+                "datacenter")
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,7 @@ class ConnectionSettings:
     thumbprint: str | None = None
     insecure: bool = False
     origin: str = ""
+    datacenter: str | None = None
 
     @property
     def url(self) -> str:
@@ -58,7 +63,7 @@ class ConnectionSettings:
     def __repr__(self) -> str:
         return (
             f"ConnectionSettings(url={self.url!r}, user={self.user!r}, password=***, ca_file={self.ca_file!r}, "
-            f"thumbprint={self.thumbprint!r}, insecure={self.insecure})"
+            f"thumbprint={self.thumbprint!r}, insecure={self.insecure}, datacenter={self.datacenter!r})"
         )
 
     __str__ = __repr__
@@ -109,6 +114,7 @@ def resolve_settings(
     thumbprint: str | None = None,
     ca_file: str | None = None,
     insecure: bool | None = None,
+    datacenter: str | None = None,
     env: Mapping[str, str] | None = None,
     base_dir: Path | None = None,
 ) -> ConnectionSettings:
@@ -119,7 +125,7 @@ def resolve_settings(
     """
     env = dict(env or {})
     src = dict(source or {})
-    unknown = sorted(set(src) - set(_SOURCE_KEYS) - {"type", "kind", "method", "vddk_libdir", "datacenter"})
+    unknown = sorted(set(src) - set(_SOURCE_KEYS) - {"type", "kind", "method", "vddk_libdir"})
     if unknown:
         raise ConfigError(f"source: unknown connection keys {', '.join(unknown)} (expected {', '.join(_SOURCE_KEYS)})")
     origins: list[str] = []
@@ -140,7 +146,7 @@ def resolve_settings(
     if not final_user:
         raise ConfigError(
             f"no user name for {host}",
-            hint="pass --vcenter-user, set source.username in the plan, or GOVC_USERNAME",
+            hint="pass --vcenter-user, set source.username in the plan, or export GOVC_USERNAME",
         )
 
     password: str | None = None
@@ -162,7 +168,8 @@ def resolve_settings(
     if not password:
         raise ConfigError(
             f"no password for {final_user}@{host}",
-            hint=f"set {PASSWORD_ENV}, pass --vcenter-password-file, or set source.password_env / password_file",
+            hint=f"set {PASSWORD_ENV} or GOVC_PASSWORD, pass --vcenter-password-file, "
+                 "or set source.password_env / password_file",
         )
     origins.append(f"password from {how}")
 
@@ -188,4 +195,5 @@ def resolve_settings(
         thumbprint=normalize_thumbprint(str(pin)) if pin else None,
         insecure=bool(insecure) and not pin,
         origin="; ".join(origins),
+        datacenter=str(dc) if (dc := datacenter or src.get("datacenter") or env.get("GOVC_DATACENTER")) else None,
     )

@@ -133,7 +133,8 @@ def classify_connect_error(exc: BaseException, where: str) -> ScmtError:
         if isinstance(e, ssl.SSLCertVerificationError):
             return TLSVerificationError(
                 f"{where}: certificate not trusted ({e.verify_message or e.reason})",
-                hint="pass --vcenter-thumbprint SHA256, a CA file (ca_file / GOVC_TLS_CA_CERTS), or --insecure",
+                hint="pass --vcenter-thumbprint SHA256, a CA file (ca_file / GOVC_TLS_CA_CERTS), "
+                     "or --insecure (GOVC_INSECURE=1) for a lab",
             )
         if isinstance(e, ssl.SSLError):
             return TLSVerificationError(f"{where}: TLS handshake failed ({e.reason or e})")

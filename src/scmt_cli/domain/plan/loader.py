@@ -87,8 +87,9 @@ def parse_plan(
         raise ValueError("now must be timezone-aware")
     try:
         located = load_located(text, file)
-    except YamlLoadError as err:
-        raise _fail(file, err.problems) from None
+    except YamlLoadError as err:  # a syntax error: its own marks, in their order (an unclosed '[' first)
+        raise PlanError(err.problems[0].format(), problems=err.problems,
+                        hint="fix the YAML syntax at the first line named") from None
     if located.data is None:
         raise _fail(file, [Problem(file, "the plan is empty; 'scmt plan init FILE' writes a starter plan", "", 1, 1)])
     if not isinstance(located.data, dict):

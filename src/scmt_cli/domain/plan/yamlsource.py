@@ -24,6 +24,7 @@ from typing import Any
 
 import yaml
 
+from scmt_cli.domain.yamlerrors import yaml_problems
 from scmt_cli.errors import Problem
 
 PathT = tuple[str | int, ...]
@@ -243,12 +244,12 @@ def load_located(text: str, file: str) -> Located:
         loader = _Composer(text)
         node = loader.get_single_node()
     except yaml.MarkedYAMLError as err:
-        mark = err.problem_mark or err.context_mark
-        line, col = (mark.line + 1, mark.column + 1) if mark is not None else (0, 0)
-        what = err.problem or err.context or "invalid YAML"
         if err.context and err.problem and "expected a single document" in err.context:
+            mark = err.problem_mark or err.context_mark
+            line, col = (mark.line + 1, mark.column + 1) if mark is not None else (0, 0)
             what = "several YAML documents in one file; a plan file holds exactly one"
-        raise YamlLoadError([Problem(file, f"invalid YAML: {what}", "", line, col)]) from None
+            raise YamlLoadError([Problem(file, f"invalid YAML: {what}", "", line, col)]) from None
+        raise YamlLoadError(yaml_problems(err, file)) from None
     except yaml.YAMLError as err:  # ReaderError: control characters, bad encoding
         line = col = 0
         position = getattr(err, "position", None)

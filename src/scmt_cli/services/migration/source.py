@@ -31,6 +31,7 @@ def source_mapping(plan: Plan) -> dict[str, Any]:
         "password_file": str(s.password_file) if s.password_file else None,
         "ca_file": str(s.ca_file) if s.ca_file else None,
         "thumbprint": s.thumbprint,
+        "datacenter": s.datacenter,
     }
     if s.insecure:
         raw["insecure"] = True
