@@ -23,7 +23,8 @@ def estate(tmp_path: Path) -> Iterator[FakeEstate]:
 
 
 def lab_plan(tmp_path: Path, estate: FakeEstate, vms: tuple[str, ...], agent_vms: dict[str, str], *,
-             address: str = "127.0.0.1:20000", token_file: Path | None = None) -> Path:
+             address: str = "127.0.0.1:20000", token_file: Path | None = None,
+             fingerprint: str | None = None) -> Path:
     """The demo plan for ``vms``; each VM in ``agent_vms`` gets that method and an agent block.
 
     The token reference is ``token_file`` when given, else ``token_env: SCMT_TEST_AGENT_TOKEN``.
@@ -37,6 +38,7 @@ def lab_plan(tmp_path: Path, estate: FakeEstate, vms: tuple[str, ...], agent_vms
         name = line.removeprefix("  - name: ")
         if line.startswith("  - name: ") and name in agent_vms:
             ref = f"      token_file: {token_file}" if token_file else "      token_env: SCMT_TEST_AGENT_TOKEN"
-            out += [f"    method: {agent_vms[name]}", "    agent:", f"      address: {address}", ref]
+            pin = f"      fingerprint: {fingerprint}" if fingerprint else "      plaintext: true"
+            out += [f"    method: {agent_vms[name]}", "    agent:", f"      address: {address}", ref, pin]
     plan.write_text("\n".join(out) + "\n", encoding="utf-8")
     return plan

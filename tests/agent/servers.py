@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from scmt_cli.agent.client import ClientTLS
 from scmt_cli.agent.server import AgentServer
 from scmt_cli.agent.service import ServeRequest, build_config
 from scmt_cli.events import RecordingReporter
@@ -33,8 +34,17 @@ class InProcessAgent:
     token_file: Path
     reporter: RecordingReporter
 
+    @property
+    def fingerprint(self) -> str | None:
+        return self.server.config.tls_fingerprint
+
+    @property
+    def tls(self) -> ClientTLS | None:
+        return ClientTLS(self.fingerprint) if self.fingerprint else None
+
     def url(self, disk: str) -> str:
-        return f"agent://127.0.0.1:{self.port}/{disk}?token_file={self.token_file}"
+        pin = f"fingerprint={self.fingerprint}" if self.fingerprint else "plaintext=1"
+        return f"agent://127.0.0.1:{self.port}/{disk}?token_file={self.token_file}&{pin}"
 
 
 @contextlib.contextmanager
@@ -65,9 +75,11 @@ class AgentProcess:
     port: int
     token_file: Path
     stderr_path: Path
+    fingerprint: str | None = None
 
     def url(self, disk: str) -> str:
-        return f"agent://127.0.0.1:{self.port}/{disk}?token_file={self.token_file}"
+        pin = f"fingerprint={self.fingerprint}" if self.fingerprint else "plaintext=1"
+        return f"agent://127.0.0.1:{self.port}/{disk}?token_file={self.token_file}&{pin}"
 
     def stderr(self) -> str:
         return self.stderr_path.read_text(encoding="utf-8")
@@ -87,6 +99,7 @@ def agent_process(disks: dict[str, Path], directory: Path, *extra: str) -> Itera
                                 env={**os.environ, "SCMT_STATE": str(directory / "agent-state.db")})
     try:
         port = 0
+        fingerprint = None
         deadline = time.monotonic() + 30
         while not port and time.monotonic() < deadline:
             if proc.poll() is not None:
@@ -95,9 +108,10 @@ def agent_process(disks: dict[str, Path], directory: Path, *extra: str) -> Itera
                 rec = json.loads(line)
                 if rec.get("kind") == "agent_listening":
                     port = int(rec["port"])
+                    fingerprint = rec.get("fingerprint")
             time.sleep(0.05)
         assert port, f"agent did not start: {err.read_text()}"
-        yield AgentProcess(proc, port, token_file, err)
+        yield AgentProcess(proc, port, token_file, err, fingerprint)
     finally:
         if proc.poll() is None:
             proc.terminate()

@@ -47,12 +47,12 @@ def image(tmp_path: Path) -> Path:
 def test_right_token_reads_and_wrong_token_is_refused_and_logged_without_secrets(tmp_path: Path,
                                                                                  image: Path) -> None:
     with running_agent({"sda": image}, tmp_path) as agent:
-        with AgentDisk("127.0.0.1", agent.port, "sda", TOKEN.encode()) as disk:
+        with AgentDisk("127.0.0.1", agent.port, "sda", TOKEN.encode(), tls=agent.tls) as disk:
             assert disk.size == 8 * MiB
             assert disk.read(MiB, MiB) == image.read_bytes()[MiB : 2 * MiB]
         bad = b"a-wrong-token-that-is-long-enough"
         with pytest.raises(AuthenticationError) as info:
-            AgentDisk("127.0.0.1", agent.port, "sda", bad)
+            AgentDisk("127.0.0.1", agent.port, "sda", bad, tls=agent.tls)
         assert info.value.exit_code == 11
         assert bad.decode() not in str(info.value) and TOKEN not in str(info.value)
         assert agent.server.auth_failures == 1
@@ -66,12 +66,15 @@ def test_agent_refuses_to_start_without_a_token_or_with_a_short_one(tmp_path: Pa
         build_config(ServeRequest("127.0.0.1:0", (f"sda={image}",)), env={})
     short = tmp_path / "short.token"
     short.write_text("tooshort")
+    short.chmod(0o600)
     with pytest.raises(ConfigError, match="shorter than 16 bytes") as info:
         build_config(ServeRequest("127.0.0.1:0", (f"sda={image}",), short), env={})
     assert "tooshort" not in str(info.value)
     with pytest.raises(ConfigError, match="shorter"):
-        build_config(ServeRequest("127.0.0.1:0", (f"sda={image}",)), env={"SCMT_AGENT_TOKEN": "x" * 15})
-    cfg = build_config(ServeRequest("127.0.0.1:0", (f"sda={image}",)), env={"SCMT_AGENT_TOKEN": "y" * 16})
+        build_config(ServeRequest("127.0.0.1:0", (f"sda={image}",), plaintext=True),
+                     env={"SCMT_AGENT_TOKEN": "x" * 15})
+    cfg = build_config(ServeRequest("127.0.0.1:0", (f"sda={image}",), plaintext=True),
+                       env={"SCMT_AGENT_TOKEN": "y" * 16})
     assert cfg.token == b"y" * 16 and "y" * 16 not in repr(cfg)
     for d in cfg.disks.values():
         d.close()
@@ -93,7 +96,7 @@ def _raw_session(port: int, client_nonce: bytes, auth_mac: bytes | None, token: 
 
 
 def test_a_replayed_response_is_refused(tmp_path: Path, image: Path) -> None:
-    with running_agent({"sda": image}, tmp_path) as agent:
+    with running_agent({"sda": image}, tmp_path, plaintext=True) as agent:  # raw frames: no TLS layer
         nonce = os.urandom(32)
         ok, sn1, mac = _raw_session(agent.port, nonce, None, TOKEN.encode())
         assert ok.type == p.T_AUTH | p.REPLY
@@ -168,10 +171,10 @@ class _CorruptingProxy:
 
 
 def test_corruption_on_the_wire_is_detected_by_the_frame_checksum(tmp_path: Path, image: Path) -> None:
-    with running_agent({"sda": image}, tmp_path) as agent:
+    with running_agent({"sda": image}, tmp_path, plaintext=True) as agent:  # (TLS would catch it first)
         # Handshake replies and the LIST reply come first; corrupt deep inside the first DATA payload.
         proxy = _CorruptingProxy(agent.port, skip=2000)
-        disk = AgentDisk("127.0.0.1", proxy.port, "sda", TOKEN.encode())
+        disk = AgentDisk("127.0.0.1", proxy.port, "sda", TOKEN.encode(), tls=agent.tls)
         try:
             with pytest.raises(TransportError, match="checksum") as info:
                 disk.read(MiB, MiB)
@@ -184,7 +187,7 @@ def test_corruption_on_the_wire_is_detected_by_the_frame_checksum(tmp_path: Path
 def test_requests_in_flight_are_matched_by_id(tmp_path: Path, image: Path) -> None:
     content = image.read_bytes()
     with running_agent({"sda": image}, tmp_path, queue_depth=2) as agent:
-        disk = AgentDisk("127.0.0.1", agent.port, "sda", TOKEN.encode())
+        disk = AgentDisk("127.0.0.1", agent.port, "sda", TOKEN.encode(), tls=agent.tls)
         errors: list[BaseException] = []
 
         def worker(k: int) -> None:
@@ -248,7 +251,7 @@ def test_compression_on_and_off_over_the_wire(tmp_path: Path, image: Path) -> No
     content = image.read_bytes()
     with running_agent({"sda": image}, tmp_path) as agent:
         for compress in (True, False):
-            disk = AgentDisk("127.0.0.1", agent.port, "sda", TOKEN.encode(), compress=compress)
+            disk = AgentDisk("127.0.0.1", agent.port, "sda", TOKEN.encode(), compress=compress, tls=agent.tls)
             try:
                 assert disk.read(4 * MiB, MiB) == content[4 * MiB : 5 * MiB]  # text: compresses well
                 assert disk.read(MiB, MiB) == content[MiB : 2 * MiB]  # random: does not
@@ -261,14 +264,14 @@ def test_compression_on_and_off_over_the_wire(tmp_path: Path, image: Path) -> No
             else:
                 assert stats["bytes_on_wire"] == 2 * MiB
     with running_agent({"sda": image}, tmp_path, compress=False) as agent:  # --no-compress on the agent
-        with AgentDisk("127.0.0.1", agent.port, "sda", TOKEN.encode()) as disk:
+        with AgentDisk("127.0.0.1", agent.port, "sda", TOKEN.encode(), tls=agent.tls) as disk:
             assert disk.read(4 * MiB, MiB) == content[4 * MiB : 5 * MiB]
             assert disk.wire_stats()["bytes_on_wire"] == MiB
 
 
 def test_watch_pushes_changed_chunks_and_refuses_a_bad_interval(tmp_path: Path, image: Path) -> None:
     with running_agent({"sda": image}, tmp_path) as agent:
-        conn = AgentConnection("127.0.0.1", agent.port, TOKEN.encode(), where="agent://t")
+        conn = AgentConnection("127.0.0.1", agent.port, TOKEN.encode(), where="agent://t", tls=agent.tls)
         try:
             bad = conn.watch("sda", MiB, 0.0)
             with pytest.raises(TransportError, match="interval"):

@@ -59,17 +59,21 @@ def test_copy_through_a_subprocess_agent_is_identical_then_incremental_sends_onl
         assert inc["chunks_changed"] == 2 and inc["chunks_compared"] == SIZE // (4 * MiB)
         assert inc["bytes_read"] == 2 * 4 * MiB
         assert inc["bytes_on_wire"] < 5 * MiB < SIZE // 10  # not a full transfer
+        # What finding the changes cost the source: every allocated byte hashed, plus the two chunks sent.
+        assert inc["source_bytes_read"] >= inc["bytes_read"] + 2 * 4 * MiB
 
         bad = tmp_path / "bad.token"
         bad.write_text("this-is-the-wrong-token\n")
-        res = scmt(*state, "--json", "copy", f"agent://127.0.0.1:{agent.port}/sda?token_file={bad}",
+        res = scmt(*state, "--json", "copy", agent.url("sda").replace(str(agent.token_file), str(bad)),
                    f"file://{tmp_path / 'x.raw'}")
         assert res.returncode == 11
         assert "authentication failed" in res.stdout
         for text in (res.stdout, res.stderr, agent.stderr()):
             assert TOKEN not in text and "this-is-the-wrong-token" not in text
         assert any(json.loads(line).get("kind") == "agent_auth_failed" for line in agent.stderr().splitlines())
-        assert any("no TLS" in json.loads(line).get("message", "") for line in agent.stderr().splitlines())
+        # TLS by default: the agent logged the SHA-256 of the certificate it made, once, for the pin.
+        logged = [json.loads(line).get("message", "") for line in agent.stderr().splitlines()]
+        assert sum(f"fingerprint: {agent.fingerprint}" in m for m in logged) == 1
 
 
 def test_agent_refuses_to_start_without_a_token(tmp_path: Path, image: Path) -> None:
@@ -94,6 +98,7 @@ vms:
     agent:
       address: 127.0.0.1:{port}
       token_file: {token}
+      fingerprint: {fp}
 """
 
 
@@ -101,7 +106,7 @@ def test_scmt_sync_of_an_agent_plan_without_vcenter(tmp_path: Path, image: Path)
     state = ["--state", str(tmp_path / "state.db")]
     with agent_process({"sda": image}, tmp_path) as agent:
         plan = tmp_path / "plan.yaml"
-        plan.write_text(PLAN.format(port=agent.port, token=agent.token_file))
+        plan.write_text(PLAN.format(port=agent.port, token=agent.token_file, fp=agent.fingerprint))
         res = scmt(*state, "--json", "sync", str(plan))
         assert res.returncode == 0, res.stdout + res.stderr
         vm = json.loads(res.stdout)["vms"][0]

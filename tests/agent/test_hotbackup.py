@@ -43,7 +43,7 @@ def test_every_generation_can_be_restored_and_failover_works(tmp_path: Path, est
         fh.write(os.urandom(2 * MiB))
     states: dict[int, bytes] = {}
     with running_agent({"sda": disk}, tmp_path) as agent:
-        plan = lab_plan(tmp_path, estate, ("web01",), {"web01": "hot-backup"}, address=f"127.0.0.1:{agent.port}")
+        plan = lab_plan(tmp_path, estate, ("web01",), {"web01": "hot-backup"}, address=f"127.0.0.1:{agent.port}", fingerprint=agent.fingerprint)
         store = StateStore.open(tmp_path / "state.db")
         ctx = open_context(plan, store, RecordingReporter())
         try:
@@ -91,7 +91,7 @@ def test_scmt_agent_restore_cli(tmp_path: Path, estate: FakeEstate, monkeypatch:
         fh.truncate(4 * MiB)
         fh.write(b"first")
     with running_agent({"sda": disk}, tmp_path) as agent:
-        plan = lab_plan(tmp_path, estate, ("web01",), {"web01": "hot-backup"}, address=f"127.0.0.1:{agent.port}")
+        plan = lab_plan(tmp_path, estate, ("web01",), {"web01": "hot-backup"}, address=f"127.0.0.1:{agent.port}", fingerprint=agent.fingerprint)
         store = StateStore.open(tmp_path / "state.db")
         ctx = open_context(plan, store, RecordingReporter())
         try:
@@ -133,7 +133,7 @@ def test_rounds_copy_what_the_agent_pushed(tmp_path: Path, estate: FakeEstate,
         fh.truncate(16 * MiB)
         fh.write(os.urandom(3 * MiB))
     with running_agent({"sda": disk}, tmp_path) as agent:
-        plan = lab_plan(tmp_path, estate, ("web01",), {"web01": "hot-backup"}, address=f"127.0.0.1:{agent.port}")
+        plan = lab_plan(tmp_path, estate, ("web01",), {"web01": "hot-backup"}, address=f"127.0.0.1:{agent.port}", fingerprint=agent.fingerprint)
         store = StateStore.open(tmp_path / "state.db")
         ctx = open_context(plan, store, RecordingReporter())
         target = tmp_path / "lab" / "target" / "web01" / "disk0.raw"

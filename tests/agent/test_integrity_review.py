@@ -46,7 +46,7 @@ def test_a_seed_killed_then_resumed_on_a_live_disk_ends_identical(tmp_path: Path
     d0 = tmp_path / "sda.raw"
     make_disk(d0, 6 * MiB, [(0, 4 * MiB)])
     with running_agent({"sda": d0}, tmp_path) as agent:
-        plan = lab_plan(tmp_path, estate, ("web01",), {"web01": "agent"}, address=f"127.0.0.1:{agent.port}")
+        plan = lab_plan(tmp_path, estate, ("web01",), {"web01": "agent"}, address=f"127.0.0.1:{agent.port}", fingerprint=agent.fingerprint)
         store = StateStore.open(tmp_path / "state.db")
         ctx = open_context(plan, store, RecordingReporter())
         target = tmp_path / "lab" / "target" / "web01" / "disk0.raw"
@@ -74,7 +74,7 @@ def test_a_seed_interrupted_before_the_disk_grew_restarts_instead_of_failing(
     d0 = tmp_path / "sda.raw"
     make_disk(d0, 4 * MiB, [(0, 3 * MiB)])
     with running_agent({"sda": d0}, tmp_path) as agent:
-        plan = lab_plan(tmp_path, estate, ("web01",), {"web01": "agent"}, address=f"127.0.0.1:{agent.port}")
+        plan = lab_plan(tmp_path, estate, ("web01",), {"web01": "agent"}, address=f"127.0.0.1:{agent.port}", fingerprint=agent.fingerprint)
         store = StateStore.open(tmp_path / "state.db")
         ctx = open_context(plan, store, RecordingReporter())
         target = tmp_path / "lab" / "target" / "web01" / "disk0.raw"
@@ -92,7 +92,7 @@ def test_a_seed_interrupted_before_the_disk_grew_restarts_instead_of_failing(
             ctx.close()
             store.close()
     with running_agent({"sda": d0}, tmp_path) as agent:  # the agent restarts and serves the grown disk
-        plan = lab_plan(tmp_path, estate, ("web01",), {"web01": "agent"}, address=f"127.0.0.1:{agent.port}")
+        plan = lab_plan(tmp_path, estate, ("web01",), {"web01": "agent"}, address=f"127.0.0.1:{agent.port}", fingerprint=agent.fingerprint)
         store = StateStore.open(tmp_path / "state.db")
         ctx = open_context(plan, store, RecordingReporter())
         try:
@@ -115,7 +115,7 @@ def test_a_disk_the_agent_no_longer_serves_does_not_shift_another_disk_onto_its_
     target = tmp_path / "lab" / "target" / "web01"
     for served in ({"sda": d0, "sdb": d1}, {"sdb": d1}):
         with running_agent(served, tmp_path) as agent:
-            plan = lab_plan(tmp_path, estate, ("web01",), {"web01": "agent"}, address=f"127.0.0.1:{agent.port}")
+            plan = lab_plan(tmp_path, estate, ("web01",), {"web01": "agent"}, address=f"127.0.0.1:{agent.port}", fingerprint=agent.fingerprint)
             store = StateStore.open(tmp_path / "state.db")
             ctx = open_context(plan, store, RecordingReporter())
             try:

@@ -36,7 +36,7 @@ def test_agent_vm_seeds_then_syncs_only_changes_then_fails_over(tmp_path: Path, 
     make_disk(d1, 8 * MiB, [(MiB, 2 * MiB)], seed=2)
     with running_agent({"sda": d0, "sdb": d1}, tmp_path) as agent:
         plan = lab_plan(tmp_path, estate, ("web01", "db01"), {"web01": "agent"},
-                        address=f"127.0.0.1:{agent.port}")
+                        address=f"127.0.0.1:{agent.port}", fingerprint=agent.fingerprint)
         store = StateStore.open(tmp_path / "state.db")
         rep = RecordingReporter()
         ctx = open_context(plan, store, rep)
@@ -88,7 +88,7 @@ def test_wrong_token_in_plan_fails_the_vm_with_exit_11(tmp_path: Path, estate: F
     d0 = tmp_path / "sda.raw"
     make_disk(d0, 4 * MiB, [(0, MiB)])
     with running_agent({"sda": d0}, tmp_path) as agent:
-        plan = lab_plan(tmp_path, estate, ("web01",), {"web01": "agent"}, address=f"127.0.0.1:{agent.port}")
+        plan = lab_plan(tmp_path, estate, ("web01",), {"web01": "agent"}, address=f"127.0.0.1:{agent.port}", fingerprint=agent.fingerprint)
         store = StateStore.open(tmp_path / "state.db")
         ctx = open_context(plan, store, RecordingReporter())
         try:
@@ -111,7 +111,7 @@ def test_an_interrupted_incremental_never_leaves_stale_chunks(tmp_path: Path, es
     make_disk(d0, 8 * MiB, [(0, 4 * MiB)])
     original = d0.read_bytes()
     with running_agent({"sda": d0}, tmp_path) as agent:
-        plan = lab_plan(tmp_path, estate, ("web01",), {"web01": "agent"}, address=f"127.0.0.1:{agent.port}")
+        plan = lab_plan(tmp_path, estate, ("web01",), {"web01": "agent"}, address=f"127.0.0.1:{agent.port}", fingerprint=agent.fingerprint)
         store = StateStore.open(tmp_path / "state.db")
         ctx = open_context(plan, store, RecordingReporter())
         target = tmp_path / "lab" / "target" / "web01" / "disk0.raw"

@@ -5,14 +5,18 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
-from scmt_cli.agent.service import cert_fingerprint
+from scmt_cli.agent.certs import CERT_NAME, KEY_NAME
+from scmt_cli.agent.service import ServeRequest, build_config, cert_fingerprint, serve_agent
 from scmt_cli.agent.transport import open_agent_source
-from scmt_cli.errors import SourceUnreachableError, TLSVerificationError
-from tests.agent.servers import running_agent
+from scmt_cli.errors import ConfigError, SourceUnreachableError, TLSVerificationError, UsageError
+from scmt_cli.events import RecordingReporter
+from tests.agent.servers import running_agent, write_token
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl CLI missing")
 MiB = 1024 * 1024
@@ -32,7 +36,7 @@ def test_tls_with_pinned_fingerprint_or_ca(tmp_path: Path) -> None:
     cert, key = make_cert(tmp_path)
     fp = cert_fingerprint(cert)
     with running_agent({"sda": image}, tmp_path, tls_cert=cert, tls_key=key) as agent:
-        base = agent.url("sda")
+        base = f"agent://127.0.0.1:{agent.port}/sda?token_file={agent.token_file}"
         with open_agent_source(f"{base}&fingerprint={fp}") as disk:  # type: ignore[attr-defined]
             assert disk.read(0, disk.size) == image.read_bytes()
         colons = ":".join(fp[i : i + 2] for i in range(0, 64, 2)).upper()
@@ -47,4 +51,58 @@ def test_tls_with_pinned_fingerprint_or_ca(tmp_path: Path) -> None:
         with pytest.raises(TLSVerificationError):
             open_agent_source(f"{base}&ca_file={other}")
         with pytest.raises(SourceUnreachableError, match="handshake"):
-            open_agent_source(base)  # plain client, TLS agent
+            open_agent_source(base + "&plaintext=1")  # plain client, TLS agent
+
+
+def test_the_agent_serves_tls_by_default_with_a_certificate_it_makes_once(tmp_path: Path) -> None:
+    image = tmp_path / "disk.raw"
+    image.write_bytes(os.urandom(64 * 1024))
+    with running_agent({"sda": image}, tmp_path) as agent:
+        first = agent.fingerprint
+        assert agent.server.config.tls is not None and first
+        assert agent.server.config.tls_created
+        for name in (CERT_NAME, KEY_NAME):  # beside the token, private from the start
+            assert (tmp_path / name).stat().st_mode & 0o777 == 0o600
+        assert cert_fingerprint(tmp_path / CERT_NAME) == first
+        with open_agent_source(agent.url("sda")) as disk:  # type: ignore[attr-defined]
+            assert disk.read(0, disk.size) == image.read_bytes()
+        with pytest.raises(UsageError, match="serves TLS"):  # no pin: refused, never an unverified TLS
+            open_agent_source(f"agent://127.0.0.1:{agent.port}/sda?token_file={agent.token_file}")
+        with pytest.raises(SourceUnreachableError):  # a plain client gets nothing
+            open_agent_source(f"agent://127.0.0.1:{agent.port}/sda?token_file={agent.token_file}&plaintext=1")
+    with running_agent({"sda": image}, tmp_path) as again:  # the next start reuses the same identity
+        assert again.fingerprint == first and not again.server.config.tls_created
+
+
+def test_plaintext_only_when_asked_and_loudly(tmp_path: Path) -> None:
+    image = tmp_path / "disk.raw"
+    image.write_bytes(os.urandom(64 * 1024))
+    rep = RecordingReporter()
+    stop = threading.Event()
+    token = write_token(tmp_path)
+    t = threading.Thread(target=serve_agent, args=(ServeRequest("127.0.0.1:0", (f"sda={image}",), token,
+                                                                plaintext=True), rep), kwargs={"stop": stop})
+    t.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not any(e["kind"] == "agent_listening" for e in rep.of_type("event")) and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        stop.set()
+        t.join(10)
+    assert any(r["level"] == "warning" and "PLAINTEXT" in r["message"] for r in rep.of_type("log"))
+    assert not (tmp_path / CERT_NAME).exists()
+
+
+def test_a_token_file_others_can_read_is_refused(tmp_path: Path) -> None:
+    image = tmp_path / "disk.raw"
+    image.write_bytes(bytes(4096))
+    token = write_token(tmp_path)
+    token.chmod(0o644)
+    with pytest.raises(ConfigError, match="accessible by group or others") as info:
+        build_config(ServeRequest("127.0.0.1:0", (f"sda={image}",), token, plaintext=True))
+    assert info.value.exit_code == 5 and "chmod 600" in (info.value.hint or "")
+    cfg = build_config(ServeRequest("127.0.0.1:0", (f"sda={image}",), token, plaintext=True,
+                                    allow_open_token_file=True))
+    for d in cfg.disks.values():
+        d.close()

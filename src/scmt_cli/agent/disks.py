@@ -14,6 +14,8 @@ import errno
 import os
 import stat
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from scmt_cli.blocks.digest import ZERO, digest, is_zero
@@ -37,6 +39,10 @@ class ServedDisk:
         self.size = os.lseek(self.fd, 0, os.SEEK_END)
         self._closed = False
         self._lock = threading.Lock()
+        #: Bytes read from the device so far (what finding and sending changes cost the source).
+        self.bytes_read = 0
+        #: Called with the seconds each read took (the server's storage-share governor), or None.
+        self.pacer: Callable[[float], None] | None = None
 
     def close(self) -> None:
         with self._lock:
@@ -49,12 +55,21 @@ class ServedDisk:
         out = bytearray(length)
         view = memoryview(out)
         done = 0
+        t0 = time.monotonic()
         while done < length:
             n = os.preadv(self.fd, [view[done:]], offset + done)
             if n <= 0:
                 raise OSError(errno.EIO, "the disk ended before the requested range (did it shrink?)")
             done += n
+        with self._lock:
+            self.bytes_read += length
+        if self.pacer is not None:
+            self.pacer(time.monotonic() - t0)
         return bytes(out)
+
+    def current_size(self) -> int:
+        """The size of the device now (a resize shows here, not in :attr:`size`)."""
+        return os.lseek(self.fd, 0, os.SEEK_END)
 
     def data_ranges(self, offset: int, length: int) -> list[tuple[int, int]]:
         """``(start, end)`` ranges in ``[offset, offset+length)`` that may hold data."""
@@ -93,15 +108,20 @@ class ServedDisk:
 
     def chunk_digest(self, offset: int, length: int) -> str:
         """The engine's digest of the chunk ``[offset, offset+length)``: ``"0"`` when it reads as zeroes."""
+        return self.chunk_digest_counted(offset, length)[0]
+
+    def chunk_digest_counted(self, offset: int, length: int) -> tuple[str, int]:
+        """:meth:`chunk_digest` and the bytes read from the device to compute it (holes are not read)."""
         ranges = self.data_ranges(offset, length)
         if not ranges:
-            return ZERO
+            return ZERO, 0
         buf = bytearray(length)
         for start, stop in ranges:
             buf[start - offset:stop - offset] = self.read(start, stop - start)
+        nread = sum(stop - start for start, stop in ranges)
         if is_zero(buf):
-            return ZERO
-        return digest(buf)
+            return ZERO, nread
+        return digest(buf), nread
 
 
 def parse_disk_arg(arg: str) -> tuple[str, Path]:

@@ -33,6 +33,21 @@ then re-hashes it every ``interval`` seconds and pushes one reply per round
 that changed something, {round, changed: [chunk index, ...], more: bool}
 (``more`` when a round's list continues in the next frame), all with the
 WATCH request's id, until the connection closes.
+
+``CHANGES`` {disk, chunk_size, epoch?, seq?} asks the agent's kernel change
+tracking (:mod:`scmt_cli.agent.tracking`) for the chunks written since the
+cursor ``(epoch, seq)`` and makes a new cut; the reply is {tracking: false,
+reason} when the disk is not tracked, else {tracking: true, epoch, seq,
+changed: [[first chunk, count], ...] or null, reason}: ``changed`` is null when
+no cursor was given or events may have been lost (``reason`` says why); the
+client must then compare digests for that disk.
+
+``FREEZE`` {limit} flushes and freezes the file systems mounted from the
+served disks for at most ``limit`` seconds (a watchdog on the agent thaws
+them then, or when the connection that froze them closes); the reply is
+{frozen: [mount point, ...], refused: [{mount, reason}, ...]}.  ``THAW`` {}
+thaws them now ({thawed: [...]}).  ``STATS`` {} replies with the agent's
+resource use {peak_rss_bytes, cpu_seconds, disk_bytes_read, ...}.
 """
 
 from __future__ import annotations
@@ -70,9 +85,14 @@ T_READ = 6
 T_DIGESTS = 7
 T_BYE = 8
 T_WATCH = 9
+T_CHANGES = 10
+T_FREEZE = 11
+T_THAW = 12
+T_STATS = 13
 T_ERROR = 15
 T_DATA = T_READ | REPLY
-REQUEST_TYPES = frozenset({T_HELLO, T_AUTH, T_LIST, T_EXTENTS, T_READ, T_DIGESTS, T_BYE, T_WATCH})
+REQUEST_TYPES = frozenset({T_HELLO, T_AUTH, T_LIST, T_EXTENTS, T_READ, T_DIGESTS, T_BYE, T_WATCH, T_CHANGES,
+                           T_FREEZE, T_THAW, T_STATS})
 TYPES = frozenset({*REQUEST_TYPES, T_CHALLENGE} | {t | REPLY for t in REQUEST_TYPES} | {T_ERROR})
 
 # Error codes carried by ERROR frames.

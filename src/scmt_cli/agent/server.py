@@ -14,6 +14,14 @@ Contract:
 * replies are sent under a per-connection lock, throttled by an optional
   token bucket (bytes/s on the wire);
 * nothing is ever written to a served disk.
+
+Exposure (an agent is reachable from the source VM's network): a connection
+that has not authenticated within ``preauth_timeout`` seconds (TLS handshake
+included) is closed; at most ``max_startups`` connections may be
+unauthenticated at once, at most ``max_startups_per_peer`` from one address
+(a newcomer evicts that address's oldest, so idle sockets cannot lock a peer
+out for long); authenticated sessions are counted apart (``max_connections``),
+so unauthenticated ones never starve them (as OpenSSH's MaxStartups).
 """
 
 from __future__ import annotations
@@ -30,13 +38,16 @@ from typing import Any
 
 from scmt_cli.agent import protocol as p
 from scmt_cli.agent.disks import ServedDisk
+from scmt_cli.agent.limits import DutyCycle
 from scmt_cli.agent.wire import read_frame as _read_frame
 from scmt_cli.blocks.plan import CHUNK_ALIGN, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE
 from scmt_cli.errors import ConfigError, SourceUnreachableError
 from scmt_cli.events import NullReporter, Reporter
 from scmt_cli.transports.wrappers import TokenBucket
 
-HANDSHAKE_TIMEOUT = 15.0
+PREAUTH_TIMEOUT = 5.0
+MAX_STARTUPS = 32
+MAX_STARTUPS_PER_PEER = 4
 MAX_DIGEST_BATCH = 4096
 MAX_EXTENT_RANGE = 64 * 1024 * 1024 * 1024
 
@@ -54,6 +65,19 @@ class AgentConfig:
     max_connections: int = 16
     compress: bool = True
     tls: ssl.SSLContext | None = None
+    preauth_timeout: float = PREAUTH_TIMEOUT
+    max_startups: int = MAX_STARTUPS
+    max_startups_per_peer: int = MAX_STARTUPS_PER_PEER
+    tracking: bool = True
+    #: Agent CPU share (0-1] and share of the storage's busy time spent reading (0-1]; 1 = unlimited.
+    cpu_share: float = 1.0
+    storage_share: float = 1.0
+    #: Tests: trace buffer per CPU (KiB) and whether a thread consumes events between cuts.
+    track_buffer_kb: int = 4096
+    track_reader: bool = True
+    #: SHA-256 of the served certificate (None without TLS) and whether it was made at this start.
+    tls_fingerprint: str | None = None
+    tls_created: bool = False
 
     def __post_init__(self) -> None:
         if len(self.token) < p.MIN_TOKEN_BYTES:
@@ -89,6 +113,13 @@ class AgentServer:
         self._accept_thread: threading.Thread | None = None
         self.address: tuple[str, int] = (config.host, config.port)
         self.auth_failures = 0
+        self._preauth: dict[int, tuple[str, float]] = {}  # socket fd -> (peer address, deadline)
+        self._authed: set[int] = set()
+        self.preauth_dropped = 0
+        self.tracking: Any = None
+        self.freezer: Any = None
+        self._cpu = DutyCycle(config.cpu_share, "cpu") if config.cpu_share < 1 else None
+        self._io = DutyCycle(config.storage_share, "io") if config.storage_share < 1 else None
 
     # -- lifecycle -----------------------------------------------------------------
     def start(self) -> tuple[str, int]:
@@ -104,13 +135,15 @@ class AgentServer:
                 f"cannot listen on {self.config.host}:{self.config.port}: {exc.strerror or exc}") from None
         self._sock = sock
         self.address = sock.getsockname()[:2]
+        self._start_tracking()
         self._accept_thread = threading.Thread(target=self._accept_loop, name="scmt-agent-accept", daemon=True)
         self._accept_thread.start()
+        threading.Thread(target=self._reap_loop, name="scmt-agent-reaper", daemon=True).start()
         disks = ", ".join(f"{d.name} ({d.size} bytes)" for d in self.config.disks.values())
         tls = " (TLS)" if self.config.tls is not None else ""
         self.reporter.log("info", f"agent listening on {self.address[0]}:{self.address[1]}{tls}; disks: {disks}")
         self.reporter.event("agent_listening", host=self.address[0], port=self.address[1],
-                            tls=self.config.tls is not None,
+                            tls=self.config.tls is not None, fingerprint=self.config.tls_fingerprint,
                             disks=[{"name": d.name, "size": d.size} for d in self.config.disks.values()])
         return self.address
 
@@ -132,8 +165,32 @@ class AgentServer:
         if self._accept_thread is not None:
             self._accept_thread.join(timeout=5)
         self._pool.shutdown(wait=True, cancel_futures=True)
+        if self.freezer is not None:
+            self.freezer.thaw()
+        if self.tracking is not None:
+            self.tracking.close()
         for d in self.config.disks.values():
             d.close()
+
+    def _start_tracking(self) -> None:
+        from scmt_cli.agent.freeze import Freezer
+        from scmt_cli.agent.tracking import Tracking
+
+        disks = self.config.disks
+        if self._io is not None:
+            for d in disks.values():
+                d.pacer = self._io.add
+        self.tracking = Tracking({n: d.path for n, d in disks.items()}, enabled=self.config.tracking,
+                                 buffer_kb=self.config.track_buffer_kb, reader=self.config.track_reader)
+        for name, why in sorted(self.tracking.reasons.items()):
+            self.reporter.log("warning", f"agent: {name}: no kernel change tracking ({why}); incremental passes "
+                              "will read and hash the whole disk")
+        tracked = sorted(self.tracking.trackers)
+        if tracked:
+            self.reporter.log("info", "agent: kernel change tracking (block:block_rq_complete) on "
+                              + ", ".join(tracked))
+        self.reporter.event("agent_tracking", tracked=tracked, untracked=dict(self.tracking.reasons))
+        self.freezer = Freezer({n: d.path for n, d in disks.items()})
 
     def serve_forever(self) -> None:
         """Block until :meth:`stop` is called from another thread (or a signal handler raises)."""
@@ -148,15 +205,52 @@ class AgentServer:
                 conn, peer = self._sock.accept()
             except OSError:
                 return
-            with self._lock:
-                full = len(self._conns) >= self.config.max_connections
-                if not full:
-                    self._conns.add(conn)
-            if full:
-                self._refuse(conn, p.E_BUSY, "too many connections")
-                continue
+            self._admit(conn, str(peer[0]))
             threading.Thread(target=self._serve_conn, args=(conn, peer), name="scmt-agent-conn",
                              daemon=True).start()
+
+    def _admit(self, conn: socket.socket, ip: str) -> None:
+        """Put ``conn`` in the pre-authentication pool, evicting the oldest of its peer (or of the greediest)."""
+        cfg = self.config
+        with self._lock:
+            victim = None
+            mine = [c for c, (who, _) in self._preauth.items() if who == ip]
+            if len(mine) >= cfg.max_startups_per_peer:
+                victim = min(mine, key=lambda c: self._preauth[c][1])
+            elif len(self._preauth) >= cfg.max_startups:
+                counts: dict[str, int] = {}
+                for who, _ in self._preauth.values():
+                    counts[who] = counts.get(who, 0) + 1
+                greedy = max(counts, key=lambda k: counts[k])
+                victim = min((c for c, (w, _) in self._preauth.items() if w == greedy),
+                             key=lambda c: self._preauth[c][1])
+            if victim is not None:
+                self._preauth.pop(victim, None)
+                self.preauth_dropped += 1
+                _shutdown_fd(victim)
+            self._preauth[conn.fileno()] = (ip, time.monotonic() + cfg.preauth_timeout)
+            self._conns.add(conn)
+
+    def _reap_loop(self) -> None:
+        """Close the connections that did not authenticate by their deadline."""
+        while not self._stopping.wait(0.2):
+            now = time.monotonic()
+            with self._lock:  # shut down under the lock: a closed fd leaves the pool before it is closed
+                for fd in [fd for fd, (_, dl) in self._preauth.items() if dl <= now]:
+                    self._preauth.pop(fd, None)
+                    self.preauth_dropped += 1
+                    _shutdown_fd(fd)
+
+    def _authenticated(self, fd: int) -> bool:
+        """Move ``fd`` from the pre-authentication pool to the sessions; False when that one is full."""
+        with self._lock:
+            if fd not in self._preauth:  # reaped at its deadline meanwhile
+                return False
+            self._preauth.pop(fd, None)
+            if len(self._authed) >= self.config.max_connections:
+                return False
+            self._authed.add(fd)
+            return True
 
     def _refuse(self, conn: socket.socket, code: int, message: str, rid: int = 0) -> None:
         try:
@@ -170,9 +264,10 @@ class AgentServer:
         send_lock = threading.Lock()
         closed = threading.Event()
         raw = conn
+        fd = conn.fileno()
         try:
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            conn.settimeout(HANDSHAKE_TIMEOUT)
+            conn.settimeout(self.config.preauth_timeout + 1)
             if self.config.tls is not None:
                 try:
                     conn = self.config.tls.wrap_socket(conn, server_side=True)
@@ -183,6 +278,9 @@ class AgentServer:
                     self._conns.discard(raw)
                     self._conns.add(conn)
             if not self._handshake(conn, who):
+                return
+            if not self._authenticated(fd):
+                self._refuse(conn, p.E_BUSY, "too many connections")
                 return
             conn.settimeout(None)
             self.reporter.event("agent_client", peer=who, authenticated=True)
@@ -197,7 +295,7 @@ class AgentServer:
                     continue
                 self._slots.acquire()
                 try:
-                    self._pool.submit(self._run_request, conn, send_lock, frame)
+                    self._pool.submit(self._run_request, conn, send_lock, frame, fd)
                 except RuntimeError:  # pool shut down
                     self._slots.release()
                     return
@@ -208,9 +306,14 @@ class AgentServer:
             pass
         finally:
             closed.set()
+            if self.freezer is not None and self.freezer.thaw(owner=fd):
+                self.reporter.log("warning", f"agent: the connection from {who} that froze the file systems closed;"
+                                  " thawed them")
             with self._lock:
                 self._conns.discard(conn)
                 self._conns.discard(raw)
+                self._preauth.pop(fd, None)
+                self._authed.discard(fd)
             try:
                 conn.close()
             except OSError:
@@ -274,10 +377,11 @@ class AgentServer:
         Watcher(disk, chunk, float(interval), frame.request_id, send, self._slots, closed).start()
 
     # -- requests ----------------------------------------------------------------------
-    def _run_request(self, conn: socket.socket, send_lock: threading.Lock, frame: p.Frame) -> None:
+    def _run_request(self, conn: socket.socket, send_lock: threading.Lock, frame: p.Frame,
+                     owner: object = None) -> None:
         try:
             try:
-                ftype, payload, flags = self._answer(frame)
+                ftype, payload, flags = self._answer(frame, owner)
             except _Request as exc:
                 ftype, payload, flags = p.T_ERROR, p.error_payload(exc.code, exc.message), 0
             except p.ProtocolError as exc:
@@ -297,6 +401,8 @@ class AgentServer:
                 pass
         finally:
             self._slots.release()
+            if self._cpu is not None:
+                self._cpu.pace()
 
     def _disk(self, body: dict[str, Any]) -> ServedDisk:
         name = p.str_field(body, "disk", max_len=64)
@@ -310,7 +416,7 @@ class AgentServer:
             raise _Request(p.E_OUT_OF_RANGE, f"range {offset}+{length} is past the end of {disk.name} "
                                              f"({disk.size} bytes)")
 
-    def _answer(self, frame: p.Frame) -> tuple[int, bytes, int]:
+    def _answer(self, frame: p.Frame, owner: object = None) -> tuple[int, bytes, int]:
         reply = frame.type | p.REPLY
         if frame.flags:
             raise _Request(p.E_BAD_REQUEST, "requests are never compressed")
@@ -344,10 +450,62 @@ class AgentServer:
             start = p.int_field(body, "start")
             count = p.int_field(body, "count", lo=1, hi=MAX_DIGEST_BATCH)
             out: list[str] = []
+            nread = 0
             for i in range(start, start + count):
                 off = i * chunk
                 if off >= disk.size:
                     break
-                out.append(disk.chunk_digest(off, min(chunk, disk.size - off)))
-            return reply, p.encode_json({"start": start, "digests": out}), 0
+                dg, n = disk.chunk_digest_counted(off, min(chunk, disk.size - off))
+                out.append(dg)
+                nread += n
+            return reply, p.encode_json({"start": start, "digests": out, "bytes_read": nread}), 0
+        if frame.type in (p.T_CHANGES, p.T_FREEZE, p.T_THAW, p.T_STATS):
+            return reply, p.encode_json(self._control(frame.type, body, owner)), 0
         raise _Request(p.E_BAD_REQUEST, f"unexpected frame type {frame.type}")
+
+    def _control(self, ftype: int, body: dict[str, Any], owner: object) -> dict[str, Any]:
+        """Replies of CHANGES, FREEZE, THAW and STATS (see :mod:`scmt_cli.agent.protocol`)."""
+        if ftype == p.T_CHANGES:
+            disk = self._disk(body)
+            chunk = p.int_field(body, "chunk_size", lo=MIN_CHUNK_SIZE, hi=MAX_CHUNK_SIZE)
+            epoch, seq = body.get("epoch"), body.get("seq")
+            if epoch is not None and (not isinstance(epoch, str) or len(epoch) > 64):
+                raise _Request(p.E_BAD_REQUEST, "epoch must be a short string")
+            if seq is not None:
+                seq = p.int_field(body, "seq")
+            return self.tracking.cut(disk.name, epoch, seq, chunk, disk.current_size())
+        if ftype == p.T_FREEZE:
+            limit = body.get("limit")
+            if not isinstance(limit, (int, float)) or isinstance(limit, bool) or not 0 < limit <= 600:
+                raise _Request(p.E_BAD_REQUEST, "limit must be 0 to 600 seconds")
+            out = self.freezer.freeze(float(limit), owner)
+            self.reporter.log("info", f"agent: froze {out['frozen'] or 'no file system'} for at most {limit} s")
+            for r in out["refused"]:
+                self.reporter.log("warning", f"agent: cannot freeze {r['mount']}: {r['reason']}")
+            return out
+        if ftype == p.T_THAW:
+            thawed = self.freezer.thaw()
+            if thawed:
+                self.reporter.log("info", f"agent: thawed {thawed}")
+            return {"thawed": thawed}
+        from scmt_cli.agent.limits import usage
+
+        stats: dict[str, Any] = dict(usage())
+        stats["disk_bytes_read"] = sum(d.bytes_read for d in self.config.disks.values())
+        stats["preauth_dropped"] = self.preauth_dropped
+        stats["tracked"] = sorted(self.tracking.trackers) if self.tracking is not None else []
+        return stats
+
+
+def _shutdown_fd(fd: int) -> None:
+    """Shut the connection of socket ``fd`` down (through a duplicate: whoever owns ``fd`` sees it end)."""
+    try:
+        dup = socket.socket(fileno=os.dup(fd))
+    except OSError:
+        return
+    try:
+        dup.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    finally:
+        dup.close()

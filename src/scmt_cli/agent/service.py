@@ -1,5 +1,13 @@
 """``scmt agent serve``: open the disks, check the token, serve until stopped.
 
+TLS is the default: without ``--tls-cert``/``--tls-key`` the agent uses its own
+key and self-signed certificate, made at first start beside its token (or in
+``--tls-dir``; :mod:`scmt_cli.agent.certs`), and logs the certificate's SHA-256
+for the plan to pin (``agent.fingerprint``).  Plain TCP only with
+``--plaintext``, and then a warning at every start.  A token file that group or
+others may read is refused (as ssh refuses such a private key) unless
+``--allow-open-token-file``.
+
 :func:`serve_agent` blocks until ``stop`` is set (tests) or the process is
 interrupted (Ctrl-C or SIGTERM: a normal stop, exit 0); the server is always
 stopped and its disks closed.  The token is read once and kept only in the
@@ -40,6 +48,12 @@ class ServeRequest:
     max_connections: int = 16
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    tls_dir: Path | None = None
+    plaintext: bool = False
+    allow_open_token_file: bool = False
+    tracking: bool = True
+    cpu_limit: float | None = None  # percent of one CPU
+    storage_share: float | None = None  # percent of the storage's busy time
 
 
 @dataclass
@@ -73,6 +87,7 @@ def build_config(req: ServeRequest, env: dict[str, str] | None = None) -> AgentC
         raise UsageError("give at least one --disk NAME=PATH to serve")
     environ = dict(os.environ) if env is None else env
     if req.token_file is not None:
+        check_token_mode(req.token_file, req.allow_open_token_file)
         token = load_token(token_file=req.token_file, where="agent")
     elif TOKEN_ENV in environ:
         token = load_token(token_env=TOKEN_ENV, env=environ, where="agent")
@@ -93,10 +108,61 @@ def build_config(req: ServeRequest, env: dict[str, str] | None = None) -> AgentC
         for d in opened.values():
             d.close()
         raise
-    tls = server_tls_context(req.tls_cert, req.tls_key)
+    try:
+        tls, fp, created = _tls(req, environ)
+        for name, value in (("--cpu-limit", req.cpu_limit), ("--storage-share", req.storage_share)):
+            if value is not None and not 0 < value <= 100:
+                raise UsageError(f"{name} {value}: expected a percentage above 0 and at most 100")
+    except BaseException:
+        for d in opened.values():
+            d.close()
+        raise
     bw = req.bandwidth if req.bandwidth and req.bandwidth != float("inf") else None
-    return AgentConfig(host, port, opened, token, queue_depth=req.queue_depth, bandwidth=bw,
-                       max_connections=req.max_connections, compress=req.compress, tls=tls)
+    config = AgentConfig(host, port, opened, token, queue_depth=req.queue_depth, bandwidth=bw,
+                         max_connections=req.max_connections, compress=req.compress, tls=tls,
+                         tracking=req.tracking, cpu_share=(req.cpu_limit or 100) / 100,
+                         storage_share=(req.storage_share or 100) / 100)
+    config.tls_fingerprint, config.tls_created = fp, created
+    return config
+
+
+def check_token_mode(path: Path, allow_open: bool) -> None:
+    """Refuse a token file that group or others may read or write (unless ``allow_open``)."""
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:
+        raise ConfigError(f"agent: cannot read the token file {path}: {exc.strerror}") from None
+    if mode & 0o077 and not allow_open:
+        raise ConfigError(f"agent: the token file {path} is accessible by group or others (mode "
+                          f"{mode & 0o777:04o}); it must be private",
+                          hint=f"chmod 600 {path} (or start with --allow-open-token-file)")
+
+
+def tls_dir(req: ServeRequest, environ: dict[str, str]) -> Path:
+    """Where the agent's own key and certificate live: --tls-dir, beside the token file, or the config dir."""
+    if req.tls_dir is not None:
+        return req.tls_dir
+    if req.token_file is not None:
+        return req.token_file.resolve().parent
+    base = environ.get("XDG_CONFIG_HOME") or str(Path(environ.get("HOME", "/root")) / ".config")
+    return Path(base) / "scmt" / "agent"
+
+
+def _tls(req: ServeRequest, environ: dict[str, str]) -> tuple[ssl.SSLContext | None, str | None, bool]:
+    """The server's TLS context, its certificate's fingerprint and whether it was made now."""
+    from scmt_cli.agent.certs import ensure_identity, fingerprint
+
+    if req.plaintext:
+        if req.tls_cert is not None or req.tls_key is not None:
+            raise UsageError("--plaintext and --tls-cert/--tls-key exclude each other")
+        return None, None, False
+    created = False
+    cert, key = req.tls_cert, req.tls_key
+    if cert is None and key is None:
+        cert, key, created = ensure_identity(tls_dir(req, environ))
+    ctx = server_tls_context(cert, key)
+    assert cert is not None
+    return ctx, fingerprint(cert), created
 
 
 def server_tls_context(cert: Path | None, key: Path | None) -> ssl.SSLContext | None:
@@ -116,15 +182,9 @@ def server_tls_context(cert: Path | None, key: Path | None) -> ssl.SSLContext | 
 
 def cert_fingerprint(cert: Path) -> str:
     """SHA-256 (hex) of the first certificate of a PEM file: what ``fingerprint=`` pins."""
-    import hashlib
+    from scmt_cli.agent.certs import fingerprint
 
-    text = cert.read_text(encoding="ascii", errors="replace")
-    start = text.find("-----BEGIN CERTIFICATE-----")
-    end = text.find("-----END CERTIFICATE-----", start)
-    if start < 0 or end < 0:
-        raise ConfigError(f"--tls-cert {cert}: no PEM certificate in it")
-    der = ssl.PEM_cert_to_DER_cert(text[start : end + len("-----END CERTIFICATE-----")])
-    return hashlib.sha256(der).hexdigest()
+    return fingerprint(cert)
 
 
 def serve_agent(req: ServeRequest, reporter: Reporter, *, stop: threading.Event | None = None) -> ServeResult:
@@ -133,13 +193,18 @@ def serve_agent(req: ServeRequest, reporter: Reporter, *, stop: threading.Event 
     server = AgentServer(config, reporter)
     try:
         host, port = server.start()
-        if req.tls_cert is not None:
-            fp = cert_fingerprint(req.tls_cert)
-            reporter.log("info", f"agent TLS certificate SHA-256 fingerprint: {fp} (clients pin it: fingerprint={fp})")
-            reporter.event("agent_tls", fingerprint=fp)
+        fp = config.tls_fingerprint
+        if fp is not None:
+            if config.tls_created or req.tls_cert is not None:
+                reporter.log("info", f"agent TLS certificate SHA-256 fingerprint: {fp} (pin it in the plan: "
+                             f"agent.fingerprint: {fp}; in a URL: fingerprint={fp})")
+            else:
+                reporter.log("debug", f"agent TLS certificate SHA-256 fingerprint: {fp}")
+            reporter.event("agent_tls", fingerprint=fp, created=config.tls_created)
         else:
-            reporter.log("warning", "agent: no TLS: disk data crosses the network unencrypted and is protected only "
-                         "by checksums (the token itself never crosses it); start with --tls-cert/--tls-key")
+            reporter.log("warning", "agent: PLAINTEXT (--plaintext): disk data crosses the network unencrypted and "
+                         "is protected only by checksums (the token itself never crosses it); drop --plaintext to "
+                         "serve TLS")
         if not PORT_RANGE[0] <= port <= PORT_RANGE[1]:
             reporter.log("debug", f"port {port} is outside the usual agent range {PORT_RANGE[0]}-{PORT_RANGE[1]}")
         try:

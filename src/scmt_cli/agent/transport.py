@@ -7,6 +7,10 @@ itself never appears in a URL)::
     agent://web01:20000/sda?token_env=SCMT_AGENT_TOKEN
     agent://web01:20000/sda?token_file=t&fingerprint=SHA256HEX   (TLS, certificate pinned)
     agent://web01:20000/sda?token_file=t&ca_file=/etc/scmt/ca.pem (TLS, CA-verified)
+    agent://web01:20000/sda?token_file=t&plaintext=1             (an agent started with --plaintext)
+
+The agent serves TLS by default, so one of ``fingerprint`` (what ``scmt agent
+serve`` logs), ``ca_file`` or ``plaintext=1`` is required.
 
 The source is thread-safe: several requests are pipelined on one
 connection.  Optional capabilities beyond the contract:
@@ -15,7 +19,11 @@ connection.  Optional capabilities beyond the contract:
   algorithm and grid as :mod:`scmt_cli.blocks.digest`), so an incremental
   copy reads only chunks whose digest differs;
 * :meth:`AgentDisk.wire_stats` - DATA bytes received on the wire vs the
-  bytes they decoded to (zstd compression).
+  bytes they decoded to (zstd compression), and ``source_bytes_read``: the
+  bytes the agent read from the disk to find (digests) and send (reads) data;
+* :meth:`AgentDisk.tracked_changes` - the agent's kernel change tracking
+  (chunks written since a cursor, see :mod:`scmt_cli.agent.tracking`);
+* :meth:`AgentDisk.freeze` / :meth:`AgentDisk.thaw` / :meth:`AgentDisk.agent_stats`.
 
 Opening it as a target raises ReadOnlyTargetError: the agent never writes.
 """
@@ -32,10 +40,27 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from scmt_cli.agent import protocol as p
 from scmt_cli.agent.client import AgentConnection, ClientTLS
-from scmt_cli.errors import ConfigError, ReadOnlyTargetError, SizeMismatchError, UsageError, redact_url
+from scmt_cli.errors import (
+    ConfigError,
+    ReadOnlyTargetError,
+    SizeMismatchError,
+    TransportError,
+    UsageError,
+    redact_url,
+)
 from scmt_cli.transports.base import BlockTarget, Extent, ExtentKind, Scheme, register
 
 DEFAULT_PORT = 20000
+
+
+@dataclass(frozen=True)
+class TrackedChanges:
+    """Answer of :meth:`AgentDisk.tracked_changes`: ``cursor`` None when the disk is not tracked;
+    ``changed`` None when the caller must compare digests (``reason`` says why)."""
+
+    cursor: dict[str, Any] | None
+    changed: list[int] | None
+    reason: str
 _EXAMPLE = "use agent://host:port/DISK?token_file=PATH (or ?token_env=NAME)"
 
 
@@ -48,6 +73,7 @@ class AgentAddress:
     token_env: str | None = None
     fingerprint: str | None = None
     ca_file: str | None = None
+    plaintext: bool = False
 
     @property
     def tls(self) -> ClientTLS | None:
@@ -81,9 +107,10 @@ def parse_agent_url(url: str) -> AgentAddress:
         query = parse_qs(parts.query, strict_parsing=bool(parts.query))
     except ValueError as exc:
         raise bad(str(exc)) from None
-    unknown = set(query) - {"token_file", "token_env", "fingerprint", "ca_file"}
+    unknown = set(query) - {"token_file", "token_env", "fingerprint", "ca_file", "plaintext"}
     if unknown:
-        raise bad(f"unknown parameter {sorted(unknown)[0]!r} (known: token_file, token_env, fingerprint, ca_file)")
+        raise bad(f"unknown parameter {sorted(unknown)[0]!r} (known: token_file, token_env, fingerprint, ca_file, "
+                  "plaintext)")
     if any(len(v) != 1 for v in query.values()):
         raise bad("each parameter may be given once")
     tf, te = query.get("token_file", [None])[0], query.get("token_env", [None])[0]
@@ -92,7 +119,15 @@ def parse_agent_url(url: str) -> AgentAddress:
     fp, ca = query.get("fingerprint", [None])[0], query.get("ca_file", [None])[0]
     if fp is not None and not re.fullmatch(r"[0-9a-fA-F]{64}|([0-9a-fA-F]{2}:){31}[0-9a-fA-F]{2}", fp):
         raise bad("fingerprint must be the certificate's SHA-256 in hex (64 digits, colons optional)")
-    return AgentAddress(parts.hostname, port, disk, tf, te, fp, ca)
+    plain = query.get("plaintext", [None])[0]
+    if plain is not None and plain not in ("1", "true", "yes"):
+        raise bad("plaintext takes 1 (plain TCP to an agent started with --plaintext)")
+    if plain is not None and (fp is not None or ca is not None):
+        raise bad("plaintext excludes fingerprint and ca_file")
+    if plain is None and fp is None and ca is None:
+        raise bad("the agent serves TLS: give fingerprint= (the SHA-256 `scmt agent serve` logs) or ca_file= "
+                  "(plaintext=1 only for an agent started with --plaintext)")
+    return AgentAddress(parts.hostname, port, disk, tf, te, fp, ca, plain is not None)
 
 
 def load_token(*, token_file: str | Path | None = None, token_env: str | None = None,
@@ -139,6 +174,7 @@ class AgentDisk:
                              f"(it serves: {', '.join(sorted(sizes)) or 'none'})")
         self._size = sizes[disk]
         self.disks = sizes
+        self._digest_bytes = 0
 
     @property
     def size(self) -> int:
@@ -205,12 +241,54 @@ class AgentDisk:
             got = body.get("digests", [])
             if not isinstance(got, list) or len(got) != n or not all(isinstance(d, str) for d in got):
                 raise SizeMismatchError(f"{self._where}: the agent returned {len(got)} digests, {n} expected")
+            first = len(out) * chunk_size
+            nread = body.get("bytes_read")
+            self._digest_bytes += nread if isinstance(nread, int) and nread >= 0 else \
+                min(n * chunk_size, self._size - first)  # an older agent: count every byte
             out.extend(got)
         return out
 
+    def tracked_changes(self, chunk_size: int, cursor: dict[str, Any] | None) -> TrackedChanges:
+        """The chunks written since ``cursor`` (None: start tracking), and the new cursor."""
+        body: dict[str, Any] = {"disk": self.disk, "chunk_size": chunk_size}
+        if cursor:
+            body.update(epoch=cursor.get("epoch"), seq=cursor.get("seq"))
+        try:
+            reply = self._conn.json(p.T_CHANGES, body)
+        except TransportError as exc:
+            if "unexpected frame type" in exc.message or "unknown frame type" in exc.message:
+                return TrackedChanges(None, None, "the agent is too old to track changes")
+            raise
+        if not reply.get("tracking"):
+            return TrackedChanges(None, None, str(reply.get("reason") or "not tracked")[:300])
+        new = {"epoch": str(reply.get("epoch")), "seq": int(reply.get("seq", 0))}
+        raw = reply.get("changed")
+        if raw is None:
+            return TrackedChanges(new, None, str(reply.get("reason") or "")[:300])
+        changed: list[int] = []
+        count = -(-self._size // chunk_size)
+        for item in raw if isinstance(raw, list) else [None]:
+            if not (isinstance(item, list) and len(item) == 2 and all(isinstance(x, int) for x in item)
+                    and item[0] >= 0 and item[1] > 0 and item[0] + item[1] <= count):
+                raise TransportError(f"{self._where}: malformed CHANGES reply from the agent", transient=True)
+            changed.extend(range(item[0], item[0] + item[1]))
+        return TrackedChanges(new, changed, "")
+
+    def freeze(self, limit: float) -> dict[str, Any]:
+        """Ask the agent to sync and freeze the file systems on its disks for at most ``limit`` seconds."""
+        return self._conn.json(p.T_FREEZE, {"limit": limit})
+
+    def thaw(self) -> list[str]:
+        return list(self._conn.json(p.T_THAW, {}).get("thawed", []))
+
+    def agent_stats(self) -> dict[str, Any]:
+        """The agent's resource figures (peak RSS, CPU seconds, bytes read from its disks)."""
+        return self._conn.json(p.T_STATS, {})
+
     def wire_stats(self) -> dict[str, int]:
-        """``{"bytes_on_wire": ..., "bytes_of_data": ...}`` of the DATA received so far."""
-        return {"bytes_on_wire": self._conn.wire_bytes, "bytes_of_data": self._conn.data_bytes}
+        """DATA bytes received (``bytes_on_wire``, ``bytes_of_data``) and ``source_bytes_read`` so far."""
+        return {"bytes_on_wire": self._conn.wire_bytes, "bytes_of_data": self._conn.data_bytes,
+                "source_bytes_read": self._conn.data_bytes + self._digest_bytes}
 
     def close(self) -> None:
         self._conn.close()

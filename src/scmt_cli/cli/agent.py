@@ -33,6 +33,19 @@ def serve(
         "--tls-cert", help="Serve TLS with this certificate (PEM); clients pin its SHA-256.", metavar="PEM")] = None,
     tls_key: Annotated[Optional[Path], typer.Option("--tls-key", help="The certificate's private key (PEM).",
                                                     metavar="PEM")] = None,
+    tls_dir: Annotated[Optional[Path], typer.Option(
+        "--tls-dir", help="Where the agent keeps the key and certificate it makes (default: beside the token).",
+        metavar="DIR")] = None,
+    plaintext: Annotated[bool, typer.Option("--plaintext", help="Serve plain TCP, no TLS (loudly insecure).")] = False,
+    allow_open_token_file: Annotated[bool, typer.Option(
+        "--allow-open-token-file", help="Accept a token file that group or others can read.")] = False,
+    no_tracking: Annotated[bool, typer.Option("--no-tracking", help="No kernel change tracking (scan instead).")
+                           ] = False,
+    cpu_limit: Annotated[Optional[float], typer.Option("--cpu-limit", help="Agent CPU, percent of one core.",
+                                                       metavar="PCT")] = None,
+    storage_share: Annotated[Optional[float], typer.Option(
+        "--storage-share", help="Share of the storage's busy time the agent's reads may take, percent.",
+        metavar="PCT")] = None,
 ) -> None:
     """Serve block devices or image files read-only to the migration host (authenticated).
 
@@ -48,7 +61,9 @@ def serve(
     except ValueError as exc:
         raise UsageError(f"--bandwidth: {exc}") from None
     req = ServeRequest(listen=listen, disks=tuple(disk), token_file=token_file, queue_depth=queue_depth,
-                       bandwidth=rate, compress=not no_compress, tls_cert=tls_cert, tls_key=tls_key)
+                       bandwidth=rate, compress=not no_compress, tls_cert=tls_cert, tls_key=tls_key,
+                       tls_dir=tls_dir, plaintext=plaintext, allow_open_token_file=allow_open_token_file,
+                       tracking=not no_tracking, cpu_limit=cpu_limit, storage_share=storage_share)
     result = serve_agent(req, ui.reporter)
     ui.finish(result, render)
 

@@ -195,6 +195,8 @@ def _agent(raw: Any, base: Path) -> AgentSpec | None:
         token_env=raw.get("token_env"),
         token_file=_path(base, raw.get("token_file")),
         ca_file=_path(base, raw.get("ca_file")),
+        fingerprint=raw.get("fingerprint"),
+        plaintext=raw.get("plaintext") is True,
     )
 
 

@@ -202,6 +202,8 @@ class AgentSpec:
     token_env: str | None = None
     token_file: Path | None = None
     ca_file: Path | None = None
+    fingerprint: str | None = None  # SHA-256 of the agent's TLS certificate (hex, colons optional)
+    plaintext: bool = False
 
 
 @dataclass(frozen=True)

@@ -444,7 +444,9 @@ class Checker:
             self.error(base + ("agent", "address"), f"expected host:port (port 1-65535), got {address!r}")
         if "token_env" in agent and "token_file" in agent:
             self.error(base + ("agent", "token_file"), "give either token_env or token_file, not both", key=True)
-        elif method in AGENT_METHODS and "token_env" not in agent and "token_file" not in agent:
+        if agent.get("plaintext") is True and ("fingerprint" in agent or "ca_file" in agent):
+            self.error(base + ("agent", "plaintext"), "plaintext excludes fingerprint and ca_file", key=True)
+        if method in AGENT_METHODS and "token_env" not in agent and "token_file" not in agent:
             self.warn(base + ("agent",), "no token_env/token_file: the agent connection is not authenticated",
                       key=True)
 

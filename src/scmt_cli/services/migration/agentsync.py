@@ -12,14 +12,28 @@ target equals ``manifest``, except the chunks listed in ``attempt``":
 * seed (no manifest yet, a target that was recreated, or a disk that now
   maps to another target file): every allocated chunk is copied, resumably
   (engine checkpoint ``.../seed``);
-* incremental / final: the agent hashes its chunks locally
+* incremental / final, *tracked*: the agent's kernel change tracking
+  (:mod:`scmt_cli.agent.tracking`) lists the chunks written since the cursor
+  kept in the checkpoint (``track``); only those are read.  Every pass takes a
+  new cursor *before* it reads, so a write during the pass is in the next one;
+* incremental / final, *scan* (the disk is not tracked, or the agent says
+  events may have been lost: it restarted, its trace buffer overflowed, the
+  disk was resized): the agent hashes its chunks locally
   (:meth:`~scmt_cli.agent.transport.AgentDisk.remote_digests`); only chunks
-  whose digest differs from the manifest cross the wire.  The chunks about to
-  be copied are recorded in ``attempt`` first, so a pass killed half way marks
-  them unknown and the next pass copies them again.
+  whose digest differs from the manifest cross the wire.  A warning says why,
+  and the disk's result has ``tracking: "scan"`` and ``tracking_reason``.
+
+The chunks about to be copied are recorded in ``attempt`` (with the new cursor)
+first, so a pass killed half way marks them unknown and the next pass copies
+them again.  A seed that was resumed keeps no cursor (chunks copied before the
+interruption may have changed untracked): the pass after it scans.
 
 The disk is live (no snapshot), so a pass is crash-consistent only after the
-source is quiesced: failover's final pass is what makes the target exact.
+source is quiesced: failover's final pass asks the agent to flush and freeze
+the file systems on the served disks (:data:`FREEZE_LIMIT` seconds at most;
+the agent thaws by itself at that deadline), reads the last delta and thaws.
+A file system the agent cannot freeze (the root file system) is reported with
+the seed's advice: stop its services (the plan's hooks).
 """
 
 from __future__ import annotations
@@ -38,7 +52,7 @@ from scmt_cli.blocks.checkpoint import Checkpointer
 from scmt_cli.blocks.digest import Manifest
 from scmt_cli.blocks.engine import CopyOptions, CopyOutcome, copy_chunks
 from scmt_cli.domain.plan import Effective
-from scmt_cli.errors import InvalidStateError, PlanError, ScmtError
+from scmt_cli.errors import ConfigError, InvalidStateError, PlanError, ScmtError
 from scmt_cli.events import Reporter
 from scmt_cli.services.migration.agentwatch import pushed_changes
 from scmt_cli.services.migration.context import MigrationContext, VmOutcome
@@ -52,6 +66,8 @@ from scmt_cli.transports.base import BlockSource, Extent
 
 #: Chunk grid of agent syncs (the digests compared are per chunk: 1 MiB keeps deltas tight).
 AGENT_CHUNK_SIZE = 1024 * 1024
+#: Hard limit of the final pass's freeze (seconds); the agent thaws by itself then.
+FREEZE_LIMIT = 120.0
 
 
 def disk_key(plan: str, vm: str, disk: str) -> str:
@@ -66,14 +82,31 @@ def agent_token(eff: Effective) -> bytes:
     return load_token(token_file=spec.token_file, token_env=spec.token_env, where=f"{eff.name}: agent {spec.address}")
 
 
+def agent_tls(eff: Effective, reporter: Reporter | None = None) -> ClientTLS | None:
+    """How the plan verifies the agent's TLS certificate (None: ``plaintext: true``, loudly).
+
+    TLS is the default: without ``agent.fingerprint`` or ``agent.ca_file`` (or an explicit
+    ``agent.plaintext``) there is nothing to verify the agent against, so this is a ConfigError.
+    """
+    spec = eff.agent
+    assert spec is not None
+    if spec.plaintext:
+        if reporter is not None:
+            reporter.log("warning", f"{eff.name}: agent {spec.address}: PLAINTEXT (agent.plaintext: true): disk "
+                         "data crosses the network unencrypted", vm=eff.name)
+        return None
+    if not spec.fingerprint and not spec.ca_file:
+        raise ConfigError(f"{eff.name}: agent {spec.address}: the agent serves TLS and the plan does not pin its "
+                          "certificate", hint="set agent.fingerprint to the SHA-256 that `scmt agent serve` logged "
+                          "at its first start (or agent.ca_file)")
+    return ClientTLS(fingerprint=spec.fingerprint, ca_file=str(spec.ca_file) if spec.ca_file else None)
+
+
 def open_agent_disks(eff: Effective, token: bytes, reporter: Reporter | None = None) -> list[AgentDisk]:
     """One connection per served disk the plan includes, in the agent's order."""
     spec = eff.agent
     assert spec is not None
-    tls = ClientTLS(ca_file=str(spec.ca_file)) if spec.ca_file else None
-    if tls is None and reporter is not None:
-        reporter.log("warning", f"{eff.name}: agent {spec.address}: no TLS (set agent.ca_file in the plan and start "
-                     "the agent with --tls-cert/--tls-key); disk data crosses the network unencrypted", vm=eff.name)
+    tls = agent_tls(eff, reporter)
     conn = AgentConnection(spec.host, spec.port, token, where=f"agent://{spec.address}", tls=tls)
     try:
         listing = conn.json(p.T_LIST, {})
@@ -116,7 +149,15 @@ def _copy_one(ctx: MigrationContext, vm: str, lock: VmLock, disk: AgentDisk, ind
         else:
             for i in prog.get("attempt") or []:
                 base.chunks[int(i)] = None  # copied by a pass that did not finish: unknown
-    pushed = watch(disk.disk, base is not None) if watch is not None else None
+    track = disk.tracked_changes(cs, prog.get("track") if base is not None else None)
+    tracking: dict[str, Any] = {"tracking": "kernel" if track.changed is not None else "scan"}
+    if base is not None and track.changed is None:
+        tracking["tracking_reason"] = track.reason
+        ctx.reporter.log("warning", f"{vm}: {disk.disk}: no reliable kernel change tracking ({track.reason}); "
+                         "reading and hashing the whole disk on the source this pass", vm=vm)
+        ctx.reporter.event("agent_tracking_fallback", vm=vm, disk=disk.disk, reason=track.reason)
+    # The hot-backup WATCH stream re-hashes the whole disk on the agent: only for disks it cannot track.
+    pushed = watch(disk.disk, base is not None) if watch is not None and track.cursor is None else None
     src = wrap(disk)
     disk_lock = lock_target_url(target_url, what=f"scmt sync of {vm} (agent)")
     try:
@@ -146,18 +187,21 @@ def _copy_one(ctx: MigrationContext, vm: str, lock: VmLock, disk: AgentDisk, ind
                                  "size or target; starting it over", vm=vm)
             if not resume:
                 ckpt.clear()
+            else:
+                track = type(track)(None, None, "resumed seed")  # untracked changes before the resume
             outcome = copy_chunks(src, dst, plan_source(src, cs), options=opts, fresh=fresh, checkpointer=ckpt,
                                   resume=resume, reporter=ctx.reporter)
         else:
-            if pushed is not None:  # hot backup: the agent pushed what changed
-                mode = "pushed"
-                todo = pushed | {i for i, d in enumerate(base.chunks) if d is None}
+            if track.changed is not None or pushed is not None:  # tracked, or pushed by the agent's watcher
+                mode = "tracked" if track.changed is not None else "pushed"
+                todo = set(track.changed or pushed or ())
+                todo |= {i for i, d in enumerate(base.chunks) if d is None}
                 changed = [Extent(i * cs, min(cs, disk.size - i * cs)) for i in sorted(todo) if i * cs < disk.size]
             else:
                 mode = "incremental"
                 changed = changed_extents(disk.remote_digests(cs), base)
             store.put_checkpoint(key, {"manifest": base.to_dict(), "attempt": [e.offset // cs for e in changed],
-                                       "target": target_url})
+                                       "target": target_url, "track": track.cursor})
             if undo is not None:  # hot backup: keep the bytes about to be overwritten
                 journaled = undo.save_old(index, dst, [(e.offset, e.length) for e in changed])
             outcome = changed_copy(src, dst, changed, base=base, options=opts, reporter=ctx.reporter)
@@ -167,14 +211,39 @@ def _copy_one(ctx: MigrationContext, vm: str, lock: VmLock, disk: AgentDisk, ind
         dst.close()
         if disk_lock is not None:
             disk_lock.release()
-    store.put_checkpoint(key, {"manifest": outcome.manifest.to_dict(), "attempt": None, "target": target_url})
+    store.put_checkpoint(key, {"manifest": outcome.manifest.to_dict(), "attempt": None, "target": target_url,
+                               "track": track.cursor})
     store.upsert_disk(plan, vm, index, label=disk.disk, capacity_bytes=disk.size, target=target_url)
     s = outcome.stats
     extra = {"bytes_journaled": journaled} if undo is not None else {}
     return {"key": index, "label": disk.disk, "index": index, "mode": mode, "size": disk.size,
             "planned_bytes": s.chunks_planned * cs, "bytes_read": s.bytes_read, "bytes_written": s.bytes_written,
             "bytes_zero": s.bytes_zeroed, "seconds": round(time.monotonic() - t0, 3), "target": target_url,
-            **wire_stats(disk), **extra}
+            **tracking, **wire_stats(disk), **extra}
+
+
+def _freeze(ctx: MigrationContext, vm: str, disk: AgentDisk) -> dict[str, Any] | None:
+    """Ask the agent to flush and freeze the file systems on its disks; None when it cannot."""
+    try:
+        out = disk.freeze(FREEZE_LIMIT)
+    except ScmtError as exc:
+        ctx.reporter.log("warning", f"{vm}: the agent cannot freeze its file systems ({exc.message}); the final "
+                         "pass reads the disks as they are: stop the services first (plan hooks)", vm=vm)
+        return None
+    frozen, refused = list(out.get("frozen", [])), list(out.get("refused", []))
+    if frozen:
+        ctx.reporter.log("info", f"{vm}: froze {', '.join(frozen)} on the source for the final pass", vm=vm)
+    for r in refused:
+        ctx.reporter.log("warning", f"{vm}: cannot freeze {r.get('mount')} on the source: {r.get('reason')}", vm=vm)
+    return {"frozen": frozen, "refused": refused, "limit_s": FREEZE_LIMIT}
+
+
+def _thaw(ctx: MigrationContext, vm: str, disk: AgentDisk) -> None:
+    try:
+        disk.thaw()
+    except ScmtError as exc:  # the agent's watchdog thaws at the deadline anyway
+        ctx.reporter.log("warning", f"{vm}: thawing the source's file systems failed ({exc.message}); the agent "
+                         f"thaws them by itself within {FREEZE_LIMIT:.0f} s", vm=vm)
 
 
 def _journal_root(ctx: MigrationContext, target_name: str) -> Path | None:
@@ -224,13 +293,18 @@ def agent_pass(ctx: MigrationContext, vm: str, lock: VmLock, *, kind: str, final
         ctx.cancel.check()
         watch = None
         if eff.method == "hot-backup" and not final:
-            tls = ClientTLS(ca_file=str(eff.agent.ca_file)) if eff.agent and eff.agent.ca_file else None
+            tls = agent_tls(eff)
 
             def watch(name: str, have_base: bool) -> set[int] | None:
                 return pushed_changes(ctx, eff, token, name, AGENT_CHUNK_SIZE, have_base, tls)
 
-        results = [_copy_one(ctx, vm, lock, d, i, by_index[i].copy_url, fresh[i], wrap, undo, watch)
-                   for i, d in zip(indexes, disks, strict=True)]
+        freeze = _freeze(ctx, vm, disks[0]) if final else None
+        try:
+            results = [_copy_one(ctx, vm, lock, d, i, by_index[i].copy_url, fresh[i], wrap, undo, watch)
+                       for i, d in zip(indexes, disks, strict=True)]
+        finally:
+            if freeze is not None:
+                _thaw(ctx, vm, disks[0])
         if journal is not None:
             pruned = prune(journal)
             if pruned:
@@ -247,7 +321,10 @@ def agent_pass(ctx: MigrationContext, vm: str, lock: VmLock, *, kind: str, final
             "throughput_bytes_per_s": int(read / seconds) if seconds > 0 else None,
             "disks": results,
             "source": "agent",
+            "source_bytes_read": sum(int(r.get("source_bytes_read", 0)) for r in results),
         }
+        if freeze is not None:
+            stats["freeze"] = freeze
         if undo is not None:
             stats["bytes_journaled"] = sum(int(r.get("bytes_journaled", 0)) for r in results)
             stats["journal"] = str(undo.folder)
