@@ -102,3 +102,36 @@ def test_three_hosts_split_the_plan_survive_a_kill_and_hold_the_limits(fleet: tu
         assert {e.data["kind"] for e in later if e.kind == "generation_finished"} == {"incremental"}
         rounds = [e.data["round"] for e in store.events(plan="fleet", kinds=["fleet_round"])]
         assert rounds == [1, 2]
+
+
+def test_worker_rides_out_a_database_outage(pg_cluster: Any, tmp_path: Path) -> None:
+    """PostgreSQL stops mid-copy and comes back: the worker starts nothing new meanwhile, then finishes every VM
+    exactly once, never re-reading what its checkpoints recorded and never sharing a VM."""
+    lab = start_fleet_lab(tmp_path, pg_cluster.new_schema(), n=4, concurrency=2, per_esxi_host=2)
+    try:
+        proc = lab.worker("host-1")
+        with StateStore.open(lab.state) as store:
+            deadline = time.monotonic() + 120
+            while not any(int((store.get_checkpoint(k) or {}).get("watermark", 0)) > 0
+                          for k in store.checkpoint_keys("sync/fleet/") if "/gen" in k and "/seg/" not in k):
+                assert time.monotonic() < deadline and proc.poll() is None, "no checkpoint before the outage"
+                time.sleep(0.1)
+            pg_cluster.stop()
+            try:
+                time.sleep(4)  # longer than the 3 s lease: the worker must not drive on without the store
+                assert proc.poll() is None, "the worker gave up while the store was away"
+            finally:
+                pg_cluster.start()
+            out, err = proc.communicate(timeout=240)
+            assert proc.returncode in (0, 1), f"exit {proc.returncode}\n{out}\n{err}"
+            assert "state store" in err  # it said why it paused
+            events = store.events(plan="fleet")  # this store's connection was dropped too: it reconnects
+            check_leases(events)
+            ok = Counter(e.vm for e in events if e.kind == "generation_finished" and e.data["ok"])
+            assert ok == Counter({vm: 1 for vm in vm_names(4)})
+            for i in range(4):
+                assert lab.target_digest(i) == lab.source_digest(i)
+            read = sum(e.data["bytes_read"] for e in events if e.kind == "generation_finished")
+            assert read < 4 * 8 * MIB + 8 * MIB  # at most the chunks in flight since the last checkpoint again
+    finally:
+        lab.stop()

@@ -132,8 +132,27 @@ def test_reconnects_after_server_restart(pg_cluster: Any) -> None:
         try:
             with pytest.raises(StateStoreError) as info:
                 store.put_checkpoint("down", {"n": 2})
-            assert info.value.exit_code == 41 and "unreachable" in (info.value.hint or "")
+            assert info.value.exit_code == 41 and "reconnects when it is back" in (info.value.hint or "")
         finally:
             pg_cluster.start()
-        store.put_checkpoint("after", {"n": 3})  # the next operation reconnects
+        assert store.checkpoint_keys() == ["before"]  # the first read after the restart reconnects by itself
+        store.put_checkpoint("after", {"n": 3})
         assert store.checkpoint_keys() == ["after", "before"]
+
+
+def test_a_write_interrupted_mid_transaction_is_not_replayed(pg_cluster: Any) -> None:
+    with StateStore.open(pg_cluster.new_schema()) as store:
+        store.record_plan("p", "/p.yaml", DIGEST)
+
+        def half_then_outage() -> None:
+            with store.atomic():
+                store.put_checkpoint("half", {"n": 1})
+                pg_cluster.stop()
+                try:
+                    store.put_checkpoint("other-half", {"n": 2})
+                finally:
+                    pg_cluster.start()
+
+        with pytest.raises(StateStoreError):
+            half_then_outage()
+        assert store.checkpoint_keys() == []  # all or nothing, and nothing was retried behind the caller's back

@@ -21,7 +21,6 @@ Contract, beyond :mod:`scmt_cli.state.core`'s:
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -67,17 +66,52 @@ def check_url(url: str) -> str:
 
 
 class _PgConnection:
-    """The sqlite3-like surface the store code uses (``execute(sql, params)`` with ``?`` marks)."""
+    """The sqlite3-like surface the store code uses (``execute(sql, params)`` with ``?`` marks).
+
+    A statement issued outside a transaction (a read, or the ``BEGIN`` of a
+    write) on a connection the server dropped is retried once on a fresh
+    connection: it has not run, and running it again is safe.  Inside a
+    transaction the error stands (the transaction is gone).
+    """
 
     _sql_cache: dict[str, str] = {}
 
-    def __init__(self, raw: psycopg.Connection[Any]) -> None:
-        self.raw = raw
+    def __init__(self, conninfo: str, display: str, busy_timeout: float) -> None:
+        self.conninfo, self.display, self.busy_timeout = conninfo, display, busy_timeout
+        self.raw = self._open()
+
+    def _open(self) -> psycopg.Connection[Any]:
+        try:
+            raw = psycopg.connect(self.conninfo, autocommit=True)
+        except psycopg.Error as exc:
+            raise StateStoreError(
+                f"cannot open state store {self.display}: {_first_line(exc)}",
+                hint="check that PostgreSQL runs, is reachable and accepts this user (passwords come from ~/.pgpass "
+                     "or PGPASSWORD); scmt reconnects when it is back",
+            ) from None
+        try:
+            raw.execute(f"SET lock_timeout = '{int(self.busy_timeout * 1000)}ms'")
+            raw.execute(f"SET idle_in_transaction_session_timeout = '{IDLE_IN_TRANSACTION_SECONDS}s'")
+        except psycopg.Error as exc:
+            raw.close()
+            raise StateStoreError(f"cannot open state store {self.display}: {_first_line(exc)}") from None
+        return raw
+
+    def reconnect(self) -> None:
+        old, self.raw = self.raw, self._open()
+        old.close()
 
     def execute(self, sql: str, params: Iterable[Any] = ()) -> psycopg.Cursor[Any]:
         text = self._sql_cache.get(sql)
         if text is None:  # the store's SQL has no literal '?' or '%'
             text = self._sql_cache.setdefault(sql, sql.replace("%", "%%").replace("?", "%s"))
+        outside = not self.raw.closed and self.raw.info.transaction_status == TransactionStatus.IDLE
+        try:
+            return self.raw.execute(text, tuple(params))
+        except psycopg.OperationalError:
+            if not (outside and self.broken):
+                raise
+        self.reconnect()
         return self.raw.execute(text, tuple(params))
 
     @property
@@ -92,23 +126,6 @@ class _PgConnection:
         self.raw.close()
 
 
-def _connect(conninfo: str, display: str, busy_timeout: float) -> _PgConnection:
-    try:
-        raw = psycopg.connect(conninfo, autocommit=True)
-    except psycopg.Error as exc:
-        raise StateStoreError(
-            f"cannot open state store {display}: {_first_line(exc)}",
-            hint="check that PostgreSQL runs and accepts this user; passwords come from ~/.pgpass or PGPASSWORD",
-        ) from None
-    try:
-        raw.execute(f"SET lock_timeout = '{int(busy_timeout * 1000)}ms'")
-        raw.execute(f"SET idle_in_transaction_session_timeout = '{IDLE_IN_TRANSACTION_SECONDS}s'")
-    except psycopg.Error as exc:
-        raw.close()
-        raise StateStoreError(f"cannot open state store {display}: {_first_line(exc)}") from None
-    return _PgConnection(raw)
-
-
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return redact_text(text[0] if text else type(exc).__name__)
@@ -121,12 +138,8 @@ class PostgresStateStore(StateStore):
     #: Several migration hosts may use this store at once (``scmt sync`` splits the VMs between them).
     shared = True
 
-    def __init__(self, conn: _PgConnection, display: str, clock: Callable[[], float], *, conninfo: str,
-                 busy_timeout: float) -> None:
+    def __init__(self, conn: _PgConnection, display: str, clock: Callable[[], float]) -> None:
         super().__init__(conn, display, clock)  # type: ignore[arg-type]
-        self._conninfo = conninfo
-        self._busy_timeout = busy_timeout
-        self._reconnect_lock = threading.Lock()
 
     @property
     def path(self) -> str:  # type: ignore[override]
@@ -145,9 +158,7 @@ class PostgresStateStore(StateStore):
     def _connection(self) -> Any:
         conn = super()._connection()
         if self._depth == 0 and conn.broken:  # the server went away: reconnect between transactions only
-            fresh = _connect(self._conninfo, str(self._path), self._busy_timeout)
-            self._conn = fresh  # type: ignore[assignment]
-            return fresh
+            conn.reconnect()
         return conn
 
     def _begin(self, conn: Any) -> None:
@@ -179,7 +190,7 @@ def open_postgres(cls: type, url: str, *, busy_timeout: float, clock: Callable[[
     except psycopg.Error as exc:
         raise StateStoreError(f"state store URL {display} is not valid: {_first_line(exc)}") from None
     conninfo = make_conninfo(url, **{k: v for k, v in _DEFAULT_PARAMS.items() if k not in params})
-    conn = _connect(conninfo, display, busy_timeout)
+    conn = _PgConnection(conninfo, display, busy_timeout)
     try:
         migrate_pg(conn.raw, display)
     except psycopg.Error as exc:
@@ -188,4 +199,4 @@ def open_postgres(cls: type, url: str, *, busy_timeout: float, clock: Callable[[
     except BaseException:
         conn.close()
         raise
-    return PostgresStateStore(conn, display, clock, conninfo=conninfo, busy_timeout=busy_timeout)
+    return PostgresStateStore(conn, display, clock)

@@ -253,7 +253,11 @@ def _one(ctx: MigrationContext, fleet: _Fleet, rnd: dict[str, Any], vm: str, loc
          orphans: list[tuple[str, str]]) -> VmOutcome:
     from scmt_cli.services.migration.sync import guarded_pass
 
-    out = guarded_pass(ctx, vm, lock)
+    try:
+        out = guarded_pass(ctx, vm, lock)
+    except StateStoreError as exc:  # the store went away while the failure itself was being recorded
+        ctx.reporter.log("error", f"{vm}: sync stopped: {exc.message}", vm=vm)
+        out = VmOutcome(vm, ok=False, action="sync", error=exc.message, error_code=exc.exit_code)
     outcome = "ok" if out.ok else f"failed ({out.error_code})"
     try:
         if not out.ok and out.error_code not in (40, 41, 130, 143):  # lost lease, store down, stopped: not done
