@@ -31,9 +31,6 @@ def failover(
 
     Reports the measured downtime per VM (source quiesced -> target started).
     A killed failover resumes at the first step not done when run again.
-    Exit codes: 0 ok, 1 warnings, 42 a VM is not in sync, 60 some VMs failed.
-    When every VM failed with the same error, that error's code (e.g. 10
-    vCenter unreachable, 40 locked by another run).
     """
     from scmt_cli.errors import UsageError
     from scmt_cli.services.migration.failover import SOURCE_ACTIONS, FailoverRequest, failover_service

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from scmt_cli.errors import ConfigError, SizeMismatchError, TargetPlatformError, redact_text
+from scmt_cli.errors import ConfigError, ReadOnlyTargetError, SizeMismatchError, TargetPlatformError, redact_text
 from scmt_cli.events import Reporter
 from scmt_cli.targets.base import (
     ConversionResult,
@@ -98,7 +98,7 @@ def prepare_disks(
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise TargetPlatformError(f"{vm}: prepare disks: cannot create {folder}: {exc.strerror}") from exc
+        raise _write_error(f"{vm}: prepare disks: cannot create {folder}", exc) from exc
     indexes = [d.index for d in disks]
     if len(set(indexes)) != len(indexes):
         raise TargetPlatformError(f"{vm}: prepare disks: disk indexes repeat: {indexes}")
@@ -123,7 +123,7 @@ def prepare_disks(
                     fh.truncate(d.size_bytes)
                 reporter.event("target_disk_created", vm=vm, path=str(copy), size_bytes=d.size_bytes)
         except OSError as exc:
-            raise TargetPlatformError(f"{vm}: prepare disks: cannot create {copy}: {exc.strerror}") from exc
+            raise _write_error(f"{vm}: prepare disks: cannot create {copy}", exc) from exc
         out.append(PreparedDisk(d.index, d.size_bytes, copy.as_uri(), str(copy), str(final), disk_format))
     manifest = read_json(folder / "disks.json", vm=vm) or {}
     manifest["disks"] = [p.to_dict() | {"copy_path": p.copy_path} for p in out]
@@ -325,3 +325,13 @@ def convert_guest(
         )
     reporter.event("guest_conversion_done", vm=vm, seconds=round(seconds, 3))
     return ConversionResult(vm, ran=True, argv=argv, output=done.output, seconds=seconds)
+
+
+def _write_error(what: str, exc: OSError) -> Exception:
+    """A write failure on the target: read-only (33) whichever command meets it, else a platform error (50)."""
+    import errno
+
+    if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return ReadOnlyTargetError(f"{what}: {exc.strerror} (the target is read-only for scmt)",
+                                   hint="give a writable target.path, or fix its permissions")
+    return TargetPlatformError(f"{what}: {exc.strerror}")
