@@ -47,6 +47,7 @@ EXIT_CODES: dict[int, str] = {
     42: "invalid state for this command (nothing to roll back, not in sync)",
     50: "target platform error",
     51: "hook failed",
+    53: "boot failed (scmt boot, test failover: QEMU exited, the console stalled or no ready line in time)",
     60: "some VMs failed (partial failure); when every VM failed with the same error, that error's code instead",
     70: "internal error (a bug in scmt: rerun with --debug and report it)",
     130: "interrupted (SIGINT), after a final checkpoint",
@@ -254,6 +255,13 @@ class TargetPlatformError(ScmtError):
 class HookError(ScmtError):
     exit_code = 51
     kind = "hook"
+
+
+class BootError(ScmtError):
+    """A VM did not boot: QEMU exited, the console stalled, or no ready line came in time."""
+
+    exit_code = 53
+    kind = "boot"
 
 
 class PartialFailureError(ScmtError):

@@ -34,6 +34,7 @@ RANKS = {
     "events": 0,
     "results": 0,
     "extensions": 0,
+    "procs": 0,
     "__init__": 0,
     "__main__": 5,
 }
@@ -41,7 +42,8 @@ RANKS = {
 #: the only modules outside the lab that may import it
 LAB_USERS = {"services/demo.py"}
 
-OWNERS = {"typer": "cli", "rich": "cli", "click": "cli", "pyVmomi": "vsphere", "pyvmomi": "vsphere", "vmware": "vsphere"}
+OWNERS = {"typer": "cli", "rich": "cli", "click": "cli", "pyVmomi": "vsphere", "pyvmomi": "vsphere", "vmware": "vsphere",
+          "psycopg": "state"}
 
 
 def _modules():

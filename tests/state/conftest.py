@@ -27,9 +27,39 @@ class FakeClock:
         self.now += seconds
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Run a module's tests against every store it names in ``STORE_BACKENDS`` (default: SQLite only).
+
+    The contract modules (records, locks, crash) set ``("sqlite", "postgresql")``; file-specific ones do not.
+    """
+    if "backend" in metafunc.fixturenames:
+        metafunc.parametrize("backend", getattr(metafunc.module, "STORE_BACKENDS", ("sqlite",)))
+
+
 @pytest.fixture
-def db(tmp_path: Path) -> Path:
+def db(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Path | str:
+    """Where the test's store lives: an SQLite file path, or a PostgreSQL URL of a fresh schema."""
+    if backend == "postgresql":
+        return request.getfixturevalue("pg_cluster").new_schema()
     return tmp_path / "state" / "state.db"
+
+
+def raw_execute(db: Path | str, sql: str) -> None:
+    """Run one statement on the store's database outside scmt (to test what the schema itself refuses)."""
+    if isinstance(db, str) and db.startswith("postgresql://"):
+        import psycopg
+
+        with psycopg.connect(db, autocommit=True) as conn:
+            conn.execute(sql)
+        return
+    import sqlite3
+
+    conn = sqlite3.connect(db)
+    try:
+        conn.execute(sql)
+        conn.commit()
+    finally:
+        conn.close()
 
 
 @pytest.fixture

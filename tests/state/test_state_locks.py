@@ -19,6 +19,9 @@ from .conftest import FakeClock, wait_line
 
 RES = vm_resource("plan", "web01")
 
+#: The contract: every test here runs against both stores.
+STORE_BACKENDS = ("sqlite", "postgresql")
+
 
 def test_vm_resource_name() -> None:
     assert RES == "vm:plan/web01"

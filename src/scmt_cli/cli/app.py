@@ -7,7 +7,6 @@ services inside the command body, so ``scmt --help`` stays fast.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -15,6 +14,7 @@ import typer
 from scmt_cli.cli import (
     agent,
     assess,
+    boot,
     copy,
     demo,
     failover,
@@ -69,10 +69,11 @@ def main_callback(
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of internal errors.")] = False,
     no_color: Annotated[bool, typer.Option("--no-color", help="No colours (NO_COLOR is honoured too).")] = False,
     state: Annotated[
-        Optional[Path],
+        Optional[str],
         typer.Option(
-            "--state", envvar="SCMT_STATE", help="State store file (default: $XDG_STATE_HOME/scmt/state.db).",
-            metavar="PATH"
+            "--state", envvar="SCMT_STATE", metavar="PATH|URL",
+            help="State store: a file (default: $XDG_STATE_HOME/scmt/state.db) or postgresql://user@host/db "
+                 "shared by several migration hosts (password from ~/.pgpass or PGPASSWORD, never the URL).",
         ),
     ] = None,
     show_version: Annotated[
@@ -90,6 +91,7 @@ app.command("assess")(assess.assess)
 app.add_typer(plan.app, name="plan")
 app.command("sync")(sync.sync)
 app.command("failover")(failover.failover)
+app.command("boot")(boot.boot)
 app.command("rollback")(rollback.rollback)
 app.command("migrate")(migrate.migrate)
 app.command("finalize")(finalize.finalize)

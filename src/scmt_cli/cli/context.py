@@ -14,7 +14,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import IO, Any, TextIO
 
 from rich.console import Console
@@ -32,7 +31,7 @@ class GlobalOptions:
     verbose: bool = False
     debug: bool = False
     no_color: bool = False
-    state: Path | None = None
+    state: str | None = None  # a file path or a postgresql:// URL
 
 
 _LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}

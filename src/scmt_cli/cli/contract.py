@@ -60,11 +60,13 @@ COMMANDS: dict[str, CommandDoc] = {
     "plan schema": CommandDoc((0,), ("scmt plan schema", "scmt --json plan schema")),
     "sync": CommandDoc(_PLAN_RUN + (20, 30, 32, 33, 35, 42, 50), (
         "scmt sync plan.yaml", "scmt sync plan.yaml --every 30m --until-ready")),
-    "failover": CommandDoc(_PLAN_RUN + (30, 31, 42, 50, 51), (
+    "failover": CommandDoc(_PLAN_RUN + (30, 31, 42, 50, 51, 53), (
         "scmt failover plan.yaml --vm web01", "scmt failover plan.yaml --group erp --at 22:00")),
     "rollback": CommandDoc(_PLAN_RUN + (42, 50, 51), ("scmt rollback plan.yaml --vm web01",)),
     "migrate": CommandDoc(_PLAN_RUN + (20, 30, 31, 32, 33, 35, 42, 50, 51), ("scmt migrate plan.yaml --vm web01",)),
     "finalize": CommandDoc(_PLAN_RUN + (42, 50), ("scmt finalize plan.yaml --vm web01 --disable-cbt",)),
+    "boot": CommandDoc((0, 5, 31, 41, 42, 53), (
+        "scmt boot plan.yaml --vm web01", "scmt boot plan.yaml --vm web01 --accel tcg --timeout 20m")),
     "status": CommandDoc((0, 1, 41), ("scmt status plan.yaml", "scmt status plan.yaml --watch --interval 5s")),
     "copy": CommandDoc((0, 1, 3, 5, 10, 11, 12, 14, 30, 31, 32, 33, 35, 40, 41, 143), (
         "scmt copy disk.img out.img --verify",

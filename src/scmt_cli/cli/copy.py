@@ -32,11 +32,12 @@ def copy(
     chunk_size: Annotated[Optional[str], typer.Option(
         "--chunk-size", help="Chunk size, 1MiB to 8MiB (default 4MiB, or the --since manifest's).",
         metavar="SIZE")] = None,
-    in_flight: Annotated[int, typer.Option("--in-flight", help="Chunks in flight (memory = this x chunk size).",
-                                           metavar="N", min=1, max=64)] = 4,
+    in_flight: Annotated[Optional[int], typer.Option(
+        "--in-flight", help="Chunks in flight (memory = this x chunk size); default 4 for a file:// source, "
+        "16 for a network source.", metavar="N", min=1, max=64)] = None,
     checkpoint_seconds: Annotated[float, typer.Option(
-        "--checkpoint-every", "--checkpoint-seconds", help="Commit a checkpoint at least this often, e.g. 5s "
-        "(also every 1 GiB).", metavar="DURATION", parser=duration(0.1), show_default="5s")] = 5.0,
+        "--checkpoint-every", "--checkpoint-seconds", help="Commit a checkpoint at least this often "
+        "(default: 5s; also every 1 GiB).", metavar="DURATION", parser=duration(0.1), show_default=False)] = 5.0,
 ) -> None:
     """Copy a disk block by block, skipping holes and zeroes, with per-chunk digests.
 

@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 
 from scmt_cli.cli._common import future_time
+from scmt_cli.cli.boot import AccelOpt, ExpectOpt, ReadyOpt, StallOpt, TimeoutOpt
 from scmt_cli.cli.context import current
 
 
@@ -26,11 +27,24 @@ def failover(
     target_state: Annotated[Optional[str], typer.Option("--target-state", help="on | off (default: the plan's).",
                                                                                         metavar="STATE")] = None,
     direct: Annotated[bool, typer.Option("--direct", help="Skip guest conversion (directly fail over).")] = False,
+    test: Annotated[bool, typer.Option("--test", help=(
+        "Test failover: boot a throw-away copy (qcow2 overlays) of the synced disks, isolated; the source, the "
+        "synced disks and the VM's state are untouched."))] = False,
+    cleanup: Annotated[bool, typer.Option("--cleanup", help="With --test: remove the test copy.")] = False,
+    accel: AccelOpt = "auto",
+    expect: ExpectOpt = None,
+    ready: ReadyOpt = None,
+    timeout: TimeoutOpt = 900.0,
+    stall: StallOpt = 180.0,
 ) -> None:
     """Quiesce the source, copy the final delta, start the target.
 
     Reports the measured downtime per VM (source quiesced -> target started).
     A killed failover resumes at the first step not done when run again.
+    A real failover refuses (42) while a test copy exists.
+
+    With --test (one --vm): converts and boots the copy like 'scmt boot' (exit 53 when it does not
+    boot); --test --cleanup removes it.
     """
     from scmt_cli.errors import UsageError
     from scmt_cli.services.migration.failover import SOURCE_ACTIONS, FailoverRequest, failover_service
@@ -40,13 +54,36 @@ def failover(
         raise UsageError(f"--source-action {source_action!r}: expected one of {', '.join(SOURCE_ACTIONS)}")
     if target_state is not None and target_state not in ("on", "off"):
         raise UsageError(f"--target-state {target_state!r}: expected on or off")
-    when = future_time(at, option="--at") if at is not None else None
+    if cleanup and not test:
+        raise UsageError("--cleanup goes with --test")
     ui = current()
+    if test:
+        _test(plan, vm, direct=direct, cleanup=cleanup, accel=accel, expect=expect, ready=ready, timeout=timeout,
+              stall=stall, ui=ui)
+        return
+    when = future_time(at, option="--at") if at is not None else None
     req = FailoverRequest(plan=plan, vms=tuple(vm or ()), group=group, at=when, source_action=source_action,
                           target_state=target_state, direct=direct)
     with StateStore.open(ui.opts.state) as store:
         result = failover_service(req, store, ui.reporter)
     ui.finish(result, render)
+
+
+def _test(plan: Path, vm: Optional[list[str]], *, direct: bool, cleanup: bool, accel: str, expect: Optional[str],
+          ready: Optional[str], timeout: float, stall: float, ui: Any) -> None:
+    from scmt_cli.cli.boot import render as render_boot
+    from scmt_cli.errors import UsageError
+    from scmt_cli.services.migration.boot import BootRequest, boot_service
+    from scmt_cli.state import StateStore
+    from scmt_cli.targets.qemu import DEFAULT_READY
+
+    if not vm or len(vm) != 1:
+        raise UsageError("--test needs exactly one --vm NAME")
+    req = BootRequest(plan=plan, vm=vm[0], accel=accel, expect=expect, ready=ready or DEFAULT_READY,
+                      timeout_s=timeout, stall_s=stall, direct=direct)
+    with StateStore.open(ui.opts.state) as store:
+        result = boot_service(req, store, ui.reporter, test=True, cleanup=cleanup)
+    ui.finish(result, render_boot)
 
 
 def render(console: Console, result: Any) -> None:

@@ -204,6 +204,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         ui.report_error(internal, debug_trace=trace)
         return internal.exit_code
     finally:
+        from scmt_cli import procs
+
+        procs.stop_all()  # no child (converter, nbdkit, qemu, hook) outlives scmt, whatever ended it
         logging.captureWarnings(False)
         logging.getLogger().removeHandler(bridge)
         if old_term is not None:

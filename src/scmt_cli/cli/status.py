@@ -17,8 +17,8 @@ def status(
     watch: Annotated[bool, typer.Option(
         "--watch", help="Refresh until interrupted (with --json: one document, no watch).")] = False,
     vm: Annotated[Optional[list[str]], typer.Option("--vm", help="Only this VM (repeatable).", metavar="NAME")] = None,
-    interval: Annotated[float, typer.Option("--interval", help="Time between --watch refreshes, e.g. 5s, 1m.",
-                                            metavar="DURATION", parser=duration(0.2), show_default="2s")] = 2.0,
+    interval: Annotated[float, typer.Option("--interval", help="Time between --watch refreshes (default: 2s).",
+                                            metavar="DURATION", parser=duration(0.2), show_default=False)] = 2.0,
 ) -> None:
     """Per VM: state, last sync, lag, estimated cutover downtime, warnings.
 
@@ -66,7 +66,7 @@ def _table(result: Any) -> Any:
     table = Table(title=f"status of plan {result.plan}")
     for col in ("VM", "state"):
         table.add_column(col, no_wrap=True)
-    for col in ("last sync", "size", "lag", "downtime (plan)", "next"):
+    for col in ("last sync", "size", "lag", "host", "downtime (plan)", "next"):
         table.add_column(col, overflow="fold")
     styles = {"syncing": "green", "cut-over": "cyan", "committed": "bold green", "failed": "bold red",
               "rolled-back": "yellow", "cutting-over": "magenta"}
@@ -78,8 +78,10 @@ def _table(result: Any) -> Any:
             else _fmt_secs(v.est_downtime_seconds)
         if v.plan_downtime_minutes is not None:
             est += f" ({v.plan_downtime_minutes} min)"
+        if v.boot_seconds is not None:
+            est += f", booted in {_fmt_secs(v.boot_seconds)}" + (" (data verified)" if v.boot_data_verified else "")
         table.add_row(v.vm, Text(state, style=styles[v.state]) if v.state in styles else state, last, size,
-                      _fmt_secs(v.lag_seconds), est, ", ".join(v.next_commands) or "-")
+                      _fmt_secs(v.lag_seconds), v.host or "-", est, ", ".join(v.next_commands) or "-")
     return table
 
 

@@ -22,6 +22,9 @@ def sync(
     until_ready: Annotated[
         bool, typer.Option("--until-ready", help="Stop once every VM is ready for cutover.")
     ] = False,
+    fleet: Annotated[bool, typer.Option(
+        "--fleet", help="Share the VMs with other scmt processes on this state store through leases "
+                        "(always on with a postgresql:// store).")] = False,
 ) -> None:
     """First run seeds (full copy); later runs copy only changed blocks."""
     from scmt_cli.domain.units import parse_duration
@@ -41,7 +44,8 @@ def sync(
     if until is not None and interval is None and not until_ready:
         raise UsageError("--until needs --every or --until-ready (a single sync stops by itself)")
     stop_at = future_time(until, option="--until") if until is not None else None
-    req = SyncRequest(plan=plan, vms=tuple(vm or ()), every=interval, until=stop_at, until_ready=until_ready)
+    req = SyncRequest(plan=plan, vms=tuple(vm or ()), every=interval, until=stop_at, until_ready=until_ready,
+                      fleet=fleet)
     with StateStore.open(ui.opts.state) as store:
         result = sync_service(req, store, ui.reporter)
     ui.finish(result, render)

@@ -4,6 +4,9 @@ It prints one JSON line (``url``, ``thumbprint``, ``user``, ``rpc``,
 ``cert_file``) once the endpoint listens; other processes reach the estate
 through :class:`~scmt_cli.lab.remote.RemoteFakeVCenter` when
 ``SCMT_FAKE_VCENTER_RPC`` names that ``rpc`` URL.
+
+``python -m scmt_cli.lab guest build`` builds (or finds in the cache) the
+bootable lab guest and prints its path, size and build times as JSON.
 """
 
 from __future__ import annotations
@@ -48,8 +51,37 @@ def serve(argv: list[str] | None = None) -> int:
     return 0
 
 
+def guest(argv: list[str]) -> int:
+    """``python -m scmt_cli.lab guest build|path``: build (or reuse) the cached bootable lab guest."""
+    from scmt_cli.lab.guest import cache_root, cached_image, ensure_image
+
+    parser = argparse.ArgumentParser(prog="python -m scmt_cli.lab guest", description=guest.__doc__)
+    parser.add_argument("action", choices=("build", "path"),
+                        help="build: build the image unless cached, print its facts; path: print its path "
+                             "(exit 1 when not built)")
+    args = parser.parse_args(argv)
+    if args.action == "path":
+        found = cached_image()
+        if found is None:
+            sys.stderr.write(f"not built yet (cache: {cache_root()}); run: python -m scmt_cli.lab guest build\n")
+            return 1
+        sys.stdout.write(f"{found.path}\n")
+        return 0
+    try:
+        img = ensure_image(progress=lambda m: sys.stderr.write(m + "\n"))
+    except ScmtError as exc:
+        sys.stderr.write(f"error: {exc.message}\n")
+        return exc.exit_code
+    sys.stdout.write(json.dumps({"path": str(img.path), "key": img.key, "size": img.size,
+                                 "allocated": img.allocated, **img.info}) + "\n")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    return serve(argv)
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["guest"]:
+        return guest(args[1:])
+    return serve(args)
 
 
 if __name__ == "__main__":

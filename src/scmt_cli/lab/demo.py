@@ -115,15 +115,41 @@ vms:
       - {network: App-VLAN20, mac: "00:50:56:a1:10:04", ips: [10.20.0.32]}
 """
 
+#: A VM whose disk is the real, bootable lab guest (``image: guest``; see :mod:`scmt_cli.lab.guest`).
+GUEST_VM = "app01"
+GUEST_VM_YAML = """\
+  - name: app01
+    guest_id: debian11_64Guest
+    guest_full_name: Debian GNU/Linux 12 (64-bit)
+    host: esx01.demo.test
+    firmware: bios
+    cpus: 1
+    memory: 512 MiB
+    hostname: app01.demo.test
+    tools: {status: running, version: "12352"}
+    cbt: true
+    disks:
+      - image: guest
+        datastore: ds-vmfs01
+        controller: scsi
+        controller_model: pvscsi
+    nics:
+      - {network: VM Network, mac: "00:50:56:a1:10:05", ips: [192.168.10.15]}
+"""
+
 DEMO_VMS: tuple[str, ...] = ("web01", "db01", "redis-a", "redis-b")
 PASSWORD = "demo-password"  # noqa: S105 - the fake lab's login, not a secret
 
 
-def write_lab(directory: Path) -> Path:
-    """Write the demo lab file into ``directory``; return its path."""
+def write_lab(directory: Path, *, guest: bool = False) -> Path:
+    """Write the demo lab file into ``directory``; return its path.
+
+    ``guest`` adds :data:`GUEST_VM`, whose disk is the bootable lab guest (built
+    and cached on first use: about a minute).
+    """
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / "lab.yaml"
-    path.write_text(LAB_YAML, encoding="utf-8")
+    path.write_text(LAB_YAML + (GUEST_VM_YAML if guest else ""), encoding="utf-8")
     return path
 
 

@@ -20,7 +20,7 @@ from array import array
 from dataclasses import dataclass
 from pathlib import Path
 
-from scmt_cli.lab.model import LabDisk
+from scmt_cli.lab.model import LabDisk, image_path
 from scmt_cli.vsphere.api import format_change_id, parse_change_id
 
 BLOCK = 64 * 1024
@@ -61,10 +61,24 @@ class FakeDisk:
         self._cbt_uuid: bytes | None = None
         self._freezes: dict[str, Freeze] = {}
         path.parent.mkdir(parents=True, exist_ok=True)
+        if spec.image is not None:
+            self._load_image(image_path(spec.image))
+            return
         with open(path, "wb") as f:
             f.truncate(self.capacity)
         for region in spec.layout:
             self._write_raw(region.offset, region.render(tag))
+
+    def _load_image(self, image: Path) -> None:
+        """Start from a copy of a disk image (holes kept); its data blocks count as allocated."""
+        from scmt_cli.lab.guest import copy_sparse
+
+        copy_sparse(image, self.path)
+        if self.path.stat().st_size != self.capacity:
+            raise ValueError(f"{image}: {self.path.stat().st_size} bytes, expected {self.capacity}")
+        for offset, length in self.allocated_extents():
+            for b in self._blocks(offset, length):
+                self._allocated[b] = 1
 
     # -- CBT ---------------------------------------------------------------------
     @property

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
+from pathlib import Path
 
 LAB_FORMAT_VERSION = 1
 SECTOR = 512
@@ -82,10 +83,38 @@ class LabDisk:
     controller_model: str | None = "pvscsi"
     partition_style: str | None = None
     layout: tuple[Region, ...] = ()
+    image: str | None = None  # "guest" (the bootable lab guest) or an absolute path to a raw disk image
 
     @property
     def used(self) -> int:
+        if self.image is not None:
+            return image_allocated(self.image)
         return sum(r.length for r in self.layout)
+
+
+GUEST_IMAGE = "guest"
+
+
+def image_path(image: str) -> Path:
+    """The raw file behind a disk's ``image`` (``guest``: the cached lab guest, built when missing)."""
+    if image == GUEST_IMAGE:
+        from scmt_cli.lab.guest import ensure_image
+
+        return ensure_image().path
+    return Path(image)
+
+
+def image_allocated(image: str) -> int:
+    """Bytes allocated in the image file, without building anything (0 when not built yet)."""
+    if image == GUEST_IMAGE:
+        from scmt_cli.lab.guest import cached_image
+
+        found = cached_image()
+        return found.allocated if found is not None else 0
+    try:
+        return Path(image).stat().st_blocks * 512
+    except OSError:
+        return 0
 
 
 @dataclass(frozen=True)

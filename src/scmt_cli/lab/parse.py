@@ -10,6 +10,7 @@ import yaml
 
 from scmt_cli.lab.model import (
     FILLS,
+    GUEST_IMAGE,
     LAB_FORMAT_VERSION,
     SECTOR,
     Lab,
@@ -37,7 +38,7 @@ _TOOLS = ("status", "version")
 _DEVICES = ("usb", "pci_passthrough", "sriov_nics")
 _DISK = (
     "label", "size", "datastore", "file", "thin", "mode", "sharing", "rdm", "controller",
-    "controller_model", "partition_style", "layout",
+    "controller_model", "partition_style", "layout", "image",
 )  # fmt: skip
 _REGION = ("at", "size", "fill", "seed", "value", "text")
 _NIC = ("label", "network", "mac", "ips", "connected", "start_connected", "type")
@@ -57,6 +58,21 @@ def _uuid_for(name: str) -> str:
 def _mac_ok(mac: str) -> bool:
     parts = mac.split(":")
     return len(parts) == 6 and all(len(p) == 2 and all(c in "0123456789abcdefABCDEF" for c in p) for p in parts)
+
+
+def m_keys(node: yaml.Node) -> set[str]:
+    """The keys of a mapping node (before validation), to choose which keys are required."""
+    if not isinstance(node, yaml.MappingNode):
+        return set()
+    return {k.value for k, _ in node.value if isinstance(k, yaml.ScalarNode)}
+
+
+def _image_size(image: str) -> int:
+    if image == GUEST_IMAGE:
+        from scmt_cli.lab.guest.recipe import DISK_SIZE
+
+        return DISK_SIZE
+    return Path(image).stat().st_size
 
 
 class LabParser:
@@ -194,8 +210,14 @@ class LabParser:
 
     def _disk(self, node: yaml.Node, path: str, vm: str, index: int, dss: set[str]) -> LabDisk:
         r = self.r
-        m = r.mapping(node, path, _DISK, required=("size", "datastore"))
-        cap = r.size(m["size"], f"{path}.size", minimum=SECTOR)
+        m = r.mapping(node, path, _DISK, required=("datastore",) if "image" in m_keys(node) else ("size", "datastore"))
+        image = self._image(m["image"], f"{path}.image") if "image" in m else None
+        if image is not None and "layout" in m:
+            r.fail(m["layout"], f"{path}.layout", "a disk with an image has no layout (the image is its content)")
+        image_size = _image_size(image) if image is not None else None
+        cap = r.size(m["size"], f"{path}.size", minimum=SECTOR) if "size" in m else int(image_size or 0)
+        if image_size is not None and cap != image_size:
+            r.fail(m.get("size", node), f"{path}.size", f"the image is {image_size} bytes; size must match it")
         if cap % SECTOR:
             r.fail(m["size"], f"{path}.size", f"must be a multiple of {SECTOR} bytes, got {cap}")
         ds = r.string(m["datastore"], f"{path}.datastore")
@@ -230,7 +252,19 @@ class LabParser:
         if "partition_style" in m:
             kw["partition_style"] = r.choice(m["partition_style"], f"{path}.partition_style", ("mbr", "gpt"))
         label = r.string(m["label"], f"{path}.label") if "label" in m else f"Hard disk {index + 1}"
-        return LabDisk(key=2000 + index, label=label, capacity=cap, datastore=ds, file=file, layout=layout, **kw)  # type: ignore[arg-type]
+        return LabDisk(key=2000 + index, label=label, capacity=cap, datastore=ds, file=file, layout=layout,
+                       image=image, **kw)  # type: ignore[arg-type]
+
+    def _image(self, node: yaml.Node, path: str) -> str:
+        value = self.r.string(node, path)
+        if value == GUEST_IMAGE:
+            return value
+        p = Path(value)
+        if not p.is_absolute():
+            p = (self.path.parent / p).absolute()
+        if not p.is_file():
+            self.r.fail(node, path, f"expected 'guest' or a raw disk image file; {p} is not a file")
+        return str(p)
 
     def _region(self, node: yaml.Node, path: str, capacity: int, tag: str) -> Region:
         r = self.r

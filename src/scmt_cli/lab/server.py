@@ -21,6 +21,7 @@ import secrets
 import ssl
 import subprocess
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -96,6 +97,9 @@ class FakeHttpServer:
         self._sessions: set[str] = set()
         self._lock = threading.Lock()
         self.fail_reads = 0  # answer the next N /folder GETs with 503
+        # seconds added to every /folder GET before it is answered (a host some milliseconds away, for the
+        # benchmark and for tests of the parallel reads); 0 answers at once
+        self.delay = 0.0
         # POST /sdk/rpc handler (see fakeremote): JSON request -> (HTTP status, JSON answer)
         self.rpc: Callable[[dict[str, object]], tuple[int, dict[str, object]]] | None = None
         self.requests: list[tuple[str, str]] = []  # (method, path) without query
@@ -269,6 +273,8 @@ class _Handler(BaseHTTPRequestHandler):
         if view is None:
             self._send(404, head=head)
             return
+        if not head and self.owner.delay > 0:
+            time.sleep(self.owner.delay)
         if not head and self.owner.fail_reads > 0:
             self.owner.fail_reads -= 1
             self._send(503)

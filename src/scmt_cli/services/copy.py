@@ -22,7 +22,7 @@ from scmt_cli.agent.incremental import digest_incremental_copy, find_capability,
 from scmt_cli.blocks.api import full_copy, incremental_copy
 from scmt_cli.blocks.checkpoint import Checkpointer, CheckpointStore, checkpoint_key
 from scmt_cli.blocks.digest import Manifest
-from scmt_cli.blocks.engine import CopyOptions, CopyStats
+from scmt_cli.blocks.engine import CopyOptions, CopyStats, default_in_flight
 from scmt_cli.blocks.plan import DEFAULT_CHUNK_SIZE, check_chunk_size
 from scmt_cli.blocks.verify import verify_target
 from scmt_cli.errors import InvalidStateError, UsageError
@@ -46,7 +46,7 @@ class CopyRequest:
     verify: bool = False
     resume: bool = False
     chunk_size: int | None = None
-    in_flight: int = 4
+    in_flight: int | None = None  # None: engine.default_in_flight(source)
     retries: int = 5
     checkpoint_seconds: float = 5.0
 
@@ -109,8 +109,9 @@ def run_copy(req: CopyRequest, reporter: Reporter, store: CheckpointStore | None
              wrap_source: SourceWrapper | None = None, wrap_target: TargetWrapper | None = None) -> CopyResult:
     """Run one copy; see the module docstring.  ``wrap_*`` let tests inject faults under the retry layer."""
     t_start = time.monotonic()
-    if not 1 <= req.in_flight <= MAX_IN_FLIGHT:
-        raise UsageError(f"--in-flight {req.in_flight}: expected 1 to {MAX_IN_FLIGHT}")
+    in_flight = req.in_flight if req.in_flight is not None else default_in_flight(req.source)
+    if not 1 <= in_flight <= MAX_IN_FLIGHT:
+        raise UsageError(f"--in-flight {in_flight}: expected 1 to {MAX_IN_FLIGHT}")
     if req.bandwidth is not None and req.bandwidth <= 0:
         raise UsageError("--bandwidth must be positive")
     base = Manifest.load(req.since) if req.since is not None else None
@@ -150,7 +151,7 @@ def run_copy(req: CopyRequest, reporter: Reporter, store: CheckpointStore | None
             raise InvalidStateError(
                 f"{req.since}: the manifest describes target {base.target}, not {dst.describe()}",
                 hint="pass the manifest written by the last copy to this target, or copy without --since")
-        opts = CopyOptions(chunk_size=chunk_size, in_flight=req.in_flight, task=_task_name(req.target),
+        opts = CopyOptions(chunk_size=chunk_size, in_flight=in_flight, task=_task_name(req.target),
                            checkpoint_seconds=req.checkpoint_seconds)
         ckpt = None
         resumed = False
@@ -207,7 +208,7 @@ def run_copy(req: CopyRequest, reporter: Reporter, store: CheckpointStore | None
         verified = False
         if req.verify:
             t0 = time.monotonic()
-            stats.verified_chunks = verify_target(dst, outcome.manifest, in_flight=req.in_flight,
+            stats.verified_chunks = verify_target(dst, outcome.manifest, in_flight=in_flight,
                                                   reporter=reporter, task=f"verify {_task_name(req.target)}")
             stats.verify_seconds = time.monotonic() - t0
             verified = True

@@ -42,6 +42,7 @@ PAUSE_BETWEEN_SYNCS = 0.6
 @dataclass(frozen=True)
 class DemoRequest:
     keep: Path | None = None
+    boot: bool = False  # also migrate the real lab guest and boot it with QEMU (minutes, not seconds)
 
 
 @dataclass
@@ -53,6 +54,7 @@ class DemoResult:
     seconds: float = 0.0
     warnings: list[str] = field(default_factory=list)
     explore: list[str] = field(default_factory=list)
+    boot: dict[str, Any] | None = None
 
     @property
     def verified(self) -> bool:
@@ -67,7 +69,8 @@ class DemoResult:
     def to_dict(self) -> dict[str, Any]:
         return {"ok": self.exit_code == 0, "lab_dir": self.lab_dir, "seconds": round(self.seconds, 2),
                 "steps": self.steps, "verifications": self.verifications, "vms": self.vms,
-                "explore": self.explore, "warnings": self.warnings}
+                "explore": self.explore, "warnings": self.warnings,
+                **({"boot": self.boot} if self.boot is not None else {})}
 
 
 class _Gated(Workload):
@@ -120,6 +123,8 @@ class _Demo:
         self.lock = threading.Lock()
         self.estate: FakeEstate | None = None
         self.result = DemoResult(None)
+        self.guest: Any = None  # the lab guest's file workload (with --boot)
+        self.guest_at_quiesce: str | None = None
 
     def step(self, name: str, fn: Callable[[], str]) -> bool:
         self.rep.log("info", f"== {name}")
@@ -137,6 +142,10 @@ class _Demo:
 
     def on_quiesce(self, vm: str) -> None:
         assert self.estate is not None
+        if self.guest is not None and vm == self.guest.vm:
+            # conversion rewrites the guest's disk by design: what must survive is its data, as the guest sees it
+            self.guest_at_quiesce = self.guest.digest()
+            return
         self.quiesced[vm] = source_digests(self.estate, vm)
 
     def gate(self, vm: str) -> Callable[[], bool]:
@@ -157,6 +166,10 @@ class _Demo:
         from scmt_cli.services.migration.sync import SyncRequest, run_sync
 
         t_start = time.monotonic()
+        if self.req.boot:
+            from scmt_cli.targets.qemu import qemu_path
+
+            qemu_path()  # exit 5 naming the package, before anything is built
         tmp = None
         if self.req.keep is not None:
             self.root = self.req.keep.absolute()
@@ -173,8 +186,9 @@ class _Demo:
         ctx = None
         try:
             labdir = self.root / "lab"
-            lab = demo_lab.write_lab(labdir)
+            lab = demo_lab.write_lab(labdir, guest=self.req.boot)
             plan_path: Path | None = None
+            vms = (*demo_lab.DEMO_VMS, demo_lab.GUEST_VM) if self.req.boot else demo_lab.DEMO_VMS
 
             def build() -> str:
                 self.estate = start_estate(lab, self.root / "vcenter")
@@ -182,8 +196,17 @@ class _Demo:
                     w = _Gated(self.estate, vm, rate=WORKLOAD_RATE, pattern="hotspot", seed=i + 1)
                     w.gate = self.gate(vm)
                     workloads.append(w.start())
-                return (f"fake vCenter {self.estate.base_url}/sdk with {len(demo_lab.DEMO_VMS)} VMs; "
-                        f"a workload writes {WORKLOAD_RATE // 1024} KiB/s to each")
+                if self.req.boot:
+                    from scmt_cli.lab.guest.workload import GuestFiles
+
+                    self.guest = GuestFiles(self.estate, demo_lab.GUEST_VM, seed=5)
+                return (f"fake vCenter {self.estate.base_url}/sdk with {len(vms)} VMs; "
+                        f"a workload writes {WORKLOAD_RATE // 1024} KiB/s to each"
+                        + (f", files inside {demo_lab.GUEST_VM}'s file system" if self.req.boot else ""))
+
+            if self.req.boot:
+                if not self.step("build the lab guest (cached after the first run)", self.build_guest):
+                    return self.result
 
             def do_assess() -> str:
                 res = assess(AssessRequest(inventory=lab, network=False, method="agentless"), self.rep)
@@ -197,7 +220,7 @@ class _Demo:
                                str(labdir / f"stop-{vm}")]] for vm in ("redis-a", "redis-b")}
                 plan_path = demo_lab.write_plan(labdir, url=self.estate.base_url + "/sdk",
                                                 thumbprint=self.estate.http.thumbprint, user=self.estate.lab.user,
-                                                group_hooks=hooks)
+                                                group_hooks=hooks, vms=vms)
                 return f"{plan_path.name}: agentless, dir target, group 'redis' (source action none, stop hooks)"
 
             for name, fn in (("build the lab", build), ("assess", do_assess), ("write a plan", write_plan)):
@@ -210,13 +233,15 @@ class _Demo:
 
             def sync(label: str) -> Callable[[], str]:
                 def go() -> str:
+                    if self.guest is not None and label != "full copies":
+                        self.guest.write_random(2)
                     res = run_sync(SyncRequest(plan_path), ctx)
                     if res.failed:
                         raise RuntimeError(f"sync failed for {', '.join(res.failed)}")
                     moved = sum(int(o.data.get("bytes_read", 0)) for o in res.last.values())
                     secs = max(float(o.data.get("seconds", 0)) for o in res.last.values())
                     self.result.warnings.extend(res.to_dict()["warnings"])
-                    return f"{label}: read {moved / 2**20:.1f} MiB in {secs:.2f} s (4 VMs, 2 at a time)"
+                    return f"{label}: read {moved / 2**20:.1f} MiB in {secs:.2f} s ({len(vms)} VMs, 2 at a time)"
                 return go
 
             ok = self.step("sync: seed", sync("full copies"))
@@ -255,6 +280,9 @@ class _Demo:
                 return f"db01 back on the source in {o.data['rollback_seconds']:.2f} s (network reconnected)"
 
             self.step("rollback db01", rollback)
+            if self.req.boot:
+                self.step(f"failover {demo_lab.GUEST_VM} (shut down, convert) and boot it",
+                          lambda: self.boot_guest(plan_path, ctx))
             status = status_service(StatusRequest(plan_path), store, self.rep)
             self.result.vms = [{"vm": v.vm, "state": v.state, "downtime_seconds": v.measured_downtime_seconds,
                                 "rollback_seconds": v.rollback_seconds, "last_sync": v.last_sync_kind}
@@ -278,6 +306,58 @@ class _Demo:
             if tmp is not None:
                 shutil.rmtree(tmp, ignore_errors=True)
             self.result.seconds = time.monotonic() - t_start
+
+    def build_guest(self) -> str:
+        from scmt_cli.lab.guest import ensure_image
+
+        img = ensure_image(progress=lambda m: self.rep.log("info", m))
+        built = f"built in {img.info['total_s']} s" if "total_s" in img.info else "from the cache"
+        return (f"Debian guest {img.path} ({built}; {img.allocated / 2**20:.0f} MiB allocated of "
+                f"{img.size / 2**20:.0f} MiB)")
+
+    def boot_guest(self, plan_path: Path, ctx: Any) -> str:
+        """Fail the lab guest over (source shut down; converted when virt-v2v is installed, else a direct
+        failover on SATA), boot it with QEMU and compare what the guest prints with its data at quiesce."""
+        import os
+
+        from scmt_cli.services.migration.boot import BootRequest, run_boot
+        from scmt_cli.services.migration.failover import FailoverRequest, run_failover
+        from scmt_cli.targets.qemu import kvm_usable
+
+        vm = demo_lab.GUEST_VM
+        self.guest.write_random(1)  # reaches the target only through the final sync
+        direct = shutil.which(ctx.platform.spec.v2v_command) is None
+        saved = {k: os.environ.get(k) for k in ("LIBGUESTFS_BACKEND", "LIBGUESTFS_BACKEND_SETTINGS")}
+        if not direct and not kvm_usable()[0]:  # libguestfs would pick a KVM that hangs (see kvm_usable)
+            os.environ.setdefault("LIBGUESTFS_BACKEND", "direct")
+            os.environ.setdefault("LIBGUESTFS_BACKEND_SETTINGS", "force_tcg")
+        try:
+            res = run_failover(FailoverRequest(plan_path, vms=(vm,), source_action="shutdown", direct=direct), ctx)
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+        if res.failed:
+            raise RuntimeError("; ".join(f"{o.vm}: {o.error}" for o in res.failed))
+        self.result.warnings.extend(res.all_warnings())
+        conv = res.outcomes[0].data.get("conversion") or {}
+        booted = run_boot(BootRequest(plan_path, vm, expect=self.guest_at_quiesce), ctx)
+        out = booted.outcome
+        assert out is not None
+        self.result.warnings.extend(booted.warnings)
+        self.result.boot = {"vm": vm, "booted": out.booted, "seconds": out.seconds, "accel": out.accel,
+                            "guest_line": out.ready_line, "data_verified": booted.data_verified,
+                            "expected": self.guest_at_quiesce, "converted": bool(conv.get("ran")),
+                            "console_log": out.console_log if self.req.keep is not None else None}
+        self.result.verifications.append({"check": f"{vm} boots on QEMU and sees its data of quiesce", "vm": vm,
+                                          "ok": booted.data_verified is True, "guest_line": out.ready_line,
+                                          "expected": self.guest_at_quiesce})
+        if booted.data_verified is not True:
+            raise VerificationError(f"{vm}: the guest reports {out.guest_value}, expected {self.guest_at_quiesce}")
+        how = "converted by virt-v2v-in-place" if conv.get("ran") else "not converted (direct failover, SATA)"
+        return f"{vm} {how}, booted in {out.seconds:.1f} s ({out.accel}); the guest says: {out.ready_line}"
 
     def verify(self, ctx: Any) -> str:
         checked = 0

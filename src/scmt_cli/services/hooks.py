@@ -9,8 +9,9 @@ commands.
 
 Contract:
 
-* each command is an argv list run without a shell, in its own process group,
-  with stdin closed and the working directory of the plan file;
+* each command is an argv list run without a shell under :func:`scmt_cli.procs.run`
+  (its own process group, stdin closed, stopped and reaped when scmt stops),
+  in the working directory of the plan file;
 * ``timeout`` seconds per command; on timeout the whole process group gets
   SIGTERM, then SIGKILL two seconds later;
 * the environment is small and explicit: a few harmless variables of scmt's
@@ -19,7 +20,7 @@ Contract:
   (:meth:`HookContext.environment`).  Nothing else is inherited, so the
   variables a plan names for credentials (``password_env``) never reach a hook;
 * stdout and stderr are captured together; the last
-  :data:`~scmt_cli.targets.storage.OUTPUT_LIMIT` characters, with secrets
+  :data:`~scmt_cli.procs.OUTPUT_LIMIT` characters, with secrets
   redacted, go to the reporter (event ``hook_finished``) and the result;
 * a ``pre`` command that fails (non-zero exit, timeout, cannot start) raises
   :class:`~scmt_cli.errors.HookError` (exit 51): the later ``pre`` commands do
@@ -38,9 +39,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+from scmt_cli import procs
 from scmt_cli.errors import HookError, UsageError, redact_text
 from scmt_cli.events import Reporter
-from scmt_cli.targets.storage import run_bounded
 
 Phase = Literal["sync", "failover", "rollback"]
 Stage = Literal["pre", "post"]
@@ -210,7 +211,8 @@ def run_hooks(
             raise UsageError(f"{ctx.phase} {stage} hook has an empty command; expected an argv list")
         reporter.event("hook_started", phase=ctx.phase, stage=stage, vm=ctx.vm, command=redact_text(shlex.join(argv_t)))
         started = time.monotonic()
-        done = run_bounded(argv_t, timeout=commands.timeout, env=env, cwd=cwd)
+        done = procs.run(argv_t, name="hook", timeout=commands.timeout, env=env, cwd=cwd, grace=2.0,
+                         merge_stderr=False)
         output = done.output
         outcome = HookOutcome(
             ctx.phase, stage, ctx.vm, argv_t, done.exit_code, done.timed_out,

@@ -44,7 +44,7 @@ from scmt_cli.state.migrations import (
     schema_version,
     too_new_error,
 )
-from scmt_cli.state.paths import prepare_file, resolve_state_path, tighten_companions
+from scmt_cli.state.paths import is_postgres_url, prepare_file, resolve_state_path, tighten_companions
 from scmt_cli.state.records import (
     EventRecord,
     LockInfo,
@@ -83,10 +83,16 @@ class StoreCore:
     ) -> Self:
         """Open (creating and migrating as needed) the state file at ``path``.
 
-        ``path`` ``None`` means ``$SCMT_STATE`` or :func:`default_state_path`.
+        ``path`` ``None`` means ``$SCMT_STATE`` or :func:`default_state_path`;
+        a ``postgresql://`` URL opens the shared PostgreSQL store instead
+        (:mod:`scmt_cli.state.postgres`).
         ``busy_timeout`` is how long a write waits for another process's
         transaction.  ``clock`` returns POSIX seconds (tests pass a fake one).
         """
+        if is_postgres_url(path if path not in (None, "") else os.environ.get("SCMT_STATE", "")):
+            from scmt_cli.state.postgres import open_postgres
+
+            return open_postgres(cls, str(path or os.environ["SCMT_STATE"]), busy_timeout=busy_timeout, clock=clock)
         p = resolve_state_path(path)
         prepare_file(p)
         try:
@@ -170,7 +176,16 @@ class StoreCore:
             raise StateStoreError("a state store cannot be shared across fork(); open it again in the child")
         return self._conn
 
-    def _wrap(self, exc: sqlite3.Error) -> StateStoreError:
+    #: The database driver's exception classes (turned into StateStoreError by :meth:`_wrap`).
+    _db_errors: tuple[type[Exception], ...] = (sqlite3.Error,)
+
+    def _begin(self, conn: Any) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+
+    def _commit(self, conn: Any) -> None:
+        conn.execute("COMMIT")
+
+    def _wrap(self, exc: Exception) -> StateStoreError:
         text = str(exc)
         hint = None
         if "locked" in text or "busy" in text:
@@ -186,20 +201,21 @@ class StoreCore:
                 self._depth += 1
                 try:
                     yield conn
-                except sqlite3.Error as exc:
+                except self._db_errors as exc:
                     raise self._wrap(exc) from None
                 finally:
                     self._depth -= 1
                 return
             try:
-                conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as exc:
+                self._begin(conn)
+            except self._db_errors as exc:
+                self._rollback(conn)
                 raise self._wrap(exc) from None
             self._depth = 1
             try:
                 yield conn
-                conn.execute("COMMIT")
-            except sqlite3.Error as exc:
+                self._commit(conn)
+            except self._db_errors as exc:
                 self._rollback(conn)
                 raise self._wrap(exc) from None
             except BaseException:
@@ -231,7 +247,7 @@ class StoreCore:
             conn = self._connection()
             try:
                 return conn.execute(sql, tuple(params)).fetchall()
-            except sqlite3.Error as exc:
+            except self._db_errors as exc:
                 raise self._wrap(exc) from None
 
     # -- checkpoints -------------------------------------------------------------
@@ -270,11 +286,11 @@ class StoreCore:
             raise ValueError("event kind must not be empty")
         text = to_json(data, f"event {kind}")
         with self._tx() as conn:
-            cur = conn.execute(
-                "INSERT INTO events (at, plan, vm, kind, data) VALUES (?, ?, ?, ?, ?)",
+            row = conn.execute(
+                "INSERT INTO events (at, plan, vm, kind, data) VALUES (?, ?, ?, ?, ?) RETURNING id",
                 (self.clock(), plan, vm, kind, text),
-            )
-            return int(cur.lastrowid or 0)
+            ).fetchone()
+            return int(row[0])
 
     def events(
         self,

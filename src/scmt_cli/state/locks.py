@@ -33,6 +33,14 @@ if TYPE_CHECKING:
 _LOCK_COLUMNS = "resource, owner, pid, hostname, acquired_at, lease_expires_at"
 
 
+def host_id() -> str:
+    """This migration host's name in lock rows: ``$SCMT_HOST_ID``, else the host name.
+
+    Hosts sharing one state store must have distinct ids.
+    """
+    return os.environ.get("SCMT_HOST_ID", "").strip() or socket.gethostname()
+
+
 def vm_resource(plan: str, vm: str) -> str:
     """The lock resource name of one VM of one plan: ``vm:<plan>/<vm>``."""
     return f"vm:{plan}/{vm}"
@@ -62,7 +70,7 @@ def takeover_reason(holder: LockInfo, now: float) -> str | None:
     """Why ``holder``'s lock may be taken over, or ``None`` when it is live."""
     if now >= holder.lease_expires_at:
         return "lease expired"
-    if holder.hostname == socket.gethostname() and holder.pid != os.getpid() and not pid_alive(holder.pid):
+    if holder.hostname == host_id() and holder.pid != os.getpid() and not pid_alive(holder.pid):
         return "holder process is gone"
     return None
 
@@ -95,7 +103,7 @@ class VmLock:
         self._store = store
         self.resource = resource
         self.lease_seconds = float(lease_seconds)
-        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex}"
+        self.owner = owner or f"{host_id()}:{os.getpid()}:{uuid.uuid4().hex}"
         self._heartbeat_enabled = heartbeat
         self._held = False
         self._lost: str | None = None
@@ -129,7 +137,7 @@ class VmLock:
         with store._tx() as conn:
             now = store.clock()
             expires = now + self.lease_seconds
-            mine = (self.owner, os.getpid(), socket.gethostname(), now, expires, self.resource)
+            mine = (self.owner, os.getpid(), host_id(), now, expires, self.resource)
             row = conn.execute(f"SELECT {_LOCK_COLUMNS} FROM locks WHERE resource = ?", (self.resource,)).fetchone()  # noqa: S608
             if row is None:
                 conn.execute(

@@ -131,10 +131,8 @@ def too_new_error(path: str, found: int) -> StateStoreError:
     )
 
 
-def not_ours_error(path: str) -> StateStoreError:
-    return StateStoreError(
-        f"{path} is an SQLite database but not an scmt state store", hint="point --state at another file"
-    )
+def not_ours_error(path: str, kind: str = "an SQLite database") -> StateStoreError:
+    return StateStoreError(f"{path} is {kind} but not an scmt state store", hint="point --state at another store")
 
 
 def application_id(conn: sqlite3.Connection) -> int:

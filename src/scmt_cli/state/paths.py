@@ -61,3 +61,9 @@ def tighten_companions(path: Path) -> None:
                 companion.chmod(0o600)
         except OSError:
             continue
+
+
+def is_postgres_url(target: object) -> bool:
+    """True when ``target`` (a ``--state`` value) names a PostgreSQL store: ``postgresql://`` or ``postgres://``."""
+    text = str(target or "")
+    return text.startswith(("postgresql://", "postgres://"))

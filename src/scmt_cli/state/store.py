@@ -220,11 +220,10 @@ class StateStore(StoreCore):
         ids = to_json({str(k): v for k, v in change_ids.items()}, f"generation of VM {vm}")
         with self._tx() as conn:
             self._require_vm(conn, plan, vm)
-            cur = conn.execute(
-                "INSERT INTO generations (plan, vm, kind, started_at, change_ids) VALUES (?, ?, ?, ?, ?)",
+            gen_id = int(conn.execute(
+                "INSERT INTO generations (plan, vm, kind, started_at, change_ids) VALUES (?, ?, ?, ?, ?) RETURNING id",
                 (plan, vm, kind, self.clock(), ids),
-            )
-            gen_id = int(cur.lastrowid or 0)
+            ).fetchone()[0])
             self.append_event("generation_started", plan=plan, vm=vm, generation=gen_id, kind=kind)
             return gen_id
 

@@ -18,16 +18,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import subprocess
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-from scmt_cli.errors import ConfigError, ReadOnlyTargetError, SizeMismatchError, TargetPlatformError, redact_text
+from scmt_cli import procs
+from scmt_cli.errors import ConfigError, ReadOnlyTargetError, SizeMismatchError, TargetPlatformError
 from scmt_cli.events import Reporter
 from scmt_cli.targets.base import (
     ConversionResult,
@@ -37,8 +35,6 @@ from scmt_cli.targets.base import (
     TargetVmSpec,
     check_vm_name,
 )
-
-OUTPUT_LIMIT = 4000
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -163,99 +159,16 @@ def finalize_disks(root: Path, vm: str, reporter: Reporter, *, timeout: float = 
             )
         tmp = final.with_name(f".{final.name}.partial")
         argv = [exe, "convert", "-q", "-f", "raw", "-O", d.format, str(copy), str(tmp)]
-        done = run_bounded(argv, timeout=timeout)
+        done = procs.run(argv, name="qemu-img", timeout=timeout)
         if done.exit_code != 0:
             tmp.unlink(missing_ok=True)
-            why = "timed out" if done.timed_out else f"failed (exit {done.exit_code})"
-            raise TargetPlatformError(f"{vm}: finalize disks: qemu-img convert {why}: {done.last_line()}")
+            raise TargetPlatformError(f"{vm}: finalize disks: qemu-img convert {done.describe()}: {done.last_line()}")
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, final)
         copy.unlink()
         reporter.event("target_disk_converted", vm=vm, path=str(final), format=d.format)
     return disks
-
-
-@dataclass(frozen=True)
-class Completed:
-    """A finished command: ``exit_code`` is ``None`` after a timeout; texts are redacted tails."""
-
-    exit_code: int | None
-    stdout: str
-    stderr: str
-    timed_out: bool
-
-    @property
-    def output(self) -> str:
-        """stdout, then stderr (each a tail of at most :data:`OUTPUT_LIMIT` characters)."""
-        if self.stdout and self.stderr:
-            return self.stdout.rstrip("\n") + "\n" + self.stderr
-        return self.stdout or self.stderr
-
-    def last_line(self) -> str:
-        """The last non-empty line of stderr, else of stdout, else ``"no output"``."""
-        for text in (self.stderr, self.stdout):
-            lines = [ln for ln in text.splitlines() if ln.strip()]
-            if lines:
-                return lines[-1].strip()
-        return "no output"
-
-
-def _tail(fh: IO[bytes]) -> str:
-    fh.seek(0, os.SEEK_END)
-    size = fh.tell()
-    fh.seek(max(0, size - OUTPUT_LIMIT))
-    text = fh.read().decode("utf-8", "replace")
-    if size > OUTPUT_LIMIT:
-        text = f"[... {size - OUTPUT_LIMIT} bytes cut ...]\n" + text
-    return redact_text(text)
-
-
-def run_bounded(
-    argv: Sequence[str], *, timeout: float, env: dict[str, str] | None = None, cwd: str | None = None
-) -> Completed:
-    """Run ``argv`` (no shell) in its own process group, stdin closed, and wait at most ``timeout`` s.
-
-    stdout and stderr go to temporary files (no pipe a stray grandchild could
-    hold open); on timeout the whole group gets SIGTERM, then SIGKILL after
-    2 s.  A command that cannot start gives exit code 127 and the reason on
-    stderr.
-    """
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        try:
-            proc = subprocess.Popen(
-                list(argv), stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                start_new_session=True, env=env, cwd=cwd,
-            )  # fmt: skip
-        except OSError as exc:
-            return Completed(127, "", f"cannot run {argv[0]}: {exc.strerror}", False)
-        timed_out = False
-        try:
-            rc: int | None = proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            timed_out = True
-            kill_group(proc)
-            rc = None
-        return Completed(rc, _tail(out), _tail(err), timed_out)
-
-
-def kill_group(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the process group of ``proc``, SIGKILL it after 2 s, and reap ``proc``."""
-    for sig, grace in ((signal.SIGTERM, 2.0), (signal.SIGKILL, 5.0)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            pass
-        try:
-            proc.wait(timeout=grace)
-            # the leader is gone; make sure no member of its group survives
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            return
-        except subprocess.TimeoutExpired:
-            continue
 
 
 def static_ip_options(spec: TargetVmSpec) -> list[str]:
@@ -315,7 +228,7 @@ def convert_guest(
     started = time.monotonic()
     env = dict(os.environ)
     env.setdefault("LIBGUESTFS_BACKEND", "direct")
-    done = run_bounded(argv, timeout=timeout, env=env)
+    done = procs.run(argv, name=command, timeout=timeout, env=env)
     seconds = time.monotonic() - started
     if done.timed_out:
         raise TargetPlatformError(f"{vm}: guest conversion: {command} did not finish within {timeout:g} s")

@@ -5,7 +5,7 @@ They stack like restic's backend wrappers::
     src = RetryingSource(ThrottledSource(open_source(url), TokenBucket(rate)), reopen=...)
 
 Every wrapper forwards ``size``, ``thread_safe``, ``describe``, ``extents``,
-``read``/``readinto`` (and for targets ``write``, ``write_zeroes``, ``flush``,
+``read``/``readinto``/``readinto_many`` (and for targets ``write``, ``write_zeroes``, ``flush``,
 ``fresh``, ``read``) explicitly, so an operation never bypasses a wrapper.
 """
 
@@ -33,6 +33,16 @@ def _readinto(inner: BlockSource, offset: int, buf: memoryview) -> None:
         return
     data = inner.read(offset, len(buf))
     buf[:] = data
+
+
+def readinto_many(inner: BlockSource, ranges: list[tuple[int, memoryview]]) -> None:
+    """Fill every ``(offset, buf)`` from ``inner``: in one call when it has ``readinto_many``, else range by range."""
+    fn = getattr(inner, "readinto_many", None)
+    if fn is not None:
+        fn(ranges)
+        return
+    for offset, buf in ranges:
+        _readinto(inner, offset, buf)
 
 
 class SourceProxy:
@@ -68,6 +78,15 @@ class SourceProxy:
             fn(offset, buf)
         else:  # through self.read, so a subclass that overrides only read() is honoured
             buf[:] = self.read(offset, len(buf))
+
+    def readinto_many(self, ranges: list[tuple[int, memoryview]]) -> None:
+        """Range by range through ``self.readinto``, so a subclass overriding only read/readinto is honoured.
+
+        Wrappers that keep the ranges together (retry, throttle, faults) override
+        this and forward to the inner object's ``readinto_many``.
+        """
+        for offset, buf in ranges:
+            self.readinto(offset, buf)
 
     def close(self) -> None:
         self.inner.close()
@@ -211,6 +230,9 @@ class RetryingSource(SourceProxy):
     def readinto(self, offset: int, buf: memoryview) -> None:
         self.retrier.call(self, lambda s: _readinto(s, offset, buf))
 
+    def readinto_many(self, ranges: list[tuple[int, memoryview]]) -> None:
+        self.retrier.call(self, lambda s: readinto_many(s, ranges))
+
     def close(self) -> None:
         try:
             self.inner.close()
@@ -297,6 +319,10 @@ class ThrottledSource(SourceProxy):
         self.bucket.consume(len(buf))
         _readinto(self.inner, offset, buf)
 
+    def readinto_many(self, ranges: list[tuple[int, memoryview]]) -> None:
+        self.bucket.consume(sum(len(buf) for _, buf in ranges))
+        readinto_many(self.inner, ranges)
+
 
 # --------------------------------------------------------------------------- faults
 
@@ -358,6 +384,11 @@ class FaultySource(SourceProxy):
     def readinto(self, offset: int, buf: memoryview) -> None:
         self.plan.check("read", offset, len(buf))
         _readinto(self.inner, offset, buf)
+
+    def readinto_many(self, ranges: list[tuple[int, memoryview]]) -> None:
+        for offset, buf in ranges:
+            self.plan.check("read", offset, len(buf))
+        readinto_many(self.inner, ranges)
 
 
 class FaultyTarget(TargetProxy):

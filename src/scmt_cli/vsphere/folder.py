@@ -2,8 +2,14 @@
 
 A :class:`FolderSession` holds one httpx client per vCenter session: the
 session cookie (sent as a header, never logged), the connection's TLS context
-and a small pool of connections.  :class:`FolderDiskSource` is a
-:class:`~scmt_cli.transports.base.BlockSource` over one flat disk file.
+and a pool of ``connections`` keep-alive connections (default 16, the engine's
+in-flight default for remote sources, so every reader thread has its own
+connection and that many ranged GETs are in flight).  :class:`FolderDiskSource`
+is a :class:`~scmt_cli.transports.base.BlockSource` over one flat disk file;
+``readinto`` streams the response body straight into the caller's buffer (no
+joined ``bytes`` and second copy per chunk), ``readinto_many`` sends the GETs
+of several ranges at once (the first in the calling thread, the others on a
+small shared pool of threads).
 
 Errors: 401/403 trigger one re-login through the session's ``relogin`` callback,
 then an AuthenticationError; 404 is a SourceOperationError; 5xx, resets and
@@ -16,6 +22,7 @@ import logging
 import ssl
 import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import quote
 
 import httpx
@@ -33,6 +40,10 @@ from scmt_cli.vsphere.tls import classify_connect_error
 # httpcore's DEBUG trace prints raw request/response headers, session cookies included.
 # Secrets never reach logs, so its level is pinned above DEBUG (httpx's INFO lines are kept).
 logging.getLogger("httpcore").setLevel(logging.INFO)
+
+
+DEFAULT_CONNECTIONS = 16
+_STREAM_RANGES = ThreadPoolExecutor(max_workers=8, thread_name_prefix="scmt-folder-range")
 
 
 def split_datastore_path(path: str) -> tuple[str, str]:
@@ -68,7 +79,7 @@ class FolderSession:
         cookie: Callable[[], str],
         relogin: Callable[[], None] | None = None,
         *,
-        connections: int = 4,
+        connections: int = DEFAULT_CONNECTIONS,
         timeout: float = 60.0,
     ) -> None:
         self.base_url = base_url.rstrip("/")
@@ -88,13 +99,18 @@ class FolderSession:
             f"&dsName={quote(datastore, safe='')}"
         )
 
-    def request(self, method: str, url: str, *, what: str, **kw: object) -> httpx.Response:
-        """One request with the cookie; re-login once on 401/403; map failures to ScmtErrors."""
+    def request(self, method: str, url: str, *, what: str, stream: bool = False, **kw: object) -> httpx.Response:
+        """One request with the cookie; re-login once on 401/403; map failures to ScmtErrors.
+
+        With ``stream=True`` the body of a successful answer is left unread: the
+        caller reads it (``iter_bytes``) and must close the response.
+        """
         for attempt in (1, 2):
             headers = dict(kw.pop("headers", {}) or {})  # type: ignore[call-overload]
             headers["Cookie"] = self._cookie()
             try:
-                resp = self._client.request(method, url, headers=headers, **kw)  # type: ignore[arg-type]
+                req = self._client.build_request(method, url, headers=headers, **kw)  # type: ignore[arg-type]
+                resp = self._client.send(req, stream=stream)
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
                 err = classify_connect_error(exc, what)
                 if isinstance(err, TransportError):
@@ -104,6 +120,8 @@ class FolderSession:
                 raise err from None
             except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as exc:
                 raise TransportError(f"{what}: {type(exc).__name__} while reading", transient=True) from None
+            if stream and resp.status_code not in (200, 206):
+                resp.close()  # error answers carry no body worth reading
             if resp.status_code in (401, 403) and attempt == 1 and self._relogin is not None:
                 with self._relogin_lock:
                     if self._cookie() == headers["Cookie"]:  # another thread may have renewed it already
@@ -189,41 +207,87 @@ class FolderDiskSource:
             yield Extent(pos, end - pos, "hole")
 
     def read(self, offset: int, length: int) -> bytes:
-        if offset < 0 or length < 0:
+        buf = bytearray(length)
+        self.readinto(offset, memoryview(buf))
+        return bytes(buf)
+
+    def readinto(self, offset: int, buf: memoryview) -> None:
+        """Fill ``buf`` with the bytes at ``offset``, streamed from the response into it."""
+        view = memoryview(buf).cast("B")
+        length = len(view)
+        if offset < 0:
             raise ValueError("negative offset or length")
         if length == 0:
-            return b""
+            return
         if offset + length > self._size:
             raise SizeMismatchError(
                 f"{self._label}: read [{offset}, {offset + length}) past the end of the disk ({self._size} bytes)"
             )
-        return self._read_retrying(offset, length)
-
-    def _read_retrying(self, offset: int, length: int) -> bytes:
-        reader = retry(
+        retry(
             retry=retry_if_exception(_transient),
             stop=stop_after_attempt(self._attempts),
             wait=wait_exponential(multiplier=0.05, max=2.0),
             reraise=True,
-        )(self._read_once)
-        return reader(offset, length)
+        )(self._readinto_once)(offset, view)
 
-    def _read_once(self, offset: int, length: int) -> bytes:
+    def readinto_many(self, ranges: list[tuple[int, memoryview]]) -> None:
+        """Fill every ``(offset, buf)``: one GET per range, all in flight at once.
+
+        Every GET is awaited before the first error is raised, so no buffer is
+        still being filled when the caller sees it.
+        """
+        if len(ranges) <= 1:
+            for offset, buf in ranges:
+                self.readinto(offset, buf)
+            return
+        futures = [_STREAM_RANGES.submit(self.readinto, offset, buf) for offset, buf in ranges[1:]]
+        first: BaseException | None = None
+        try:
+            self.readinto(*ranges[0])
+        except BaseException as exc:
+            first = exc
+        for fut in futures:
+            try:
+                fut.result()
+            except BaseException as exc:
+                first = first or exc
+        if first is not None:
+            raise first
+
+    def _readinto_once(self, offset: int, view: memoryview) -> None:
         self.requests += 1
+        length = len(view)
         what = f"{self._label}: read [{offset}, {offset + length})"
         resp = self._session.request(
-            "GET", self._url, what=what, headers={"Range": f"bytes={offset}-{offset + length - 1}"}
+            "GET", self._url, what=what, stream=True,
+            headers={"Range": f"bytes={offset}-{offset + length - 1}", "Accept-Encoding": "identity"},
         )
-        data = resp.content
-        if resp.status_code == 200 and offset == 0 and len(data) >= length:
-            return data[:length]  # a server that ignores Range on a small file
-        if resp.status_code == 416:
-            raise SizeMismatchError(f"{what}: the file is shorter than the disk (HTTP 416)")
-        if resp.status_code != 206:
-            raise SourceOperationError(f"{what}: unexpected HTTP {resp.status_code}")
-        if len(data) != length:
-            raise TransportError(f"{what}: got {len(data)} bytes", transient=True)
-        return data
+        try:
+            if resp.status_code == 416:
+                raise SizeMismatchError(f"{what}: the file is shorter than the disk (HTTP 416)")
+            if resp.status_code == 200 and offset != 0:
+                raise SourceOperationError(f"{what}: the server ignored the Range header (HTTP 200)")
+            if resp.status_code not in (200, 206):
+                raise SourceOperationError(f"{what}: unexpected HTTP {resp.status_code}")
+            got = 0
+            try:
+                for piece in resp.iter_bytes():
+                    n = len(piece)
+                    if got + n > length:
+                        if resp.status_code != 200:
+                            raise TransportError(f"{what}: the server sent more than {length} bytes", transient=True)
+                        n = length - got  # a server that ignores Range on a small file: keep the head
+                        view[got:length] = piece[:n]
+                        got = length
+                        break
+                    view[got : got + n] = piece
+                    got += n
+            except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as exc:
+                raise TransportError(f"{what}: {type(exc).__name__} while reading", transient=True) from None
+            if got != length:
+                raise TransportError(f"{what}: got {got} bytes", transient=True)
+        finally:
+            resp.close()
 
     def close(self) -> None:
         return None

@@ -4,7 +4,8 @@ When the plan names a VDDK library directory, a disk is read with
 ``nbdkit --readonly --exit-with-parent vddk ...`` (VDDK follows snapshot chains
 and picks the fastest transport), then with the engine's NBD client.
 :class:`ManagedNbdkit` owns the nbdkit process: it waits for the socket, and
-``close()`` stops the process (by its pid) and removes the private directory.
+``close()`` stops the process (its process group, through :mod:`scmt_cli.procs`,
+which also stops it when scmt is interrupted) and removes the private directory.
 
 The password reaches nbdkit through ``password=+FILE`` (a 0600 file in a 0700
 directory, removed as soon as nbdkit has read it), never on a command line.
@@ -18,16 +19,16 @@ import hashlib
 import os
 import shutil
 import socket
-import subprocess
 import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from scmt_cli import procs
 from scmt_cli.errors import ConfigError, SourceOperationError
 from scmt_cli.transports.base import BlockSource
-from scmt_cli.transports.wrappers import SourceProxy
+from scmt_cli.transports.wrappers import SourceProxy, readinto_many
 from scmt_cli.vsphere.settings import ConnectionSettings
 from scmt_cli.vsphere.tls import classify_connect_error, make_ssl_context
 
@@ -76,8 +77,8 @@ def check_vddk_available(libdir: str) -> None:
     if shutil.which("nbdkit") is None:
         raise ConfigError("nbdkit is not installed; it is needed to read disks through VDDK",
                           hint="apt-get install nbdkit, or remove vddk_libdir from the plan")  # fmt: skip
-    probe = subprocess.run(["nbdkit", "vddk", "--version"], capture_output=True, text=True, timeout=30)
-    if probe.returncode != 0:
+    probe = procs.run(["nbdkit", "vddk", "--version"], name="nbdkit", timeout=30)
+    if not probe.ok:
         raise ConfigError(
             "nbdkit's vddk plugin is not installed",
             hint="install nbdkit-plugin-vddk (or build nbdkit with VDDK), or remove vddk_libdir from the plan",
@@ -108,7 +109,7 @@ class ManagedNbdkit:
                 f.write(secret)
         argv = argv_for(self.socket_path, str(password_file))
         self.what = what
-        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        self.proc = procs.spawn(argv, name="nbdkit", stdout=False)
         self._source: BlockSource | None = None
         try:
             self._wait(startup_timeout)
@@ -122,8 +123,8 @@ class ManagedNbdkit:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                err = (self.proc.stderr.read() if self.proc.stderr else "").strip().splitlines()
-                raise SourceOperationError(f"{self.what}: nbdkit exited: {err[-1] if err else self.proc.returncode}")
+                done = self.proc.result()
+                raise SourceOperationError(f"{self.what}: nbdkit exited ({done.describe()}): {done.last_line()}")
             if os.path.exists(self.socket_path):
                 return
             time.sleep(0.05)
@@ -140,15 +141,7 @@ class ManagedNbdkit:
         if self._source is not None:
             self._source.close()
             self._source = None
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        if self.proc.stderr is not None:
-            self.proc.stderr.close()
+        self.proc.stop(grace=10.0)
         shutil.rmtree(self._dir, ignore_errors=True)
 
 
@@ -162,6 +155,10 @@ class NbdkitDiskSource(SourceProxy):
 
     def describe(self) -> str:
         return f"vddk:{self._label}"
+
+    def readinto_many(self, ranges: list[tuple[int, memoryview]]) -> None:
+        """Straight to the NBD client, whose requests for all the ranges are in flight together."""
+        readinto_many(self.inner, ranges)
 
     def close(self) -> None:
         self._server.close()

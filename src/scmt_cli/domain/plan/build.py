@@ -141,6 +141,8 @@ def _defaults(raw: dict[str, Any]) -> Defaults:
         bandwidth=_rate(raw.get("bandwidth")),
         compression=raw.get("compression", base.compression),
         concurrency=raw.get("concurrency", base.concurrency),
+        concurrency_per_esxi_host=raw.get("concurrency_per_esxi_host"),
+        concurrency_per_datastore=raw.get("concurrency_per_datastore"),
         cutover_window=_window(raw.get("cutover_window")),
         source_action=raw.get("source_action", base.source_action),
         target_state=raw.get("target_state", base.target_state),

@@ -144,6 +144,9 @@ class Defaults:
     bandwidth: float | None = None  # bytes/s; None = unlimited
     compression: Compression = DEFAULT_COMPRESSION
     concurrency: int = DEFAULT_CONCURRENCY
+    #: At most this many VMs read from one ESXi host / one datastore at a time (None: no limit), across all hosts.
+    concurrency_per_esxi_host: int | None = None
+    concurrency_per_datastore: int | None = None
     cutover_window: CutoverWindow | None = None
     source_action: SourceAction = DEFAULT_SOURCE_ACTION
     target_state: TargetState = DEFAULT_TARGET_STATE

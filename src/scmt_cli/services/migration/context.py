@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
+from scmt_cli import procs
 from scmt_cli.domain.plan import Effective, Plan, load_plan
 from scmt_cli.domain.vmstate import VmState, VmStatus, is_state
 from scmt_cli.errors import Interrupted, PlanError, ScmtError, UsageError
@@ -37,8 +38,23 @@ from scmt_cli.vsphere.api import VCenter
 
 T = TypeVar("T")
 
-#: Lease of a per-VM lock; the heartbeat renews it every third of it.
+#: Lease of a per-VM lock; the heartbeat renews it every third of it.  ``SCMT_LEASE_SECONDS`` overrides it
+#: (a shorter lease lets other hosts take over a dead host's VMs sooner, at more store writes).
 LOCK_LEASE_SECONDS = 30.0
+
+
+def lease_seconds() -> float:
+    """The per-VM lease: ``$SCMT_LEASE_SECONDS`` or :data:`LOCK_LEASE_SECONDS`."""
+    raw = os.environ.get("SCMT_LEASE_SECONDS", "").strip()
+    if not raw:
+        return LOCK_LEASE_SECONDS
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0.5 <= value <= 3600:
+        raise UsageError(f"SCMT_LEASE_SECONDS: expected seconds between 0.5 and 3600, got {raw!r}")
+    return value
 
 
 def status_key(plan: str, vm: str) -> str:
@@ -220,7 +236,7 @@ class MigrationContext:
 
     # -- locks ---------------------------------------------------------------------
     def lock(self, vm: str) -> VmLock:
-        return self.store.lock(vm_resource(self.plan.name, vm), lease_seconds=LOCK_LEASE_SECONDS)
+        return self.store.lock(vm_resource(self.plan.name, vm), lease_seconds=lease_seconds())
 
     @contextmanager
     def locks(self, vms: Sequence[str]) -> Iterator[dict[str, VmLock]]:
@@ -252,6 +268,7 @@ class MigrationContext:
             self.cancel.event.set()
             for f in futures:
                 f.cancel()
+            procs.stop_all()  # a worker waiting on a child (converter, hook) must not keep us waiting
             raise
         finally:
             pool.shutdown(wait=True, cancel_futures=True)

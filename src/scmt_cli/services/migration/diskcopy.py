@@ -40,7 +40,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from scmt_cli.blocks.checkpoint import Checkpointer
-from scmt_cli.blocks.engine import CopyOptions, copy_chunks
+from scmt_cli.blocks.engine import REMOTE_IN_FLIGHT, CopyOptions, copy_chunks
 from scmt_cli.blocks.plan import Chunk, ExtentMapError, plan_changed
 from scmt_cli.errors import SourceOperationError
 from scmt_cli.events import Reporter
@@ -322,7 +322,7 @@ def copy_disk(
         src = wrap_source(src)
     dst = transports.open_target(target_url)
     try:
-        opts = CopyOptions(chunk_size=chunk_size, in_flight=4, checkpoint_seconds=1.0,
+        opts = CopyOptions(chunk_size=chunk_size, in_flight=REMOTE_IN_FLIGHT, checkpoint_seconds=1.0,
                            checkpoint_bytes=64 * chunk_size, task=f"{vm}/{label}")
         outcome = copy_chunks(src, dst, chunks, options=opts, fresh=fresh, checkpointer=ckpt, resume=True,
                               reporter=_FreshStartReporter(reporter))

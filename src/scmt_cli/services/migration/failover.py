@@ -165,8 +165,16 @@ class _Cutover:
     def precheck(self) -> None:
         """Build the target VM's spec without its disks: CPU, memory, NIC mapping and MACs must resolve.
 
-        Raises PlanError before anything is done to the source (no downtime for a typo in a map).
+        Raises PlanError before anything is done to the source (no downtime for a typo in a map), and
+        InvalidStateError while a test failover copy of the VM exists (``failover --test --cleanup``).
         """
+        from scmt_cli.services.migration.boot import test_copy_exists
+
+        record = test_copy_exists(self.ctx, self.vm)
+        if record is not None:
+            raise InvalidStateError(f"{self.vm}: a test failover copy exists ({record.parent / 'test-failover'}); "
+                                    "a real failover does not start while it does",
+                                    hint=f"remove it first: scmt failover PLAN --vm {self.vm} --test --cleanup")
         self._spec(())
 
     def _spec(self, disks: Any) -> Any:

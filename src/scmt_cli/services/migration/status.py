@@ -54,8 +54,11 @@ class VmStatusView:
     plan_downtime_minutes: int | None = None
     measured_downtime_seconds: float | None = None
     rollback_seconds: float | None = None
+    boot_seconds: float | None = None  # seconds to the guest's ready line at the last `scmt boot`
+    boot_data_verified: bool | None = None
     seed_vs_estimate: dict[str, Any] | None = None
     locked_by: str | None = None
+    host: str | None = None  # the migration host driving the VM now (its lease is live)
     next_commands: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
@@ -118,9 +121,13 @@ def _view(ctx: MigrationContext, vm: str, now: float) -> VmStatusView:
                                                   float(seeds[-1].stats["seconds"])).to_dict()
     v.measured_downtime_seconds = data.get("downtime_seconds")
     v.rollback_seconds = data.get("rollback_seconds")
+    boot = data.get("boot")
+    if isinstance(boot, dict):
+        v.boot_seconds, v.boot_data_verified = boot.get("seconds"), boot.get("data_verified")
     holder = store.lock_holder(vm_resource(plan, vm))
     if holder is not None and holder.lease_expires_at > now:
         v.locked_by = f"pid {holder.pid} on {holder.hostname}"
+        v.host = holder.hostname
     v.next_commands = list(commands_allowed(status.state, failed_from=status.failed_from))
     # -- warnings ---------------------------------------------------------------------
     if status.state == "failed":

@@ -25,6 +25,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,7 +52,7 @@ from scmt_cli.services.migration.source import (
 from scmt_cli.state.locks import VmLock
 from scmt_cli.targets import DiskRequest
 from scmt_cli.transports.base import BlockSource
-from scmt_cli.transports.wrappers import SourceProxy, ThrottledSource
+from scmt_cli.transports.wrappers import SourceProxy, ThrottledSource, readinto_many
 from scmt_cli.vsphere.api import VCenter
 
 
@@ -72,6 +73,10 @@ class _CancellableSource(SourceProxy):
             return
         self._check()
         super().readinto(offset, buf)
+
+    def readinto_many(self, ranges: list[tuple[int, memoryview]]) -> None:
+        self._check()
+        readinto_many(self.inner, ranges)  # the inner's own readinto_many, so NBD keeps the ranges in flight
 
 
 def hook_context(ctx: MigrationContext, vm: str, phase: Any, step: str) -> HookContext:
@@ -276,14 +281,15 @@ def _stats(results: list[DiskResult], seconds: float) -> dict[str, Any]:
     }
 
 
-def guarded_pass(ctx: MigrationContext, vm: str) -> VmOutcome:
-    """:func:`sync_pass` under the VM's lock; a failure is recorded and returned, not raised."""
+def guarded_pass(ctx: MigrationContext, vm: str, lock: VmLock | None = None) -> VmOutcome:
+    """:func:`sync_pass` under the VM's lock (``lock`` when the caller holds it already, as a fleet worker does);
+    a failure is recorded and returned, not raised."""
     status, _ = ctx.status(vm)
     try:
         require_wired_method(ctx.effective(vm), "sync")
-        with ctx.lock(vm) as lock:
+        with ctx.lock(vm) if lock is None else nullcontext(lock) as held:
             status, _ = ctx.status(vm)
-            return sync_pass(ctx, vm, lock)
+            return sync_pass(ctx, vm, held)
     except (KeyboardInterrupt, SystemExit):
         raise
     except Exception as exc:  # noqa: BLE001 - one VM's failure must not stop the others
@@ -308,6 +314,7 @@ class SyncRequest:
     every: float | None = None
     until: dt.datetime | None = None
     until_ready: bool = False
+    fleet: bool = False  # share the VMs with other hosts through leases (always on with a shared store)
 
 
 @dataclass
@@ -316,6 +323,7 @@ class SyncResult:
     rounds: list[list[VmOutcome]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     stopped: str = ""
+    host: str | None = None  # set in fleet mode: this worker's host id
 
     @property
     def last(self) -> dict[str, VmOutcome]:
@@ -355,12 +363,17 @@ class SyncResult:
             },
             "history": [[o.to_dict() for o in r] for r in self.rounds] if len(self.rounds) > 1 else [],
             "warnings": list(self.warnings) + [w for o in last.values() for w in o.warnings],
+            **({"host": self.host} if self.host is not None else {}),
         }
 
 
 def run_sync(req: SyncRequest, ctx: MigrationContext, *, sleep: Callable[[float], None] = time.sleep,
              now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)) -> SyncResult:
-    """Run rounds of passes over the selected VMs (see the module doc)."""
+    """Run rounds of passes over the selected VMs (see the module doc); in fleet mode see :mod:`.fleet`."""
+    from scmt_cli.services.migration.fleet import fleet_mode, run_fleet
+
+    if fleet_mode(req, ctx):
+        return run_fleet(req, ctx, sleep=sleep, now=now)
     names = ctx.select(req.vms)
     result = SyncResult(ctx.plan.name)
     workers = max(1, ctx.plan.defaults.concurrency)

@@ -6,7 +6,15 @@ connections: ``connections`` of them (default 4) when the server advertises
 multi-conn, otherwise exactly one.  Each connection carries several requests in
 flight, matched by cookie (see ``connection.py``).
 
-Requests larger than the server's maximum block size are split and pipelined.
+Request sizes follow the server's NBD_INFO_BLOCK_SIZE: no request is larger
+than its maximum (nor than 32 MiB); reads are cut into pieces of at most
+``read_piece`` bytes (default 2 MiB) spread over the connections, all in
+flight at once, so one large read keeps every connection busy; a read whose
+offset or length is not a multiple of the server's minimum block size reads
+the aligned range around it into a bounce buffer.  :meth:`NbdDisk.readinto_many`
+submits the pieces of several ranges together (one round trip for all of them).
+The allocation map is queried with several BLOCK_STATUS requests in flight
+(see ``status.py``).
 A connection that died (dropped, timed out, garbage from the server) is
 replaced on the next call, so a retry after a transient error reconnects by
 itself; :meth:`NbdDisk.reconnect` forces it.
@@ -33,23 +41,20 @@ from scmt_cli.errors import (
     TransportError,
     UsageError,
 )
-from scmt_cli.transports.base import Extent, ExtentKind
+from scmt_cli.transports.base import Extent
 from scmt_cli.transports.nbd import protocol as p
 from scmt_cli.transports.nbd.connection import Connection, Request
 from scmt_cli.transports.nbd.handshake import connect, negotiate
+from scmt_cli.transports.nbd.status import extent_kind, pipelined_extents
 from scmt_cli.transports.nbd.url import NbdAddress, parse_nbd_url
 
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_CONNECTIONS = 4
+DEFAULT_READ_PIECE = 2 * 1024 * 1024
 _MAX_IO = 32 * 1024 * 1024  # cap per READ/WRITE request even if the server allows more
 _MAX_RANGE = (1 << 32) - (1 << 20)  # per WRITE_ZEROES / TRIM / BLOCK_STATUS request (32-bit length, aligned)
 
-
-def extent_kind(flags: int) -> ExtentKind:
-    """Map base:allocation flags to an extent kind (a hole that may not read as zero is data)."""
-    if flags & p.STATE_ZERO:
-        return "hole" if flags & p.STATE_HOLE else "zero"
-    return "data"
+__all__ = ["NbdDisk", "extent_kind", "open_nbd_source", "open_nbd_target"]
 
 
 class NbdDisk:
@@ -60,12 +65,16 @@ class NbdDisk:
         url: str | NbdAddress,
         *,
         timeout: float = DEFAULT_TIMEOUT,
-        connections: int = DEFAULT_CONNECTIONS,
+        connections: int | None = None,
         structured: bool = True,
         block_status: bool = True,
+        read_piece: int = DEFAULT_READ_PIECE,
     ) -> None:
+        """``connections``: wanted with multi-conn (default: the URL's ``?connections=N``, else 4)."""
         self.address = parse_nbd_url(url) if isinstance(url, str) else url
-        if timeout <= 0 or connections < 1:
+        if connections is None:
+            connections = self.address.connections or DEFAULT_CONNECTIONS
+        if timeout <= 0 or connections < 1 or read_piece < 1:
             raise UsageError("NBD timeout must be positive and connections at least 1")
         self.timeout = timeout
         self._want = (structured, block_status)
@@ -84,6 +93,8 @@ class NbdDisk:
             raise
         self._max_io = max(self._info.min_block, min(self._info.max_block, _MAX_IO))
         self._max_io -= self._max_io % self._info.min_block
+        piece = max(self._info.min_block, min(self._max_io, read_piece))
+        self._read_piece = piece - piece % self._info.min_block
 
     # -- properties --------------------------------------------------------------
     @property
@@ -244,14 +255,29 @@ class NbdDisk:
 
     def readinto(self, offset: int, buf: memoryview) -> None:
         """Fill ``buf`` with the bytes at ``offset`` straight from the socket (no copies)."""
-        view = memoryview(buf).cast("B")
-        length = len(view)
-        self._check_range(offset, length)
-        step = self._max_io
-        self._run([
-            (p.CMD_READ, offset + i, min(step, length - i), {"buf": view[i : i + step]})
-            for i in range(0, length, step)
-        ])
+        self.readinto_many([(offset, buf)])
+
+    def readinto_many(self, ranges: list[tuple[int, memoryview]]) -> None:
+        """Fill every ``(offset, buf)`` of ``ranges``; all their requests are in flight together."""
+        pieces: list[tuple[int, int, int, dict[str, Any]]] = []
+        bounces: list[tuple[memoryview, bytearray, int]] = []
+        mb = self._info.min_block
+        step = self._read_piece
+        for offset, buf in ranges:
+            view = memoryview(buf).cast("B")
+            length = len(view)
+            self._check_range(offset, length)
+            if mb > 1 and (offset % mb or length % mb):
+                lo = offset - offset % mb
+                hi = min(self.size, -(-(offset + length) // mb) * mb)
+                bounce = bytearray(hi - lo)
+                bounces.append((view, bounce, offset - lo))
+                offset, view, length = lo, memoryview(bounce), hi - lo
+            pieces += [(p.CMD_READ, offset + i, min(step, length - i), {"buf": view[i : i + step]})
+                       for i in range(0, length, step)]
+        self._run(pieces)
+        for view, bounce, skip in bounces:
+            view[:] = memoryview(bounce)[skip : skip + len(view)]
 
     def write(self, offset: int, data: bytes | bytearray | memoryview) -> None:
         """Write ``data`` at ``offset``; read-only exports raise ReadOnlyTargetError before sending."""
@@ -316,41 +342,17 @@ class NbdDisk:
         if self._conns[0].negotiated.allocation_context is None:
             yield Extent(offset, length, "data")
             return
-        end = offset + length
-        pos = offset
-        cur: Extent | None = None
-        while pos < end:
-            ask = min(end - pos, _MAX_RANGE - _MAX_RANGE % self._info.min_block)
+        step = _MAX_RANGE - _MAX_RANGE % self._info.min_block
+
+        def submit(pos: int, ask: int) -> tuple[Connection, Request]:
             conn = self._pick()
-            try:
-                req = conn.wait(conn.submit(p.CMD_BLOCK_STATUS, pos, ask))
-            except p.ServerError as exc:
-                if exc.errno not in (p.ENOTSUP, p.EINVAL):
-                    raise
-                # the server cannot tell after all: the rest is (conservatively) data
-                if cur is not None and cur.kind == "data":
-                    cur = Extent(cur.offset, cur.length + end - pos, "data")
-                else:
-                    if cur is not None:
-                        yield cur
-                    cur = Extent(pos, end - pos, "data")
-                break
-            if not req.status:
-                raise p.ProtocolError(f"NBD server {self.describe()} sent no base:allocation status at {pos}")
-            for dlen, flags in req.status:
-                n = min(dlen, end - pos)
-                kind = extent_kind(flags)
-                if cur is not None and cur.kind == kind:
-                    cur = Extent(cur.offset, cur.length + n, kind)
-                else:
-                    if cur is not None:
-                        yield cur
-                    cur = Extent(pos, n, kind)
-                pos += n
-                if pos >= end:
-                    break
-        if cur is not None:
-            yield cur
+            return conn, conn.submit(p.CMD_BLOCK_STATUS, pos, ask)
+
+        yield from pipelined_extents(submit, lambda h: h[0].wait(h[1]), offset, length, self.describe(),
+                                     window=min(step, self.status_window))
+
+    #: bytes described per BLOCK_STATUS request (several are in flight; see ``status.py``)
+    status_window = 1 << 30
 
 
 def open_nbd_source(url: str, **options: Any) -> NbdDisk:
@@ -383,5 +385,5 @@ def open_nbd_target(url: str, size: int | None = None, **options: Any) -> NbdDis
 
 
 def _known(options: dict[str, Any]) -> dict[str, Any]:
-    keys = ("timeout", "connections", "structured", "block_status")
+    keys = ("timeout", "connections", "structured", "block_status", "read_piece")
     return {k: options[k] for k in keys if options.get(k) is not None}

@@ -1,0 +1,285 @@
+"""Boot a target VM with ``qemu-system-x86_64`` and watch its serial console.
+
+Used by ``scmt boot`` (the ``dir`` target's VM booted for real) and by test
+failovers (the same, on qcow2 overlays).  Contract:
+
+* :func:`machine_from_domain_xml` reads what QEMU needs from the generated
+  ``domain.xml``: memory, CPUs, machine type, firmware, disks (file, format, bus).
+* :func:`boot` starts QEMU with no display, no NIC (a verification boot is
+  isolated), ``-no-reboot`` and the first serial port written to a log file,
+  then follows that log: the boot succeeds at the first line matching the
+  *ready* pattern; it fails when QEMU exits first, when the console shows no
+  progress for ``stall_s`` seconds, or after ``timeout_s``.  It never waits
+  without bound, and QEMU (its whole process group) is always stopped and
+  reaped before it returns or raises.
+* Acceleration: ``auto`` uses KVM only when ``/dev/kvm`` opens *and* the CPU
+  advertises ``vmx``/``svm``; a KVM boot with no console progress for
+  ``kvm_stall_s`` is stopped and redone under TCG, with a warning.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from scmt_cli.errors import BootError, ConfigError, TargetPlatformError
+
+QEMU = "qemu-system-x86_64"
+QEMU_PACKAGE = "qemu-system-x86"
+DEFAULT_READY = r"SCMT-GUEST-READY\s+(\S+)"
+OVMF_PATHS = ("/usr/share/ovmf/OVMF.fd", "/usr/share/OVMF/OVMF.fd", "/usr/share/qemu/OVMF.fd")
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+@dataclass(frozen=True)
+class QemuDisk:
+    path: str
+    format: str  # raw | qcow2
+    bus: str  # virtio | scsi | sata | ide
+
+
+@dataclass(frozen=True)
+class QemuMachine:
+    name: str
+    memory_mib: int
+    cpus: int
+    machine: str  # q35 | pc
+    firmware: str  # bios | efi
+    disks: tuple[QemuDisk, ...]
+
+    def with_disks(self, disks: tuple[QemuDisk, ...]) -> QemuMachine:
+        return QemuMachine(self.name, self.memory_mib, self.cpus, self.machine, self.firmware, disks)
+
+
+def machine_from_domain_xml(xml: str, *, vm: str) -> QemuMachine:
+    try:
+        root = ET.fromstring(xml)  # noqa: S314 - the domain XML scmt wrote
+    except ET.ParseError as exc:
+        raise TargetPlatformError(f"{vm}: domain XML is not well-formed: {exc}") from exc
+    mem = root.find("memory")
+    unit = (mem.get("unit") if mem is not None else None) or "KiB"
+    scale = {"KiB": 1 / 1024, "k": 1 / 1024, "MiB": 1, "M": 1, "GiB": 1024, "G": 1024}.get(unit, 1 / 1024)
+    memory = int(float(mem.text or 0) * scale) if mem is not None else 1024
+    vcpu = root.find("vcpu")
+    ostype = root.find("os/type")
+    os_el = root.find("os")
+    firmware = "efi" if os_el is not None and (os_el.get("firmware") == "efi" or os_el.find("loader") is not None) \
+        else "bios"
+    disks = []
+    for d in root.iterfind("devices/disk"):
+        if d.get("device", "disk") != "disk":
+            continue
+        src, tgt, drv = d.find("source"), d.find("target"), d.find("driver")
+        path = src.get("file") if src is not None else None
+        if not path:
+            raise TargetPlatformError(f"{vm}: domain XML: a disk without <source file=...>")
+        disks.append(QemuDisk(path, (drv.get("type") if drv is not None else None) or "raw",
+                              (tgt.get("bus") if tgt is not None else None) or "virtio"))
+    if not disks:
+        raise TargetPlatformError(f"{vm}: domain XML has no disk to boot from")
+    machine = (ostype.get("machine") if ostype is not None else None) or "q35"
+    return QemuMachine(vm, max(128, memory), int((vcpu.text if vcpu is not None else None) or 1),
+                       "pc" if machine.startswith("pc") and "q35" not in machine else "q35", firmware, tuple(disks))
+
+
+def qemu_path() -> str:
+    exe = shutil.which(QEMU)
+    if exe is None:
+        raise ConfigError(f"{QEMU} is not installed: apt-get install {QEMU_PACKAGE}")
+    return exe
+
+
+def kvm_usable() -> tuple[bool, str]:
+    """Whether KVM can be trusted here, and why not."""
+    try:
+        fd = os.open("/dev/kvm", os.O_RDWR)
+        os.close(fd)
+    except OSError as exc:
+        return False, f"/dev/kvm: {exc.strerror}"
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        flags = ""
+    if not re.search(r"^flags\s*:.*\b(vmx|svm)\b", flags, re.M):
+        return False, "/dev/kvm opens but the CPU shows no vmx/svm (nested virtualization is off; KVM guests hang)"
+    return True, ""
+
+
+def qemu_argv(m: QemuMachine, *, exe: str, accel: str, console_log: Path) -> list[str]:
+    argv = [exe, "-name", m.name, "-machine", f"{m.machine},accel={accel}", "-m", str(m.memory_mib),
+            "-smp", str(m.cpus), "-nodefaults", "-display", "none", "-vga", "none", "-no-reboot",
+            "-monitor", "none", "-serial", f"file:{console_log}", "-nic", "none"]
+    if accel == "kvm":
+        argv += ["-cpu", "host"]
+    if m.firmware == "efi":
+        ovmf = next((p for p in OVMF_PATHS if Path(p).exists()), None)
+        if ovmf is None:
+            raise ConfigError("the VM boots with UEFI but OVMF is not installed: apt-get install ovmf")
+        argv += ["-bios", ovmf]
+    if any(d.bus == "scsi" for d in m.disks):
+        argv += ["-device", "virtio-scsi-pci,id=scsi0"]
+    ide_slot = 0
+    for i, d in enumerate(m.disks):
+        argv += ["-drive", f"file={d.path},format={d.format},if=none,id=disk{i},cache=unsafe,discard=unmap"]
+        boot = ",bootindex=1" if i == 0 else ""
+        if d.bus == "virtio":
+            argv += ["-device", f"virtio-blk-pci,drive=disk{i}{boot}"]
+        elif d.bus == "scsi":
+            argv += ["-device", f"scsi-hd,drive=disk{i},bus=scsi0.0{boot}"]
+        elif d.bus in ("sata", "ide"):
+            bus = f"ide.{ide_slot}" if m.machine == "q35" else f"ide.{ide_slot // 2},unit={ide_slot % 2}"
+            ide_slot += 1
+            argv += ["-device", f"ide-hd,drive=disk{i},bus={bus}{boot}"]
+        else:
+            raise TargetPlatformError(f"{m.name}: disk {d.path}: bus {d.bus!r} cannot be booted by scmt")
+    return argv
+
+
+@dataclass
+class BootOutcome:
+    vm: str
+    booted: bool
+    accel: str
+    seconds: float | None  # QEMU start -> ready line
+    ready_line: str | None
+    guest_value: str | None  # the ready pattern's first group (the guest's data digest)
+    console_log: str
+    powered_off: bool = False
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"booted": self.booted, "accel": self.accel, "seconds": self.seconds, "ready_line": self.ready_line,
+                "guest_value": self.guest_value, "console_log": self.console_log, "powered_off": self.powered_off}
+
+
+def _tail(path: Path, n: int = 5) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return ""
+    lines = [c for c in (_ANSI.sub("", ln).strip() for ln in text.splitlines()) if c]
+    return " | ".join(lines[-n:])[-600:]
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    for sig, grace in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 10.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            pass
+        try:
+            proc.wait(timeout=grace)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def _attempt(m: QemuMachine, accel: str, console_log: Path, *, ready: re.Pattern[str], timeout_s: float,
+             stall_s: float, after_ready_s: float, check: Callable[[], None],
+             progress: Callable[[str], None]) -> tuple[str, BootOutcome]:
+    """One QEMU run; returns (how it ended, outcome): ``ready``, ``exited``, ``stalled``, ``timeout``."""
+    exe = qemu_path()
+    console_log.parent.mkdir(parents=True, exist_ok=True)
+    console_log.write_bytes(b"")
+    qlog = console_log.with_name(console_log.name + ".qemu")
+    argv = qemu_argv(m, exe=exe, accel=accel, console_log=console_log)
+    with open(qlog, "wb") as qerr:
+        qerr.write(("$ " + " ".join(argv) + "\n").encode())
+        qerr.flush()
+        proc = subprocess.Popen(["nice", "-n", "10", *argv], stdin=subprocess.DEVNULL, stdout=qerr,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    out = BootOutcome(m.name, False, accel, None, None, None, str(console_log))
+    started = last_progress = time.monotonic()
+    seen = 0
+    pending = ""
+    how = "timeout"
+    try:
+        while True:
+            check()
+            now = time.monotonic()
+            try:
+                size = console_log.stat().st_size
+            except OSError:
+                size = 0
+            if size > seen:
+                with open(console_log, "rb") as f:
+                    f.seek(seen)
+                    chunk = f.read(size - seen)
+                seen = size
+                last_progress = now
+                pending += chunk.decode(errors="replace")
+                *lines, pending = pending.split("\n")
+                for line in lines:
+                    clean = _ANSI.sub("", line).strip()
+                    match = ready.search(clean)
+                    if match and out.ready_line is None:
+                        out.ready_line, out.seconds = clean, round(now - started, 1)
+                        out.guest_value = match.group(1) if match.groups() else None
+                        out.booted = True
+                        progress(f"{m.name}: ready after {out.seconds:.1f} s: {clean}")
+            if out.booted:
+                try:
+                    proc.wait(timeout=after_ready_s)
+                    out.powered_off = True
+                except subprocess.TimeoutExpired:
+                    pass
+                return "ready", out
+            if proc.poll() is not None:
+                how = "exited"
+                break
+            if now - last_progress > stall_s:
+                how = "stalled"
+                break
+            if now - started > timeout_s:
+                break
+            time.sleep(0.5)
+    finally:
+        if proc.poll() is None:
+            _stop(proc)
+    return how, out
+
+
+def boot(m: QemuMachine, console_log: Path, *, accel: str = "auto", ready: str = DEFAULT_READY,
+         timeout_s: float = 900.0, stall_s: float = 180.0, kvm_stall_s: float = 60.0, after_ready_s: float = 60.0,
+         check: Callable[[], None] = lambda: None, progress: Callable[[str], None] = lambda _m: None) -> BootOutcome:
+    """Boot ``m`` until its ready line; raise :class:`BootError` (exit 53) when it does not come."""
+    if accel not in ("auto", "kvm", "tcg"):
+        raise ConfigError(f"--accel {accel!r}: expected auto, kvm or tcg")
+    pattern = re.compile(ready)
+    warnings: list[str] = []
+    chosen = accel
+    if accel == "auto":
+        ok, why = kvm_usable()
+        chosen = "kvm" if ok else "tcg"
+        if not ok:
+            progress(f"{m.name}: booting with TCG (software emulation, slower): {why}")
+    kw = dict(ready=pattern, timeout_s=timeout_s, after_ready_s=after_ready_s, check=check, progress=progress)
+    progress(f"{m.name}: starting {QEMU} ({chosen}); console: {console_log}")
+    how, out = _attempt(m, chosen, console_log, stall_s=kvm_stall_s if chosen == "kvm" and accel == "auto"
+                        else stall_s, **kw)  # type: ignore[arg-type]
+    if how == "stalled" and chosen == "kvm" and accel == "auto":
+        warnings.append(f"{m.name}: KVM boot showed no console progress for {kvm_stall_s:.0f} s; "
+                        "booted again with TCG (use --accel tcg to skip KVM)")
+        progress(warnings[-1])
+        how, out = _attempt(m, "tcg", console_log, stall_s=stall_s, **kw)  # type: ignore[arg-type]
+    out.warnings = warnings
+    if how == "ready":
+        return out
+    log = Path(console_log)
+    last = _tail(log, 4) or "(no console output)"
+    why = {"exited": "QEMU exited before the guest's ready line",
+           "stalled": f"no console output for {stall_s:.0f} s",
+           "timeout": f"no ready line within {timeout_s:.0f} s"}[how]
+    qerr = _tail(log.with_name(log.name + ".qemu"), 2) if how == "exited" else ""
+    raise BootError(f"{m.name}: boot failed ({out.accel}): {why}; last console lines: {last}"
+                    + (f"; qemu: {qerr}" if qerr else ""),
+                    hint=f"full console log: {console_log}")

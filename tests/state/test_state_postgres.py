@@ -1,0 +1,139 @@
+"""What only the PostgreSQL store has: URL rules, passwords, schema parity, reconnecting."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from scmt_cli.errors import StateStoreError
+from scmt_cli.state import SCHEMA_VERSION, StateStore
+
+from .conftest import DIGEST, raw_execute
+
+psycopg = pytest.importorskip("psycopg")
+
+
+@pytest.mark.parametrize("url", [
+    "postgresql://scmt:s3cr3t-pw@127.0.0.1:1/scmt",
+    "postgres://scmt:s3cr3t-pw@127.0.0.1:1/scmt",
+    "postgresql://scmt@127.0.0.1:1/scmt?password=s3cr3t-pw",
+    "postgresql://scmt@127.0.0.1:1/scmt?sslmode=require&PASSWORD=s3cr3t-pw",
+])
+def test_password_in_url_is_refused_and_never_echoed(url: str) -> None:
+    with pytest.raises(StateStoreError) as info:
+        StateStore.open(url)
+    err = info.value
+    assert err.exit_code == 41
+    assert "carries a password" in err.message
+    assert "s3cr3t-pw" not in err.message and "s3cr3t-pw" not in (err.hint or "")
+    assert "pgpass" in (err.hint or "")
+
+
+def test_cli_refuses_password_url_without_echoing_it(tmp_path: Path) -> None:
+    plan = tmp_path / "p.yaml"
+    plan.write_text("x: 1\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "scmt_cli", "--json", "--state", "postgresql://u:s3cr3t-pw@127.0.0.1:1/db",
+         "sync", str(plan)], capture_output=True, text=True, timeout=60,
+    )
+    assert "s3cr3t-pw" not in proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert proc.returncode in (2, 41)  # the plan or the store is refused first; the password is never shown
+
+
+def test_env_selects_postgres(pg_cluster: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    url = pg_cluster.new_schema()
+    monkeypatch.setenv("SCMT_STATE", url)
+    with StateStore.open() as store:
+        assert type(store).__name__ == "PostgresStateStore"
+        assert store.path == url
+        assert store.schema_version == SCHEMA_VERSION
+        store.put_checkpoint("k", {"v": 1})
+
+
+def test_password_comes_from_passfile(pg_cluster: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    url = pg_cluster.new_schema()
+    empty = tmp_path / "pgpass"
+    empty.write_text("")
+    empty.chmod(0o600)
+    monkeypatch.setenv("PGPASSFILE", str(empty))
+    monkeypatch.delenv("PGPASSWORD", raising=False)
+    with pytest.raises(StateStoreError) as info:
+        StateStore.open(url)
+    assert info.value.exit_code == 41 and "cannot open state store" in info.value.message
+    assert pg_cluster.password not in info.value.message
+    monkeypatch.setenv("PGPASSWORD", pg_cluster.password)  # the environment works as well as the file
+    with StateStore.open(url) as store:
+        assert store.schema_version == SCHEMA_VERSION
+
+
+def _sqlite_columns(tmp_path: Path) -> dict[str, list[tuple[str, bool]]]:
+    db = tmp_path / "s.db"
+    StateStore.open(db).close()
+    conn = sqlite3.connect(db)
+    try:
+        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'"
+                                             " AND name NOT LIKE 'sqlite_%'")]
+        return {t: [(r[1], bool(r[3]) or bool(r[5])) for r in conn.execute(f"PRAGMA table_info({t})")]
+                for t in tables}
+    finally:
+        conn.close()
+
+
+def test_schema_matches_sqlite(pg_cluster: Any, tmp_path: Path) -> None:
+    url = pg_cluster.new_schema()
+    StateStore.open(url).close()
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT table_name, column_name, is_nullable FROM information_schema.columns"
+            " WHERE table_schema = current_schema() ORDER BY table_name, ordinal_position").fetchall()
+    pg: dict[str, list[tuple[str, bool]]] = {}
+    for table, column, nullable in rows:
+        if table != "scmt_meta":
+            pg.setdefault(table, []).append((column, nullable == "NO"))
+    sq = _sqlite_columns(tmp_path)
+    # the same tables and columns in the same order; NOT NULL (or key) where SQLite has it
+    assert {t: [c for c, _ in cols] for t, cols in pg.items()} == {t: [c for c, _ in cols] for t, cols in sq.items()}
+    for table, cols in sq.items():
+        for (name, required), (_, pg_required) in zip(cols, pg[table], strict=True):
+            assert pg_required == required or name == "id", (table, name)
+
+
+def test_times_keep_sub_second_precision(pg_cluster: Any) -> None:
+    with StateStore.open(pg_cluster.new_schema(), clock=lambda: 1_800_000_000.123456) as store:
+        store.record_plan("p", "/p.yaml", DIGEST)
+        assert store.get_plan("p").recorded_at == 1_800_000_000.123456  # type: ignore[union-attr]
+
+
+def test_foreign_tables_are_refused(pg_cluster: Any) -> None:
+    url = pg_cluster.new_schema()
+    raw_execute(url, "CREATE TABLE plans (x int)")
+    with pytest.raises(StateStoreError, match="not an scmt state store"):
+        StateStore.open(url)
+
+
+def test_newer_schema_is_refused(pg_cluster: Any) -> None:
+    url = pg_cluster.new_schema()
+    StateStore.open(url).close()
+    raw_execute(url, "UPDATE scmt_meta SET value = '99' WHERE key = 'schema_version'")
+    with pytest.raises(StateStoreError, match="schema version 99, newer"):
+        StateStore.open(url)
+
+
+def test_reconnects_after_server_restart(pg_cluster: Any) -> None:
+    with StateStore.open(pg_cluster.new_schema()) as store:
+        store.put_checkpoint("before", {"n": 1})
+        pg_cluster.stop()
+        try:
+            with pytest.raises(StateStoreError) as info:
+                store.put_checkpoint("down", {"n": 2})
+            assert info.value.exit_code == 41 and "unreachable" in (info.value.hint or "")
+        finally:
+            pg_cluster.start()
+        store.put_checkpoint("after", {"n": 3})  # the next operation reconnects
+        assert store.checkpoint_keys() == ["after", "before"]
