@@ -6,9 +6,6 @@ an exception into an exit code and a message.  Messages must never contain
 secrets (passwords, session cookies, tokens): build them from names, paths and
 URLs passed through :func:`redact_url`.
 
-Exit codes (documented in README.md; keep both in sync, a test compares them):
-
-====  ==========================================================
 code  meaning
 ====  ==========================================================
 0     ok
@@ -39,6 +36,10 @@ code  meaning
 130   interrupted (SIGINT)
 143   terminated (SIGTERM), after a final checkpoint
 ====  ==========================================================
+=======
+Exit codes: :data:`EXIT_CODES` below is the one table (``scmt help exit-codes``
+prints it, every command's ``--help`` lists its own, README.md repeats it; a
+test compares them).
 """
 
 from __future__ import annotations
@@ -50,6 +51,40 @@ from urllib.parse import urlsplit, urlunsplit
 
 EXIT_OK = 0
 EXIT_WARNINGS = 1
+
+# The meaning of every exit code, whichever command returns it.  Source of truth
+# for README's table, ``scmt help exit-codes`` and the exit-code lists of --help.
+EXIT_CODES: dict[int, str] = {
+    0: "ok",
+    1: "finished with warnings",
+    2: "usage or plan error (bad arguments, invalid plan file, a file named on the command line is missing)",
+    3: "input error (inventory, RVTools export or manifest unreadable or malformed)",
+    4: "not available yet in this release",
+    5: "configuration error (missing credentials, missing external tool)",
+    10: "source unreachable (vCenter, NBD server, agent, a missing source file)",
+    11: "authentication failed",
+    12: "TLS verification failed",
+    13: "source operation failed (a vSphere fault, a snapshot that failed)",
+    14: "target unreachable (an NBD target, a libvirt host)",
+    20: "blocked by assessment",
+    21: "network preflight failed",
+    30: "transport or I/O error during a copy, or no space left on the target (a checkpoint was kept: rerun to resume)",
+    31: "verification mismatch",
+    32: "size mismatch (target smaller than source, source shrank)",
+    33: "target is read-only",
+    35: "target location missing (a target directory or storage pool does not exist)",
+    40: "locked by another run (another job drives this VM)",
+    41: "state store error (corrupt file, newer schema)",
+    42: "invalid state for this command (nothing to roll back, not in sync)",
+    50: "target platform error",
+    51: "hook failed",
+    52: "guest conversion failed, timed out or stalled (the synced disks are unchanged; see 'Guest conversion' in README)",
+    53: "boot failed (scmt boot, test failover: QEMU exited, the console stalled or no ready line in time)",
+    60: "some VMs failed (partial failure); when every VM failed with the same error, that error's code instead",
+    70: "internal error (a bug in scmt: rerun with --debug and report it)",
+    130: "interrupted (SIGINT), after a final checkpoint",
+    143: "terminated (SIGTERM), after a final checkpoint",
+}
 
 
 @dataclass(frozen=True)
@@ -138,6 +173,13 @@ class InputError(ScmtError):
     kind = "input"
 
 
+class MissingFileError(ScmtError):
+    """A file named on the command line (a PLAN, --inventory, --lab, a manifest) does not exist."""
+
+    exit_code = 2
+    kind = "missing_file"
+
+
 class NotAvailableError(ScmtError):
     exit_code = 4
     kind = "not_available"
@@ -166,6 +208,13 @@ class TLSVerificationError(ScmtError):
 class SourceOperationError(ScmtError):
     exit_code = 13
     kind = "source_operation"
+
+
+class TargetUnreachableError(ScmtError):
+    """The target end cannot be reached for writing (an nbd:// target, a libvirt host)."""
+
+    exit_code = 14
+    kind = "target_unreachable"
 
 
 class BlockedByAssessmentError(ScmtError):
@@ -256,6 +305,13 @@ class SizeMismatchError(ScmtError):
 class ReadOnlyTargetError(ScmtError):
     exit_code = 33
     kind = "read_only_target"
+
+
+class TargetMissingError(ScmtError):
+    """The target location does not exist (a directory that a target file would go in, a pool)."""
+
+    exit_code = 35
+    kind = "target_missing"
 
 
 class LockedError(ScmtError):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from scmt_cli.errors import InputError
+from scmt_cli.errors import InputError, MissingFileError
 from scmt_cli.inventory import load_inventory
 from scmt_cli.inventory.columns import TABS as SPECS
 from scmt_cli.inventory.columns import norm_header, resolve
@@ -129,7 +129,7 @@ def test_unknown_type_and_missing_file(tmp_path):
     p.write_text("{}")
     with pytest.raises(InputError, match="unknown inventory type"):
         load_inventory(p)
-    with pytest.raises(InputError, match="no such file"):
+    with pytest.raises(MissingFileError, match="no such inventory file"):
         load_inventory(tmp_path / "nope.xlsx")
 
 

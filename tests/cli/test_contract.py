@@ -229,10 +229,12 @@ def test_readme_exit_code_table_matches_error_classes():
     assert {0, 1} <= documented
 
 
-def test_error_docstring_lists_every_code():
-    doc = errors.__doc__ or ""
+def test_exit_code_table_lists_every_code_and_readme_repeats_it():
     for cls in errors.all_error_classes():
-        assert re.search(rf"^{cls.exit_code}\s", doc, re.M), f"{cls.__name__} ({cls.exit_code}) missing in errors.py"
+        assert cls.exit_code in errors.EXIT_CODES, f"{cls.__name__} ({cls.exit_code}) missing in errors.EXIT_CODES"
+    readme = (ROOT / "README.md").read_text()
+    table = dict(re.findall(r"^\|\s*(\d+)\s*\|\s*([^|]+?)\s*\|$", readme, re.M))
+    assert {int(c): m.replace("`", "") for c, m in table.items()} == errors.EXIT_CODES
 
 
 def test_redaction():

@@ -43,3 +43,20 @@ def test_datacenter_filter_keeps_only_that_datacenters_vms():
                          VM("d")))
     assert [v.name for v in in_datacenter(inv, "DC1").vms] == ["b", "c", "d"]
     assert [v.name for v in in_datacenter(inv, "/F/DC1").vms] == ["c", "d"]
+
+
+def test_a_missing_plan_is_the_same_code_and_hint_for_every_command(capsys, tmp_path):
+    missing = str(tmp_path / "nosuch.yaml")
+    for argv in (["status", missing], ["sync", missing], ["failover", missing], ["rollback", missing],
+                 ["finalize", missing], ["migrate", missing], ["assess", missing], ["plan", "show", missing],
+                 ["plan", "estimate", missing]):
+        code, out, _ = run(capsys, "--json", *argv)
+        doc = json.loads(out)
+        assert (code, doc["error"]) == (2, "missing_file"), argv
+        assert "scmt plan init" in doc["hint"], argv
+
+
+def test_a_missing_lab_or_inventory_is_the_same_code(capsys, tmp_path):
+    for argv in (["assess", "--lab", str(tmp_path / "x.yaml")], ["assess", "-i", str(tmp_path / "x.xlsx")]):
+        code, out, _ = run(capsys, "--json", *argv)
+        assert (code, json.loads(out)["error"]) == (2, "missing_file"), argv

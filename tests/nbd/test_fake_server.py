@@ -145,6 +145,17 @@ def test_connection_refused_is_source_unreachable() -> None:
     assert f"127.0.0.1:{port}" in err.value.message
 
 
+def test_unreachable_nbd_target_is_target_unreachable() -> None:
+    from scmt_cli.errors import TargetUnreachableError
+    from scmt_cli.transports.nbd.client import open_nbd_target
+
+    port = free_port()
+    with pytest.raises(TargetUnreachableError) as err:
+        open_nbd_target(f"nbd://127.0.0.1:{port}/x", timeout=2)
+    assert err.value.exit_code == 14
+    assert err.value.message.startswith("NBD target nbd://127.0.0.1:")
+
+
 def test_missing_unix_socket_is_source_unreachable(tmp_path: object) -> None:
     with pytest.raises(SourceUnreachableError):
         NbdDisk(f"nbd+unix:///x?socket={tmp_path}/nope.sock", timeout=2)

@@ -139,7 +139,7 @@ def test_unusable_files_exit_2(tmp_path, content, expected):
 def test_missing_file_and_directory(tmp_path):
     code, _, err = run_cli("plan", "validate", str(tmp_path / "nope.yaml"), str(tmp_path))
     assert code == 2
-    assert "no such file" in err and "is a directory" in err
+    assert "no such plan file" in err and "is a directory" in err
 
 
 def test_show_human_and_json(good):

@@ -244,3 +244,19 @@ def test_domain_xml_validates_against_libvirts_schema(
     xml = tmp_path / name / "domain.xml"
     run = subprocess.run(["xmllint", "--noout", "--relaxng", str(RNG), str(xml)], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
+
+
+def test_a_read_only_target_is_exit_33_at_sync_too(tmp_path, monkeypatch):
+    import errno as _errno
+
+    from scmt_cli.errors import ReadOnlyTargetError
+    from scmt_cli.events import NullReporter
+    from scmt_cli.targets import storage
+
+    def refuse(self, *a, **k):
+        raise OSError(_errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(storage.Path, "mkdir", refuse)
+    with pytest.raises(ReadOnlyTargetError) as info:
+        storage.prepare_disks(tmp_path / "t", "web01", [], "raw", NullReporter())
+    assert info.value.exit_code == 33 and "read-only" in info.value.message

@@ -129,13 +129,17 @@ def test_errors_name_vm_and_step(platform: LibvirtPlatform, vm_name: str) -> Non
     platform.destroy(vm_name)
 
 
-def test_bad_uri_is_a_platform_error(tmp_path: Path) -> None:
-    with pytest.raises(TargetPlatformError, match="cannot connect to libvirt at test:///nonexistent-file.xml"):
+def test_bad_uri_is_target_unreachable(tmp_path: Path) -> None:
+    from scmt_cli.errors import TargetUnreachableError
+
+    with pytest.raises(TargetUnreachableError, match="cannot connect to libvirt at test:///nonexistent-file.xml"):
         LibvirtPlatform("test:///nonexistent-file.xml", tmp_path)
 
 
 def test_password_in_uri_is_not_shown(tmp_path: Path) -> None:
-    with pytest.raises(TargetPlatformError) as exc:
+    from scmt_cli.errors import TargetUnreachableError
+
+    with pytest.raises(TargetUnreachableError) as exc:
         LibvirtPlatform("test://admin:hunter2@/nonexistent-file.xml", tmp_path)
     assert "hunter2" not in exc.value.message
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from scmt_cli.errors import SizeMismatchError, SourceUnreachableError, TransportError, UsageError
+from scmt_cli.errors import SizeMismatchError, SourceUnreachableError, UsageError
 from scmt_cli.transports.base import open_source, open_target
 from scmt_cli.transports.file import FileSource, parse_file_url
 
@@ -61,8 +61,17 @@ def test_new_target_is_created_sparse_and_fresh(tmp_path):
 
 
 def test_target_without_size_must_exist(tmp_path):
-    with pytest.raises(TransportError, match="does not exist"):
+    from scmt_cli.errors import TargetMissingError
+
+    with pytest.raises(TargetMissingError, match="does not exist"):
         open_target(f"file://{tmp_path}/x.img")
+
+
+def test_target_in_a_missing_directory_is_target_missing(tmp_path):
+    from scmt_cli.errors import TargetMissingError
+
+    with pytest.raises(TargetMissingError, match="target directory .*/nodir does not exist"):
+        open_target(f"file://{tmp_path}/nodir/x.img", size=4096)
 
 
 def test_write_zeroes_punches_holes(tmp_path):

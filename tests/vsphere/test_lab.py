@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from scmt_cli.errors import InputError
+from scmt_cli.errors import InputError, MissingFileError
 from scmt_cli.lab.inventory import lab_inventory
 from scmt_cli.lab.model import Region
 from scmt_cli.lab.parse import load_lab
@@ -122,7 +122,7 @@ def test_duplicates_and_syntax_errors(tmp_path: Path) -> None:
         load_lab(write(tmp_path, dup))
     with pytest.raises(InputError, match=r"lab.yaml:3:\d+: not valid YAML"):
         load_lab(write(tmp_path, "version: 1\nhosts: [\n  - : :\n"))
-    with pytest.raises(InputError, match="no such file"):
+    with pytest.raises(MissingFileError, match="no such lab file"):
         load_lab(tmp_path / "missing.yaml")
     with pytest.raises(InputError, match="empty"):
         load_lab(write(tmp_path, ""))

@@ -32,7 +32,7 @@ from typing import Any
 import xxhash
 
 from scmt_cli.blocks.plan import chunk_count
-from scmt_cli.errors import InputError, ScmtError
+from scmt_cli.errors import InputError, MissingFileError, ScmtError
 
 ALGORITHM = "xxh3_128"
 ZERO = "0"
@@ -136,7 +136,8 @@ class Manifest:
             with open(p, encoding="utf-8") as fh:
                 raw = json.load(fh)
         except FileNotFoundError:
-            raise InputError(f"{p}: manifest not found") from None
+            raise MissingFileError(f"{p}: manifest not found",
+                                   hint="--since takes the file a previous copy wrote with --manifest") from None
         except OSError as exc:
             raise InputError(f"{p}: cannot read manifest: {exc.strerror or exc}") from None
         except json.JSONDecodeError as exc:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
+from typing import Any
 
 from scmt_cli.errors import NotAvailableError, UsageError
 
@@ -57,3 +59,27 @@ def url_value(value: str | None) -> str | None:
             hint="give the URL right after the option, e.g. --vcenter https://vc.example.com/sdk",
         )
     return value
+
+
+def duration(minimum: float = 0.0) -> Callable[[Any], float]:
+    """A ``parser=`` for duration options: ``30s``, ``5m``, ``1h30m``; a bare number means seconds.
+
+    One syntax for every duration option (``scmt help durations``); the message
+    names the expected form, never a validator's words.
+    """
+
+    def parse(value: Any) -> float:
+        import typer
+
+        from scmt_cli.domain.units import parse_duration
+
+        try:
+            seconds = parse_duration(value)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from None
+        if seconds < minimum:
+            raise typer.BadParameter(f"{value!r} is shorter than the minimum {minimum:g}s")
+        return seconds
+
+    parse.__name__ = "DURATION"
+    return parse

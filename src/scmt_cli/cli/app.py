@@ -19,6 +19,7 @@ from scmt_cli.cli import (
     demo,
     failover,
     finalize,
+    helptopics,
     migrate,
     plan,
     rollback,
@@ -31,7 +32,8 @@ from scmt_cli.cli.context import GlobalOptions, Ui, set_current
 HELP = """Migrate running VMware vSphere VMs to KVM with little downtime.
 
 Typical flow: assess -> plan -> sync (seed, then incrementals) -> failover -> rollback or finalize.
-Global options may be given before or after the subcommand.  Exit codes: see README.md.
+Global options may be given before or after the subcommand.  'scmt help' lists help pages
+(exit codes, the --json contract, durations and units).
 """
 
 app = typer.Typer(
@@ -44,6 +46,14 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
     rich_markup_mode=None,
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from scmt_cli import __version__
+
+        typer.echo(f"scmt {__version__}")
+        raise typer.Exit(0)
 
 
 @app.callback()
@@ -66,6 +76,10 @@ def main_callback(
                  "shared by several migration hosts (password from ~/.pgpass or PGPASSWORD, never the URL).",
         ),
     ] = None,
+    show_version: Annotated[
+        bool, typer.Option("--version", "-V", help="Print the version and exit ('scmt version' says more).",
+                           is_eager=True, callback=_print_version)
+    ] = False,
 ) -> None:
     opts = GlobalOptions(
         json=json_out, log_json=log_json, quiet=quiet, verbose=verbose, debug=debug, no_color=no_color, state=state
@@ -86,3 +100,4 @@ app.command("copy")(copy.copy)
 app.add_typer(agent.app, name="agent")
 app.command("demo")(demo.demo)
 app.command("version")(version.version)
+app.command("help")(helptopics.help_topic)

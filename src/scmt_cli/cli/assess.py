@@ -14,7 +14,7 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.console import Console
 
-from scmt_cli.cli._common import url_value
+from scmt_cli.cli._common import duration, url_value
 from scmt_cli.cli.context import current
 from scmt_cli.errors import UsageError
 
@@ -56,8 +56,8 @@ def assess(
     ] = None,
     vm: Annotated[Optional[list[str]], typer.Option("--vm", help="Only this VM (repeatable).", metavar="NAME")] = None,
     no_network: Annotated[bool, typer.Option("--no-network", help="Skip the network port preflight.")] = False,
-    timeout: Annotated[float, typer.Option("--timeout", help="Preflight connect timeout, seconds.", min=0.1,
-                                                   metavar="SECONDS")] = 3.0,
+    timeout: Annotated[float, typer.Option("--timeout", help="Preflight connect timeout (default: 3s).",
+                                           metavar="DURATION", parser=duration(0.1), show_default=False)] = 3.0,
     details: Annotated[bool, typer.Option("--details", help="Every finding with its remedy.")] = False,
     fmt: Annotated[str, typer.Option("--format", help="table | csv (--json for JSON).", metavar="FORMAT")] = "table",
 ) -> None:

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.console import Console
 
+from scmt_cli.cli._common import duration
 from scmt_cli.cli.context import current
 
 AccelOpt = Annotated[str, typer.Option("--accel", metavar="auto|kvm|tcg", help=(
@@ -18,10 +19,11 @@ ExpectOpt = Annotated[Optional[str], typer.Option("--expect", metavar="VALUE", h
 ReadyOpt = Annotated[Optional[str], typer.Option("--ready", metavar="REGEX", help=(
     "The console line that means 'booted'; its first group is the guest's value. "
     "Default: 'SCMT-GUEST-READY (\\S+)'."))]
-TimeoutOpt = Annotated[float, typer.Option("--timeout", metavar="SECONDS", min=1, help=(
-    "Give up when no ready line came in this time."))]
-StallOpt = Annotated[float, typer.Option("--stall", metavar="SECONDS", min=1, help=(
-    "Give up when the console shows nothing new for this long."))]
+TimeoutOpt = Annotated[float, typer.Option("--timeout", metavar="DURATION", parser=duration(1), show_default=False,
+                                           help="Give up when no ready line came in this time (default: 15m).")]
+StallOpt = Annotated[float, typer.Option("--stall", metavar="DURATION", parser=duration(1), show_default=False,
+                                         help="Give up when the console shows nothing new for this long "
+                                              "(default: 3m).")]
 
 
 def boot(

@@ -8,13 +8,15 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.console import Console
 
+from scmt_cli.cli._common import duration
 from scmt_cli.cli.context import current
 
 
 def copy(
-    src: Annotated[str, typer.Argument(help="Source URL (file://, nbd://, nbd+unix://, agent://).", metavar="SRC_URL")],
-    dst: Annotated[str, typer.Argument(help="Destination URL (a missing file:// target is created sparse).",
-                                       metavar="DST_URL")],
+    src: Annotated[str, typer.Argument(help="Source: a path, or a URL (file://, nbd://, nbd+unix://, agent://).",
+                                       metavar="SRC")],
+    dst: Annotated[str, typer.Argument(help="Destination: a path or a URL (a missing file is created sparse).",
+                                       metavar="DST")],
     since: Annotated[Optional[Path], typer.Option(
         "--since", help="Manifest of the previous copy to DST: copy only chunks whose digest changed.",
         metavar="MANIFEST")] = None,
@@ -34,8 +36,8 @@ def copy(
         "--in-flight", help="Chunks in flight (memory = this x chunk size); default 4 for a file:// source, "
         "16 for a network source.", metavar="N", min=1, max=64)] = None,
     checkpoint_seconds: Annotated[float, typer.Option(
-        "--checkpoint-seconds", help="Commit a checkpoint at least this often (also every 1 GiB).", metavar="SECONDS",
-        min=0.1)] = 5.0,
+        "--checkpoint-every", "--checkpoint-seconds", help="Commit a checkpoint at least this often "
+        "(default: 5s; also every 1 GiB).", metavar="DURATION", parser=duration(0.1), show_default=False)] = 5.0,
 ) -> None:
     """Copy a disk block by block, skipping holes and zeroes, with per-chunk digests.
 
@@ -64,7 +66,7 @@ def copy(
         from scmt_cli.blocks.plan import check_chunk_size
 
         check_chunk_size(csize)
-    req = CopyRequest(source=src, target=dst, since=since, manifest_out=manifest, bandwidth=rate,
+    req = CopyRequest(source=as_url(src), target=as_url(dst), since=since, manifest_out=manifest, bandwidth=rate,
                       verify=verify, resume=resume, chunk_size=csize, in_flight=in_flight,
                       checkpoint_seconds=checkpoint_seconds)
     store = StateStore.open(ui.opts.state)
@@ -73,6 +75,15 @@ def copy(
     finally:
         store.close()
     ui.finish(result, render)
+
+
+def as_url(text: str) -> str:
+    """A plain path means ``file://`` of that path (what cp, qemu-img and nbdcopy users type)."""
+    if "://" in text:
+        return text
+    from pathlib import Path as _Path
+
+    return _Path(text).expanduser().absolute().as_uri()
 
 
 def _size(n: float) -> str:

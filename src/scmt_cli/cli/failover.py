@@ -55,11 +55,7 @@ def failover(
     progress and elapsed time are reported, and one that fails, times out or
     stalls (exit 52) leaves the synced disks unchanged and rolls the source
     back (unless --keep-source-down).
-    Exit codes: 0 ok, 1 warnings, 42 a VM is not in sync, 52 guest conversion
-    failed, 60 some VMs failed.
-    When every VM failed with the same error, that error's code (e.g. 10
-    vCenter unreachable, 40 locked by another run).  A real failover refuses
-    (42) while a test copy exists.
+    A real failover refuses (42) while a test copy exists.
 
     With --test (one --vm): converts and boots the copy like 'scmt boot' (exit 53 when it does not
     boot); --test --cleanup removes it.

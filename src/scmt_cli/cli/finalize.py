@@ -18,9 +18,6 @@ def finalize(
 ) -> None:
     """Remove the tool's snapshots and keep the source powered off (cut-over -> committed).
 
-    Exit codes: 0 ok, 1 warnings, 42 nothing to finalize, 60 some VMs failed.
-    When every VM failed with the same error, that error's code (e.g. 10
-    vCenter unreachable, 40 locked by another run).
     """
     from scmt_cli.services.migration.finalize import FinalizeRequest, finalize_service
     from scmt_cli.state import StateStore

@@ -143,8 +143,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         from typer.main import get_command
 
         from scmt_cli.cli.app import app
+        from scmt_cli.cli.contract import decorate
 
-        command = get_command(app)
+        command = decorate(get_command(app))
         args = hoist_global_options(args)
         try:
             rv = command.main(args=args, prog_name="scmt", standalone_mode=False)

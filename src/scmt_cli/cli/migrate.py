@@ -28,9 +28,6 @@ def migrate(
     """Seed, sync, shut the source down, final sync, boot the target (2 VMs at a time).
 
     Rerun after an interruption: every VM continues where it stopped.
-    Exit codes: 0 ok, 1 warnings, 60 some VMs failed.  When every VM failed
-    with the same error, that error's code (e.g. 10 vCenter unreachable, 40
-    locked by another run).
     """
     from scmt_cli.services.migration.migrate import MigrateRequest, migrate_service
     from scmt_cli.state import StateStore

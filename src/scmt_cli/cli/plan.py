@@ -16,7 +16,7 @@ app = typer.Typer(help="Create, validate, show and estimate migration plans.", n
 InventoryOpt = Annotated[
     Optional[Path],
     typer.Option(
-        "--inventory",
+        "--inventory", "-i",
         help="Inventory to check sizes (only-expand) and mappings against; default: the plan's source.inventory.",
         metavar="FILE",
     ),

@@ -19,9 +19,6 @@ def rollback(
 ) -> None:
     """Stop and isolate the target, restore the source's network or power (in seconds).
 
-    Exit codes: 0 ok, 1 warnings, 42 nothing to roll back, 60 some VMs failed.
-    When every VM failed with the same error, that error's code (e.g. 10
-    vCenter unreachable, 40 locked by another run).
     """
     from scmt_cli.services.migration.rollback import RollbackRequest, rollback_service
     from scmt_cli.state import StateStore

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.console import Console
 
+from scmt_cli.cli._common import duration
 from scmt_cli.cli.context import current
 
 
@@ -16,8 +17,8 @@ def status(
     watch: Annotated[bool, typer.Option(
         "--watch", help="Refresh until interrupted (with --json: one document, no watch).")] = False,
     vm: Annotated[Optional[list[str]], typer.Option("--vm", help="Only this VM (repeatable).", metavar="NAME")] = None,
-    interval: Annotated[float, typer.Option("--interval", help="Seconds between --watch refreshes.", min=0.2,
-                                                       metavar="SECONDS")] = 2.0,
+    interval: Annotated[float, typer.Option("--interval", help="Time between --watch refreshes (default: 2s).",
+                                            metavar="DURATION", parser=duration(0.2), show_default=False)] = 2.0,
 ) -> None:
     """Per VM: state, last sync, lag, estimated cutover downtime, warnings.
 

@@ -26,12 +26,7 @@ def sync(
         "--fleet", help="Share the VMs with other scmt processes on this state store through leases "
                         "(always on with a postgresql:// store).")] = False,
 ) -> None:
-    """First run seeds (full copy); later runs copy only changed blocks.
-
-    Exit codes: 0 every VM synced, 1 with warnings, 60 some VMs failed (the
-    others were synced).  When every VM failed with the same error, that
-    error's code (e.g. 10 vCenter unreachable, 40 locked by another run).
-    """
+    """First run seeds (full copy); later runs copy only changed blocks."""
     from scmt_cli.domain.units import parse_duration
     from scmt_cli.errors import UsageError
     from scmt_cli.services.migration.sync import SyncRequest, sync_service
@@ -58,7 +53,7 @@ def sync(
 
 # Exit codes of errors a plain rerun cannot get past (plan, input, configuration,
 # credentials, TLS, preflight, size, read-only target, state): the VM's row says what to fix.
-_FIX_FIRST = frozenset({2, 3, 4, 5, 11, 12, 21, 32, 33, 41, 42})
+_FIX_FIRST = frozenset({2, 3, 4, 5, 11, 12, 21, 32, 33, 35, 41, 42})
 
 
 def _size(n: float) -> str:

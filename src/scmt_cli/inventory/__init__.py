@@ -14,14 +14,15 @@ from pathlib import Path
 
 from scmt_cli import extensions
 from scmt_cli.domain.inventory import Inventory
-from scmt_cli.errors import InputError
+from scmt_cli.errors import InputError, MissingFileError
 
 
 def load_inventory(path: str | Path) -> Inventory:
     """Read the inventory at ``path``, choosing the reader by file type (see module doc)."""
     p = Path(path)
     if not p.exists():
-        raise InputError(f"{p}: no such file or directory")
+        raise MissingFileError(f"{p}: no such inventory file or directory",
+                               hint="give an RVTools export (.xlsx, .csv or a folder of CSVs) or a lab .yaml")
     suffix = p.suffix.lower()
     if p.is_dir() or suffix in (".xlsx", ".xlsm", ".csv", ".tsv", ".txt"):
         from scmt_cli.inventory.rvtools import load_rvtools

@@ -17,7 +17,7 @@ import yaml
 
 from scmt_cli.domain.units import parse_size
 from scmt_cli.domain.yamlerrors import yaml_problems
-from scmt_cli.errors import InputError, Problem
+from scmt_cli.errors import InputError, MissingFileError, Problem
 
 
 class Reader:
@@ -31,7 +31,9 @@ class Reader:
         try:
             text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
-            raise InputError(f"{self.file}: no such file") from None
+            raise MissingFileError(
+                f"{self.file}: no such lab file",
+                hint="the example lab is examples/lab.yaml; 'python -m scmt_cli.lab --help' serves one") from None
         except (OSError, UnicodeDecodeError) as exc:
             raise InputError(f"{self.file}: cannot read: {exc}") from None
         try:

@@ -23,7 +23,7 @@ from typing import Any
 from scmt_cli.domain.inventory import Inventory
 from scmt_cli.domain.plan import LoadedPlan, load_plan, schema
 from scmt_cli.domain.plan.model import METHODS
-from scmt_cli.errors import PlanError, Problem, ScmtError, UsageError
+from scmt_cli.errors import MissingFileError, PlanError, Problem, ScmtError, UsageError
 from scmt_cli.events import NullReporter, Reporter
 
 
@@ -183,7 +183,9 @@ def validate_plans(
         name = str(path)
         try:
             loaded, _ = _load(path, inventory_path=inventory_path, now=now, reporter=reporter)
-        except PlanError as err:
+        except (PlanError, MissingFileError) as err:
+            if isinstance(err, MissingFileError) and not err.message.startswith(f"{name}:"):
+                raise  # the inventory is missing, not this plan: no plan can be checked
             verdicts.append(FileVerdict(name, False, errors=list(err.problems) or [Problem(name, err.message)]))
             reporter.event("plan_invalid", file=name, problems=len(err.problems))
             continue

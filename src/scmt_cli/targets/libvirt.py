@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from scmt_cli.errors import ConfigError, PlanError, TargetPlatformError, redact_text, redact_url
+from scmt_cli.errors import ConfigError, PlanError, TargetPlatformError, TargetUnreachableError, redact_text, redact_url
 from scmt_cli.events import NullReporter, Reporter
 from scmt_cli.targets import storage
 from scmt_cli.targets.base import (
@@ -96,7 +96,7 @@ class LibvirtPlatform:
         try:
             self.conn = self.lv.open(uri)
         except self.lv.libvirtError as exc:
-            raise TargetPlatformError(f"cannot connect to libvirt at {_safe_uri(uri)}: {_msg(exc)}") from exc
+            raise TargetUnreachableError(f"cannot connect to libvirt at {_safe_uri(uri)}: {_msg(exc)}") from exc
 
     # -- helpers ---------------------------------------------------------
     def describe(self) -> str:

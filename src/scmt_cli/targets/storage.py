@@ -25,7 +25,13 @@ from pathlib import Path
 from typing import Any
 
 from scmt_cli import procs
-from scmt_cli.errors import ConfigError, SizeMismatchError, TargetPlatformError, no_space
+from scmt_cli.errors import (
+    ConfigError,
+    ReadOnlyTargetError,
+    SizeMismatchError,
+    TargetPlatformError,
+    no_space,
+)
 from scmt_cli.events import Reporter
 from scmt_cli.targets.base import (
     DiskFormat,
@@ -104,7 +110,7 @@ def prepare_disks(
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise TargetPlatformError(f"{vm}: prepare disks: cannot create {folder}: {exc.strerror}") from exc
+        raise _write_error(f"{vm}: prepare disks: cannot create {folder}", exc) from exc
     indexes = [d.index for d in disks]
     if len(set(indexes)) != len(indexes):
         raise TargetPlatformError(f"{vm}: prepare disks: disk indexes repeat: {indexes}")
@@ -129,7 +135,7 @@ def prepare_disks(
                     fh.truncate(d.size_bytes)
                 reporter.event("target_disk_created", vm=vm, path=str(copy), size_bytes=d.size_bytes)
         except OSError as exc:
-            raise TargetPlatformError(f"{vm}: prepare disks: cannot create {copy}: {exc.strerror}") from exc
+            raise _write_error(f"{vm}: prepare disks: cannot create {copy}", exc) from exc
         out.append(PreparedDisk(d.index, d.size_bytes, copy.as_uri(), str(copy), str(final), disk_format))
     manifest = read_json(folder / "disks.json", vm=vm) or {}
     manifest["disks"] = [p.to_dict() | {"copy_path": p.copy_path} for p in out]
@@ -209,3 +215,15 @@ def convert_settings(spec: PlatformSpec) -> Any:
 
     return ConvertSettings(command=spec.v2v_command, timeout=spec.v2v_timeout_s,
                            stall_timeout=spec.v2v_stall_timeout_s, accel=spec.v2v_accel)
+
+
+def _write_error(what: str, exc: OSError) -> Exception:
+    """A write failure on the target: read-only (33) whichever command meets it, else a platform error (50)."""
+    import errno
+
+    if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return ReadOnlyTargetError(f"{what}: {exc.strerror} (the target is read-only for scmt)",
+                                   hint="give a writable target.path, or fix its permissions")
+    if exc.errno == errno.ENOSPC:
+        return no_space(exc.filename or what)
+    return TargetPlatformError(f"{what}: {exc.strerror}")

@@ -47,6 +47,7 @@ from scmt_cli.errors import (
     ReadOnlyTargetError,
     SizeMismatchError,
     SourceUnreachableError,
+    TargetMissingError,
     TransportError,
     UsageError,
     no_space,
@@ -263,8 +264,14 @@ class FileTarget(_FileBase):
                 fd = os.open(path, flags)
             except FileNotFoundError:
                 if size is None:
-                    raise TransportError(f"target {path} does not exist and no size was given to create it") from None
-                fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o644)
+                    raise TargetMissingError(f"target {path} does not exist and no size was given to create it"
+                                             ) from None
+                try:
+                    fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o644)
+                except FileNotFoundError:
+                    raise TargetMissingError(f"target directory {os.path.dirname(path) or '.'} does not exist",
+                                             hint="create it first (scmt creates the disk file, not its folder)"
+                                             ) from None
                 self._fresh = True
         except PermissionError:
             raise ReadOnlyTargetError(f"target {path} is not writable: permission denied") from None

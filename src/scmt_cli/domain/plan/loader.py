@@ -22,7 +22,7 @@ from scmt_cli.domain.plan import schemacheck, semantic
 from scmt_cli.domain.plan.build import build_plan
 from scmt_cli.domain.plan.model import LoadedPlan
 from scmt_cli.domain.plan.yamlsource import YamlLoadError, format_path, load_located
-from scmt_cli.errors import PlanError, Problem
+from scmt_cli.errors import MissingFileError, PlanError, Problem
 
 #: Plans are hand-written; anything bigger is a mistake (or an attack).
 MAX_PLAN_BYTES = 4 * 1024 * 1024
@@ -45,7 +45,8 @@ def read_plan_text(path: Path, display: str | None = None) -> str:
         with path.open("rb") as fh:
             raw = fh.read(MAX_PLAN_BYTES + 1)
     except FileNotFoundError:
-        raise _fail(name, [Problem(name, "no such file")]) from None
+        raise MissingFileError(f"{name}: no such plan file",
+                               hint=f"check the path, or write a starter plan with 'scmt plan init {name}'") from None
     except IsADirectoryError:
         raise _fail(name, [Problem(name, "is a directory, expected a plan file")]) from None
     except OSError as err:

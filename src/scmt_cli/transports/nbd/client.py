@@ -33,7 +33,14 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-from scmt_cli.errors import ReadOnlyTargetError, SizeMismatchError, TransportError, UsageError
+from scmt_cli.errors import (
+    ReadOnlyTargetError,
+    SizeMismatchError,
+    SourceUnreachableError,
+    TargetUnreachableError,
+    TransportError,
+    UsageError,
+)
 from scmt_cli.transports.base import Extent
 from scmt_cli.transports.nbd import protocol as p
 from scmt_cli.transports.nbd.connection import Connection, Request
@@ -359,7 +366,10 @@ def open_nbd_target(url: str, size: int | None = None, **options: Any) -> NbdDis
     A read-only export raises ReadOnlyTargetError, an export smaller than
     ``size`` (the source's size) SizeMismatchError, both before any write.
     """
-    disk = NbdDisk(url, **_known(options))
+    try:
+        disk = NbdDisk(url, **_known(options))
+    except SourceUnreachableError as exc:  # the same socket error, but at the writing end: its own code
+        raise TargetUnreachableError(exc.message.replace("NBD server", "NBD target", 1), hint=exc.hint) from None
     if disk.read_only:
         disk.close()
         raise ReadOnlyTargetError(
