@@ -161,13 +161,25 @@ class BootOutcome:
                 "guest_value": self.guest_value, "console_log": self.console_log, "powered_off": self.powered_off}
 
 
-def _tail(path: Path, n: int = 5) -> str:
+_FAILURE_MARKS = ("Gave up waiting for", "Kernel panic", "ALERT!", "No bootable device", "Boot failed",
+                  "error: ", "VFS: Cannot open root device")
+
+
+def _lines(path: Path) -> list[str]:
     try:
         text = path.read_text(errors="replace")
     except OSError:
-        return ""
-    lines = [c for c in (_ANSI.sub("", ln).strip() for ln in text.splitlines()) if c]
-    return " | ".join(lines[-n:])[-600:]
+        return []
+    return [c for c in (_ANSI.sub("", ln).strip() for ln in text.splitlines()) if c]
+
+
+def _tail(path: Path, n: int = 5) -> str:
+    return " | ".join(_lines(path)[-n:])[-600:]
+
+
+def _first_failure(path: Path) -> str | None:
+    """The first console line that says why a boot failed (the initramfs or the kernel naming it)."""
+    return next((ln for ln in _lines(path) if any(m in ln for m in _FAILURE_MARKS)), None)
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
@@ -275,11 +287,14 @@ def boot(m: QemuMachine, console_log: Path, *, accel: str = "auto", ready: str =
     if how == "ready":
         return out
     log = Path(console_log)
-    last = _tail(log, 4) or "(no console output)"
+    last = _tail(log, 3) or "(no console output)"
     why = {"exited": "QEMU exited before the guest's ready line",
            "stalled": f"no console output for {stall_s:.0f} s",
            "timeout": f"no ready line within {timeout_s:.0f} s"}[how]
-    qerr = _tail(log.with_name(log.name + ".qemu"), 2) if how == "exited" else ""
-    raise BootError(f"{m.name}: boot failed ({out.accel}): {why}; last console lines: {last}"
-                    + (f"; qemu: {qerr}" if qerr else ""),
-                    hint=f"full console log: {console_log}")
+    cause = _first_failure(log)
+    qerr = " | ".join(_lines(log.with_name(log.name + ".qemu"))[1:][-2:]) if how == "exited" else ""
+    raise BootError(f"{m.name}: boot failed ({out.accel}): {why}" + (f"; the guest said: {cause}" if cause else "")
+                    + f"; last console lines: {last}" + (f"; qemu: {qerr}" if qerr else ""),
+                    hint=f"full console log: {console_log}" + (
+                        "; 'Gave up waiting for root' means the guest has no driver for its disk bus (convert it "
+                        "with virt-v2v, or boot it on the bus it had)" if cause and "Gave up" in cause else ""))
