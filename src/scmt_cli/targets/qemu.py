@@ -22,8 +22,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
-import subprocess
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
@@ -31,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from scmt_cli import procs
 from scmt_cli.errors import BootError, ConfigError, TargetPlatformError
 
 QEMU = "qemu-system-x86_64"
@@ -182,19 +181,6 @@ def _first_failure(path: Path) -> str | None:
     return next((ln for ln in _lines(path) if any(m in ln for m in _FAILURE_MARKS)), None)
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    for sig, grace in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 10.0)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            pass
-        try:
-            proc.wait(timeout=grace)
-            return
-        except subprocess.TimeoutExpired:
-            continue
-
-
 def _attempt(m: QemuMachine, accel: str, console_log: Path, *, ready: re.Pattern[str], timeout_s: float,
              stall_s: float, after_ready_s: float, check: Callable[[], None],
              progress: Callable[[str], None]) -> tuple[str, BootOutcome]:
@@ -202,13 +188,10 @@ def _attempt(m: QemuMachine, accel: str, console_log: Path, *, ready: re.Pattern
     exe = qemu_path()
     console_log.parent.mkdir(parents=True, exist_ok=True)
     console_log.write_bytes(b"")
-    qlog = console_log.with_name(console_log.name + ".qemu")
     argv = qemu_argv(m, exe=exe, accel=accel, console_log=console_log)
-    with open(qlog, "wb") as qerr:
-        qerr.write(("$ " + " ".join(argv) + "\n").encode())
-        qerr.flush()
-        proc = subprocess.Popen(["nice", "-n", "10", *argv], stdin=subprocess.DEVNULL, stdout=qerr,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+    console_log.with_name(console_log.name + ".qemu").write_text("$ " + " ".join(argv) + "\n")
+    # supervised: its process group is stopped and reaped however scmt ends (scmt_cli.procs)
+    proc = procs.spawn(["nice", "-n", "10", *argv], name=QEMU, keep_lines=20)
     out = BootOutcome(m.name, False, accel, None, None, None, str(console_log))
     started = last_progress = time.monotonic()
     seen = 0
@@ -239,11 +222,7 @@ def _attempt(m: QemuMachine, accel: str, console_log: Path, *, ready: re.Pattern
                         out.booted = True
                         progress(f"{m.name}: ready after {out.seconds:.1f} s: {clean}")
             if out.booted:
-                try:
-                    proc.wait(timeout=after_ready_s)
-                    out.powered_off = True
-                except subprocess.TimeoutExpired:
-                    pass
+                out.powered_off = proc.wait(after_ready_s) is not None
                 return "ready", out
             if proc.poll() is not None:
                 how = "exited"
@@ -256,7 +235,9 @@ def _attempt(m: QemuMachine, accel: str, console_log: Path, *, ready: re.Pattern
             time.sleep(0.5)
     finally:
         if proc.poll() is None:
-            _stop(proc)
+            proc.stop(5.0)
+        with open(console_log.with_name(console_log.name + ".qemu"), "a") as f:
+            f.write("".join(line + "\n" for line in proc.lines))
     return how, out
 
 
