@@ -59,3 +59,24 @@ def test_real_failover_refuses_while_a_test_copy_exists(plan: Path, tmp_path: Pa
     assert not (folder / "test-failover.json").exists()
     code, doc = _run(capsys, "--state", state, "failover", str(plan), "--vm", "db01", "--direct")
     assert code in (0, 1) and doc["vms"][0]["state"] == "cut-over"
+
+
+def test_status_shows_the_recorded_boot_next_to_the_downtime(plan: Path, tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str],
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    from scmt_cli.events import RecordingReporter
+    from scmt_cli.services.migration.context import open_context
+    from scmt_cli.state import StateStore
+
+    state = tmp_path / "s.db"
+    assert main(["--state", str(state), "sync", str(plan)]) in (0, 1)
+    with StateStore.open(state) as store:
+        ctx = open_context(plan, store, RecordingReporter())
+        ctx.update_data("db01", boot={"seconds": 31.4, "data_verified": True})
+        ctx.close()
+    capsys.readouterr()
+    code, doc = _run(capsys, "--state", str(state), "status", str(plan))
+    assert doc["vms"][0]["boot_seconds"] == 31.4 and doc["vms"][0]["boot_data_verified"] is True
+    monkeypatch.setenv("COLUMNS", "250")
+    assert main(["--no-color", "--state", str(state), "status", str(plan)]) in (0, 1)
+    assert "booted in 31.4s (data verified)" in capsys.readouterr().out

@@ -68,7 +68,7 @@ def guest(argv: list[str]) -> int:
         sys.stdout.write(f"{found.path}\n")
         return 0
     try:
-        img = ensure_image(progress=lambda m: sys.stderr.write(m + "\n"))
+        img = ensure_image(progress=lambda m: print(m, file=sys.stderr))
     except ScmtError as exc:
         sys.stderr.write(f"error: {exc.message}\n")
         return exc.exit_code

@@ -22,8 +22,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
-import subprocess
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
@@ -31,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from scmt_cli import procs
 from scmt_cli.errors import BootError, ConfigError, TargetPlatformError
 
 QEMU = "qemu-system-x86_64"
@@ -161,26 +160,25 @@ class BootOutcome:
                 "guest_value": self.guest_value, "console_log": self.console_log, "powered_off": self.powered_off}
 
 
-def _tail(path: Path, n: int = 5) -> str:
+_FAILURE_MARKS = ("Gave up waiting for", "Kernel panic", "ALERT!", "No bootable device", "Boot failed",
+                  "error: ", "VFS: Cannot open root device")
+
+
+def _lines(path: Path) -> list[str]:
     try:
         text = path.read_text(errors="replace")
     except OSError:
-        return ""
-    lines = [c for c in (_ANSI.sub("", ln).strip() for ln in text.splitlines()) if c]
-    return " | ".join(lines[-n:])[-600:]
+        return []
+    return [c for c in (_ANSI.sub("", ln).strip() for ln in text.splitlines()) if c]
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    for sig, grace in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 10.0)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            pass
-        try:
-            proc.wait(timeout=grace)
-            return
-        except subprocess.TimeoutExpired:
-            continue
+def _tail(path: Path, n: int = 5) -> str:
+    return " | ".join(_lines(path)[-n:])[-600:]
+
+
+def _first_failure(path: Path) -> str | None:
+    """The first console line that says why a boot failed (the initramfs or the kernel naming it)."""
+    return next((ln for ln in _lines(path) if any(m in ln for m in _FAILURE_MARKS)), None)
 
 
 def _attempt(m: QemuMachine, accel: str, console_log: Path, *, ready: re.Pattern[str], timeout_s: float,
@@ -190,13 +188,10 @@ def _attempt(m: QemuMachine, accel: str, console_log: Path, *, ready: re.Pattern
     exe = qemu_path()
     console_log.parent.mkdir(parents=True, exist_ok=True)
     console_log.write_bytes(b"")
-    qlog = console_log.with_name(console_log.name + ".qemu")
     argv = qemu_argv(m, exe=exe, accel=accel, console_log=console_log)
-    with open(qlog, "wb") as qerr:
-        qerr.write(("$ " + " ".join(argv) + "\n").encode())
-        qerr.flush()
-        proc = subprocess.Popen(["nice", "-n", "10", *argv], stdin=subprocess.DEVNULL, stdout=qerr,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+    console_log.with_name(console_log.name + ".qemu").write_text("$ " + " ".join(argv) + "\n")
+    # supervised: its process group is stopped and reaped however scmt ends (scmt_cli.procs)
+    proc = procs.spawn(["nice", "-n", "10", *argv], name=QEMU, keep_lines=20)
     out = BootOutcome(m.name, False, accel, None, None, None, str(console_log))
     started = last_progress = time.monotonic()
     seen = 0
@@ -227,11 +222,7 @@ def _attempt(m: QemuMachine, accel: str, console_log: Path, *, ready: re.Pattern
                         out.booted = True
                         progress(f"{m.name}: ready after {out.seconds:.1f} s: {clean}")
             if out.booted:
-                try:
-                    proc.wait(timeout=after_ready_s)
-                    out.powered_off = True
-                except subprocess.TimeoutExpired:
-                    pass
+                out.powered_off = proc.wait(after_ready_s) is not None
                 return "ready", out
             if proc.poll() is not None:
                 how = "exited"
@@ -244,7 +235,9 @@ def _attempt(m: QemuMachine, accel: str, console_log: Path, *, ready: re.Pattern
             time.sleep(0.5)
     finally:
         if proc.poll() is None:
-            _stop(proc)
+            proc.stop(5.0)
+        with open(console_log.with_name(console_log.name + ".qemu"), "a") as f:
+            f.write("".join(line + "\n" for line in proc.lines))
     return how, out
 
 
@@ -275,11 +268,14 @@ def boot(m: QemuMachine, console_log: Path, *, accel: str = "auto", ready: str =
     if how == "ready":
         return out
     log = Path(console_log)
-    last = _tail(log, 4) or "(no console output)"
+    last = _tail(log, 3) or "(no console output)"
     why = {"exited": "QEMU exited before the guest's ready line",
            "stalled": f"no console output for {stall_s:.0f} s",
            "timeout": f"no ready line within {timeout_s:.0f} s"}[how]
-    qerr = _tail(log.with_name(log.name + ".qemu"), 2) if how == "exited" else ""
-    raise BootError(f"{m.name}: boot failed ({out.accel}): {why}; last console lines: {last}"
-                    + (f"; qemu: {qerr}" if qerr else ""),
-                    hint=f"full console log: {console_log}")
+    cause = _first_failure(log)
+    qerr = " | ".join(_lines(log.with_name(log.name + ".qemu"))[1:][-2:]) if how == "exited" else ""
+    raise BootError(f"{m.name}: boot failed ({out.accel}): {why}" + (f"; the guest said: {cause}" if cause else "")
+                    + f"; last console lines: {last}" + (f"; qemu: {qerr}" if qerr else ""),
+                    hint=f"full console log: {console_log}" + (
+                        "; 'Gave up waiting for root' means the guest has no driver for its disk bus (convert it "
+                        "with virt-v2v, or boot it on the bus it had)" if cause and "Gave up" in cause else ""))

@@ -34,7 +34,7 @@ from scmt_cli.errors import ConfigError, InvalidStateError, NotAvailableError, T
 from scmt_cli.services.migration.context import MigrationContext
 from scmt_cli.services.migration.source import source_vm
 from scmt_cli.targets import storage
-from scmt_cli.targets.base import TargetDisk
+from scmt_cli.targets.base import DiskBus, TargetDisk
 from scmt_cli.targets.domxml import build_domain_xml
 from scmt_cli.targets.qemu import DEFAULT_READY, BootOutcome, machine_from_domain_xml
 from scmt_cli.targets.qemu import boot as qemu_boot
@@ -192,7 +192,7 @@ def run_test_failover(req: BootRequest, ctx: MigrationContext) -> BootResult:
             vc.close()
         spec = vm_spec_from_plan(eff, ctx.plan.target, inv, (), plan_name=ctx.plan.name,
                                  compatible_devices=req.direct or eff.direct or None)
-        bus = "sata" if (req.direct or eff.direct) else "virtio"
+        bus: DiskBus = "sata" if (req.direct or eff.direct) else "virtio"
         spec = dataclasses.replace(spec, disks=tuple(TargetDisk(str(p), "qcow2", bus) for p in overlays),
                                    nics=()).validated()
         conv = ctx.platform.convert(spec, direct=req.direct or eff.direct)
