@@ -6,37 +6,6 @@ an exception into an exit code and a message.  Messages must never contain
 secrets (passwords, session cookies, tokens): build them from names, paths and
 URLs passed through :func:`redact_url`.
 
-code  meaning
-====  ==========================================================
-0     ok
-1     finished with warnings
-2     usage or plan error (bad arguments, invalid plan file)
-3     input error (inventory, RVTools export, manifest unreadable or malformed)
-4     not available yet (feature lands in a later release)
-5     configuration error (missing credentials, missing tool)
-10    source unreachable (vCenter, NBD server, agent)
-11    authentication failed
-12    TLS verification failed
-13    source operation failed (a vSphere fault, a snapshot that failed)
-20    blocked by assessment
-21    network preflight failed
-30    transport / I/O error during a copy
-31    verification mismatch
-32    size mismatch (target smaller than source, source shrank)
-33    target is read-only
-40    locked by another run
-41    state store error (corrupt, newer schema)
-42    invalid state for this command (nothing to roll back, not in sync)
-50    target platform error
-51    hook failed
-52    guest conversion failed, timed out or stalled (the synced disks are unchanged)
-53    boot failed (QEMU exited, the console stalled or no ready line in time)
-60    some VMs failed (partial failure)
-70    internal error (a bug in scmt; please report it)
-130   interrupted (SIGINT)
-143   terminated (SIGTERM), after a final checkpoint
-====  ==========================================================
-=======
 Exit codes: :data:`EXIT_CODES` below is the one table (``scmt help exit-codes``
 prints it, every command's ``--help`` lists its own, README.md repeats it; a
 test compares them).
