@@ -33,7 +33,7 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 from scmt_cli.agent import protocol as p
 from scmt_cli.agent.client import AgentConnection, ClientTLS
 from scmt_cli.errors import ConfigError, ReadOnlyTargetError, SizeMismatchError, UsageError, redact_url
-from scmt_cli.transports.base import BlockTarget, Extent, ExtentKind, Scheme, register
+from scmt_cli.transports.base import BlockTarget, Extent, ExtentKind, Identity, Scheme, SourceDefaults, register
 
 DEFAULT_PORT = 20000
 _EXAMPLE = "use agent://host:port/DISK?token_file=PATH (or ?token_env=NAME)"
@@ -118,7 +118,7 @@ def load_token(*, token_file: str | Path | None = None, token_env: str | None = 
     return raw
 
 
-class AgentDisk:
+class AgentDisk(SourceDefaults):
     """One disk of an agent (read-only BlockSource; thread-safe)."""
 
     def __init__(self, host: str, port: int, disk: str, token: bytes, *, where: str | None = None,
@@ -207,6 +207,14 @@ class AgentDisk:
                 raise SizeMismatchError(f"{self._where}: the agent returned {len(got)} digests, {n} expected")
             out.extend(got)
         return out
+
+    def identity(self) -> Identity:
+        """The disk's name and size; a live disk changes while it is read, so no sample is re-read."""
+        return Identity({"disk": self.disk, "size": self._size}, stable=False)
+
+    def stats(self) -> dict[str, Any]:
+        """The interface's transport counters: :meth:`wire_stats`."""
+        return dict(self.wire_stats())
 
     def wire_stats(self) -> dict[str, int]:
         """``{"bytes_on_wire": ..., "bytes_of_data": ...}`` of the DATA received so far."""

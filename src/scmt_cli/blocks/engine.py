@@ -139,8 +139,7 @@ class _Pipeline:
         self.fresh = fresh
         # Zero runs inside data chunks of a non-fresh target are punched rather than written when
         # the target's write_zeroes deallocates (so a resumed copy ends as sparse as a clean one).
-        self.punch = bool(getattr(target, "punches_holes", False))
-        self.prealloc = getattr(target, "preallocate", None)
+        self.punch = target.punches_holes
         self.stats = stats
         self.stop = threading.Event()
         self.next_pos = 0
@@ -153,7 +152,6 @@ class _Pipeline:
         self.work: queue.Queue[tuple[int, Chunk, Action, memoryview | None, str, tuple[bytearray, int] | None]] = (
             queue.Queue(maxsize=options.in_flight))
         self.done: queue.SimpleQueue[tuple[int, Action, str, int] | BaseException] = queue.SimpleQueue()
-        self.readinto = getattr(source, "readinto", None)
         self.threads: list[threading.Thread] = []
         self.readers_left = 0
         self.readers_lock = threading.Lock()
@@ -241,15 +239,7 @@ class _Pipeline:
         if lock is not None:
             lock.acquire()
         try:
-            if self.readinto is not None:
-                self.readinto(offset, view)
-            else:
-                data = self.source.read(offset, len(view))
-                if len(data) != len(view):
-                    raise SizeMismatchError(
-                        f"short read from {self.source.describe()} at {offset}: "
-                        f"{len(data)} of {len(view)} bytes (did the source shrink?)")
-                view[:] = data
+            self.source.readinto(offset, view)
         finally:
             if lock is not None:
                 lock.release()
@@ -313,12 +303,10 @@ class _Pipeline:
         target's allocation mirrors the source's exactly as a clean copy's does.
         """
         self.target.write_zeroes(chunk.offset + start, end - start)
-        if self.prealloc is None:
-            return
         for lo, hi in chunk.data_ranges:
             lo, hi = max(lo, start), min(hi, end)
-            if lo < hi:
-                self.prealloc(chunk.offset + lo, hi - lo)
+            if lo < hi and not self.target.preallocate(chunk.offset + lo, hi - lo):
+                return
 
     # -- lifecycle ------------------------------------------------------------
     def start(self) -> None:
@@ -490,18 +478,17 @@ def copy_chunks(
 def _preallocate(source: BlockSource, target: BlockTarget, start: int) -> None:
     """Best effort: reserve the source's data extents from ``start`` on a fresh target.
 
-    Only targets with a ``preallocate(offset, length) -> bool`` method take
+    Only targets whose ``preallocate(offset, length)`` answers True take
     part (file targets: see :meth:`FileTarget.preallocate`); exactly the
     source's data extents are reserved, so the target stays as sparse as the
     source.  The allocation map is streamed (memory stays bounded) and any
     failure just ends the hint: the copy itself reports real errors.
     """
-    prealloc = getattr(target, "preallocate", None)
-    if prealloc is None or start >= source.size:
+    if start >= source.size:
         return
     try:
         for ext in source.extents(start, source.size - start):
-            if ext.kind == "data" and ext.length > 0 and not prealloc(ext.offset, ext.length):
+            if ext.kind == "data" and ext.length > 0 and not target.preallocate(ext.offset, ext.length):
                 return
     except Exception:  # noqa: BLE001,S110 - an optimisation only
         return

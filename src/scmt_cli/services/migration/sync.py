@@ -56,7 +56,10 @@ from scmt_cli.vsphere.api import VCenter
 
 
 class _CancellableSource(SourceProxy):
-    """Checks the command's cancel flag before every read (so Ctrl-C stops worker threads)."""
+    """Checks the command's cancel flag before every read (so Ctrl-C stops worker threads).
+
+    Only ``read`` is overridden: :class:`SourceProxy` then routes ``readinto`` through it.
+    """
 
     def __init__(self, inner: BlockSource, check: Callable[[], None]) -> None:
         super().__init__(inner)
@@ -65,13 +68,6 @@ class _CancellableSource(SourceProxy):
     def read(self, offset: int, length: int) -> bytes:
         self._check()
         return self.inner.read(offset, length)
-
-    def readinto(self, offset: int, buf: memoryview) -> None:
-        if getattr(self.inner, "readinto", None) is None:
-            super().readinto(offset, buf)  # goes through self.read, which checks
-            return
-        self._check()
-        super().readinto(offset, buf)
 
 
 def hook_context(ctx: MigrationContext, vm: str, phase: Any, step: str) -> HookContext:

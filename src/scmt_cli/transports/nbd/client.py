@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from scmt_cli.errors import ReadOnlyTargetError, SizeMismatchError, TransportError, UsageError
-from scmt_cli.transports.base import Extent, ExtentKind
+from scmt_cli.transports.base import Extent, ExtentKind, Identity, SourceDefaults, TargetDefaults
 from scmt_cli.transports.nbd import protocol as p
 from scmt_cli.transports.nbd.connection import Connection, Request
 from scmt_cli.transports.nbd.handshake import connect, negotiate
@@ -45,7 +45,7 @@ def extent_kind(flags: int) -> ExtentKind:
     return "data"
 
 
-class NbdDisk:
+class NbdDisk(SourceDefaults, TargetDefaults):
     """An open NBD export.  Use :func:`open_nbd_source` / :func:`open_nbd_target` or the URL registry."""
 
     def __init__(
@@ -99,6 +99,10 @@ class NbdDisk:
     @property
     def connection_count(self) -> int:
         return len(self._conns)
+
+    def identity(self) -> Identity:
+        """An export tells only its size; a resumed copy also re-reads a sample of what it copied."""
+        return Identity({"size": self.size})
 
     def has(self, tflag: int) -> bool:
         """True when the export advertises transmission flag ``tflag``."""
