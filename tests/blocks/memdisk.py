@@ -6,10 +6,10 @@ import threading
 from collections.abc import Iterator
 
 from scmt_cli.errors import SizeMismatchError
-from scmt_cli.transports.base import Extent
+from scmt_cli.transports.base import Extent, SourceDefaults, TargetDefaults
 
 
-class MemSource:
+class MemSource(SourceDefaults):
     """A disk in a bytearray with an explicit extent map; counts the bytes read."""
 
     def __init__(self, data: bytes | bytearray, extents: list[Extent] | None = None, *, thread_safe: bool = True):
@@ -48,7 +48,7 @@ class MemSource:
         pass
 
 
-class MemTarget:
+class MemTarget(TargetDefaults):
     """A target in a bytearray; records the operations it received."""
 
     def __init__(self, size: int, *, fresh: bool = True, fill: int = 0, thread_safe: bool = True):

@@ -109,12 +109,12 @@ def test_verify_detects_flipped_byte_exit_31(env, capsys):
     ("args", "code", "text"),
     [
         (["gopher://x/y", "file:///tmp/x"], 2, "unknown URL scheme"),
-        (["not a url", "file:///tmp/x"], 2, "not a URL"),
+        (["not a url", "file:///tmp/x"], 10, "does not exist"),  # a bare path is a file
         (["file:///nonexistent/src.img", "{d}/o.img"], 10, "does not exist"),
         (["{src}", "{d}/o.img", "--chunk-size", "3KiB"], 2, "chunk size"),
         (["{src}", "{d}/o.img", "--chunk-size", "lots"], 2, ""),
         (["{src}", "{d}/o.img", "--bandwidth", "fast"], 2, ""),
-        (["{src}", "{d}/o.img", "--since", "{d}/missing.json"], 3, "manifest not found"),
+        (["{src}", "{d}/o.img", "--since", "{d}/missing.json"], 2, "manifest not found"),
         (["{src}", "{d}/small.img"], 32, "smaller than the source"),
         (["{src}", "{src}"], 2, "same disk"),
         (["{src}", "{d}/o.img", "--resume", "--chunk-size", "2MiB"], 0, ""),

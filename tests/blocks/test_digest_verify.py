@@ -10,7 +10,7 @@ from scmt_cli.blocks.api import full_copy
 from scmt_cli.blocks.digest import Manifest, diff_indices, digest, is_zero, zero_runs
 from scmt_cli.blocks.engine import CopyOptions
 from scmt_cli.blocks.verify import verify_target
-from scmt_cli.errors import InputError, VerificationError
+from scmt_cli.errors import InputError, MissingFileError, VerificationError
 
 from .memdisk import MemSource, MemTarget
 
@@ -64,7 +64,7 @@ def test_bad_manifest_names_the_field(tmp_path, mutate, field):
 
 
 def test_manifest_unreadable(tmp_path):
-    with pytest.raises(InputError, match="not found"):
+    with pytest.raises(MissingFileError, match="not found"):  # a file named on the command line: exit 2
         Manifest.load(tmp_path / "none.json")
     (tmp_path / "bad.json").write_text("{oops")
     with pytest.raises(InputError, match=r"bad.json:1:2: not valid JSON"):

@@ -98,16 +98,16 @@ def test_a_hard_kill_at_any_point_of_a_seed_then_guest_writes_ends_identical(
         if point == "mid-copy" and calls["n"] == 2:  # db01's second disk, after the first finished
             from scmt_cli.services.migration import sync as s
 
-            real_read = s._CancellableSource.read
+            real_readinto = s._CancellableSource.readinto
             reads = {"n": 0}
 
-            def dying(self: object, offset: int, length: int) -> bytes:
+            def dying(self: object, offset: int, buf: memoryview) -> None:
                 reads["n"] += 1
                 if reads["n"] == 5:
                     raise _Killed
-                return real_read(self, offset, length)  # type: ignore[arg-type]
+                real_readinto(self, offset, buf)  # type: ignore[arg-type]
 
-            monkeypatch.setattr(s._CancellableSource, "read", dying)
+            monkeypatch.setattr(s._CancellableSource, "readinto", dying)
         out = real_copy_disk(**kw)
         if point == "after-copy" and calls["n"] == len(lab.estate.vm("db01").disks):
             raise _Killed

@@ -78,19 +78,19 @@ def test_one_failing_vm_does_not_stop_the_others_and_exit_is_60(lab: Lab, ctx: M
 def test_interrupted_seed_resumes_without_recopying_and_ends_identical(
         lab: Lab, ctx: MigrationContext, monkeypatch: pytest.MonkeyPatch) -> None:
     reads = {"n": 0}
-    real_read = sync_mod._CancellableSource.read
+    real_readinto = sync_mod._CancellableSource.readinto
 
-    def dying_read(self: sync_mod._CancellableSource, offset: int, length: int) -> bytes:
+    def dying_readinto(self: sync_mod._CancellableSource, offset: int, buf: memoryview) -> None:
         reads["n"] += 1
         if reads["n"] == 12:
             raise KeyboardInterrupt  # as a Ctrl-C in the middle of the copy
         time.sleep(0.01)
-        return real_read(self, offset, length)
+        real_readinto(self, offset, buf)
 
-    monkeypatch.setattr(sync_mod._CancellableSource, "read", dying_read)
+    monkeypatch.setattr(sync_mod._CancellableSource, "readinto", dying_readinto)
     with pytest.raises(KeyboardInterrupt):
         run_sync(SyncRequest(lab.plan, vms=("db01",)), ctx)
-    monkeypatch.setattr(sync_mod._CancellableSource, "read", real_read)
+    monkeypatch.setattr(sync_mod._CancellableSource, "readinto", real_readinto)
     assert lab.tool_snapshots("db01") == []  # removed even when interrupted
     lab.write("db01", 0, b"z" * 4096)  # the guest keeps writing meanwhile
     res = run_sync(SyncRequest(lab.plan, vms=("db01",)), ctx)

@@ -187,3 +187,43 @@ def test_engine_copies_through_transport(transport, image, tmp_path):
             dst.close()
     assert out.read_bytes()[:SIZE] == content
     assert outcome.stats.chunks_done == outcome.stats.chunks_planned == SIZE // MiB
+
+
+def test_optional_parts_are_answered(transport, image, tmp_path):
+    """Every transport answers the optional parts of the interface ("not supported" is None/False/{})."""
+    from scmt_cli.transports.base import SOURCE_OPTIONAL, TARGET_OPTIONAL, BlockSource, BlockTarget, Identity
+
+    path, content = image
+    with transport.serve(path, True) as url:
+        src = open_source(url)
+        try:
+            assert isinstance(src, BlockSource)
+            assert all(hasattr(src, name) for name in SOURCE_OPTIONAL)
+            ident = src.identity()
+            assert ident is None or (isinstance(ident, Identity) and ident.fields.get("size") == SIZE)
+            assert ident is None or ident == src.identity(), "an unchanged source keeps its identity"
+            assert isinstance(src.stats(), dict)
+            assert src.changed_extents(None) is None or isinstance(src.changed_extents(None), tuple)
+            digests = src.remote_digests(MiB)
+            assert digests is None or len(digests) == SIZE // MiB
+            buf = bytearray(5000)
+            src.readinto(MiB - 100, memoryview(buf))
+            assert bytes(buf) == content[MiB - 100 : MiB + 4900]
+        finally:
+            src.close()
+    if not transport.target:
+        return
+    out = tmp_path / "optional-target.raw"
+    out.write_bytes(bytes(SIZE))
+    with transport.serve(out, True) as url:
+        dst = open_target(url, size=SIZE)
+        try:
+            assert isinstance(dst, BlockTarget)
+            assert all(hasattr(dst, name) for name in TARGET_OPTIONAL)
+            ident = dst.identity()
+            assert ident is None or isinstance(ident, Identity)
+            assert isinstance(dst.preallocate(0, MiB), bool)
+            assert isinstance(dst.punches_holes, bool)
+            assert isinstance(dst.stats(), dict)
+        finally:
+            dst.close()

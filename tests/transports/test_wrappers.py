@@ -10,7 +10,18 @@ from scmt_cli.blocks.api import full_copy
 from scmt_cli.blocks.engine import CopyOptions
 from scmt_cli.errors import SizeMismatchError, TransportError
 from scmt_cli.events import RecordingReporter
-from scmt_cli.transports.base import open_source, open_target
+from scmt_cli.transports.base import (
+    SOURCE_OPTIONAL,
+    TARGET_OPTIONAL,
+    BlockSource,
+    BlockTarget,
+    Extent,
+    Identity,
+    SourceDefaults,
+    TargetDefaults,
+    open_source,
+    open_target,
+)
 from scmt_cli.transports.wrappers import (
     Fault,
     FaultPlan,
@@ -19,6 +30,8 @@ from scmt_cli.transports.wrappers import (
     RetryingSource,
     RetryingTarget,
     RetryPolicy,
+    SourceProxy,
+    TargetProxy,
     ThrottledSource,
     TokenBucket,
 )
@@ -161,3 +174,115 @@ def test_fault_after_and_range():
     with pytest.raises(TransportError):
         plan.check("write", 150, 10)
     plan.check("write", 150, 10)  # times exhausted
+
+
+class _StubSource(SourceDefaults):
+    """A source whose optional parts answer distinctive values (to see that wrappers forward them)."""
+
+    size = 4096
+    thread_safe = True
+
+    def describe(self):
+        return "stub://source"
+
+    def extents(self, offset=0, length=None):
+        yield Extent(offset, (length if length is not None else self.size - offset), "data")
+
+    def read(self, offset, length):
+        return b"s" * length
+
+    def identity(self):
+        return Identity({"stub": 1, "size": self.size})
+
+    def changed_extents(self, since):
+        return ([Extent(0, 512, "data")], f"after-{since}")
+
+    def remote_digests(self, chunk_size):
+        return [f"d{chunk_size}"]
+
+    def stats(self):
+        return {"bytes_on_wire": 7, "bytes_of_data": 14}
+
+    def close(self):
+        pass
+
+
+class _StubTarget(TargetDefaults):
+    size = 4096
+    thread_safe = True
+    fresh = False
+
+    def describe(self):
+        return "stub://target"
+
+    def write(self, offset, data):
+        pass
+
+    def write_zeroes(self, offset, length):
+        pass
+
+    def read(self, offset, length):
+        return bytes(length)
+
+    def flush(self):
+        pass
+
+    def identity(self):
+        return Identity({"stub": 2})
+
+    def preallocate(self, offset, length):
+        return True
+
+    @property
+    def punches_holes(self):
+        return True
+
+    def stats(self):
+        return {"writes": 3}
+
+    def close(self):
+        pass
+
+
+def _source_wrappers():
+    from scmt_cli.services.migration.sync import _CancellableSource
+
+    return {
+        "SourceProxy": lambda s: SourceProxy(s),
+        "RetryingSource": lambda s: RetryingSource(s, FAST),
+        "ThrottledSource": lambda s: ThrottledSource(s, TokenBucket(1e12)),
+        "FaultySource": lambda s: FaultySource(s, FaultPlan()),
+        "_CancellableSource": lambda s: _CancellableSource(s, lambda: None),
+    }
+
+
+@pytest.mark.parametrize("name", sorted(_source_wrappers()))
+def test_source_wrappers_forward_the_optional_parts(name):
+    wrapped = _source_wrappers()[name](_StubSource())
+    assert isinstance(wrapped, BlockSource)
+    assert wrapped.identity() == Identity({"stub": 1, "size": 4096})
+    assert wrapped.changed_extents("t1") == ([Extent(0, 512, "data")], "after-t1")
+    assert wrapped.remote_digests(MiB) == [f"d{MiB}"]
+    assert wrapped.stats() == {"bytes_on_wire": 7, "bytes_of_data": 14}
+    buf = bytearray(10)
+    wrapped.readinto(0, memoryview(buf))
+    assert bytes(buf) == b"s" * 10
+
+
+@pytest.mark.parametrize("name", ["TargetProxy", "RetryingTarget", "FaultyTarget"])
+def test_target_wrappers_forward_the_optional_parts(name):
+    make = {"TargetProxy": TargetProxy, "RetryingTarget": lambda t: RetryingTarget(t, FAST),
+            "FaultyTarget": lambda t: FaultyTarget(t, FaultPlan())}[name]
+    wrapped = make(_StubTarget())
+    assert isinstance(wrapped, BlockTarget)
+    assert wrapped.identity() == Identity({"stub": 2})
+    assert wrapped.preallocate(0, 10) is True
+    assert wrapped.punches_holes is True
+    assert wrapped.stats() == {"writes": 3}
+
+
+def test_proxies_define_every_part_themselves():
+    """By construction: the proxies every wrapper derives from forward each part explicitly (no defaults)."""
+    for cls, names in ((SourceProxy, SOURCE_OPTIONAL), (TargetProxy, TARGET_OPTIONAL)):
+        for name in names:
+            assert name in vars(cls), f"{cls.__name__} does not forward {name}"

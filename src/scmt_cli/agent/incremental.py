@@ -8,8 +8,8 @@ differ (:func:`~scmt_cli.blocks.api.changed_copy`): a chunk that became all
 zeroes is zeroed on the target without reading anything.  A ``None`` entry
 in the base (unknown) counts as changed.
 
-:func:`find_capability` looks through wrapper layers (retry, throttle,
-cancel) for an optional capability of the innermost source.
+Both ask the source through its interface (``remote_digests``, ``stats``),
+which every wrapper forwards.
 """
 
 from __future__ import annotations
@@ -23,18 +23,6 @@ from scmt_cli.blocks.engine import CopyOptions, CopyOutcome
 from scmt_cli.errors import SizeMismatchError
 from scmt_cli.events import Reporter
 from scmt_cli.transports.base import BlockSource, BlockTarget, Extent
-
-
-def find_capability(obj: Any, name: str) -> Any:
-    """``obj.name`` of the first layer (``obj``, ``obj.inner``, ``obj._inner`` ...) that has it, else None."""
-    for _ in range(16):
-        if obj is None:
-            return None
-        found = getattr(obj, name, None)
-        if found is not None:
-            return found
-        obj = getattr(obj, "inner", None) or getattr(obj, "_inner", None)
-    return None
 
 
 def changed_extents(remote: list[str], base: Manifest) -> list[Extent]:
@@ -51,12 +39,11 @@ def changed_extents(remote: list[str], base: Manifest) -> list[Extent]:
     return out
 
 
-def wire_stats(source: Any) -> dict[str, Any]:
+def wire_stats(source: BlockSource) -> dict[str, Any]:
     """``bytes_on_wire``/``bytes_of_data``/``compression_ratio`` of an agent source (``{}`` for others)."""
-    fn = find_capability(source, "wire_stats")
-    if fn is None:
-        return {}
-    stats: dict[str, Any] = dict(fn())
+    stats: dict[str, Any] = dict(source.stats())
+    if "bytes_on_wire" not in stats:
+        return stats
     wire, data = stats.get("bytes_on_wire", 0), stats.get("bytes_of_data", 0)
     stats["compression_ratio"] = round(data / wire, 3) if wire else None
     return stats
@@ -64,20 +51,22 @@ def wire_stats(source: Any) -> dict[str, Any]:
 
 def digest_incremental_copy(source: BlockSource, target: BlockTarget, base: Manifest, *,
                             options: CopyOptions | None = None, checkpointer: Checkpointer | None = None,
-                            resume: bool = False, reporter: Reporter | None = None) -> CopyOutcome:
+                            resume: bool = False, reporter: Reporter | None = None,
+                            remote: list[str] | None = None) -> CopyOutcome:
     """Bring ``target`` (which matches ``base``) up to date, reading only chunks whose remote digest changed.
 
-    ``source`` (or a layer under it) must have ``remote_digests``.
+    ``remote`` are the source's digests on the base's grid (asked from ``source.remote_digests`` when
+    not given; it must then be supported).
     """
-    remote_digests = find_capability(source, "remote_digests")
-    if remote_digests is None:
-        raise TypeError("the source has no remote_digests capability")
     if source.size != base.size:
         raise SizeMismatchError(
             f"the source has {source.size} bytes but the base manifest describes {base.size} bytes",
             hint="a resized disk needs a full copy")
     opts = options or CopyOptions(chunk_size=base.chunk_size)
-    remote = remote_digests(base.chunk_size)
+    if remote is None:
+        remote = source.remote_digests(base.chunk_size)
+    if remote is None:
+        raise TypeError(f"{source.describe()} computes no digests of its own (remote_digests is not supported)")
     changed = changed_extents(remote, base)
     out = changed_copy(source, target, changed, base=base, options=opts, checkpointer=checkpointer,
                        resume=resume, reporter=reporter)

@@ -48,7 +48,7 @@ from scmt_cli.errors import (
     UsageError,
     redact_url,
 )
-from scmt_cli.transports.base import BlockTarget, Extent, ExtentKind, Scheme, register
+from scmt_cli.transports.base import BlockTarget, Extent, ExtentKind, Identity, Scheme, SourceDefaults, register
 
 DEFAULT_PORT = 20000
 
@@ -153,7 +153,7 @@ def load_token(*, token_file: str | Path | None = None, token_env: str | None = 
     return raw
 
 
-class AgentDisk:
+class AgentDisk(SourceDefaults):
     """One disk of an agent (read-only BlockSource; thread-safe)."""
 
     def __init__(self, host: str, port: int, disk: str, token: bytes, *, where: str | None = None,
@@ -284,6 +284,14 @@ class AgentDisk:
     def agent_stats(self) -> dict[str, Any]:
         """The agent's resource figures (peak RSS, CPU seconds, bytes read from its disks)."""
         return self._conn.json(p.T_STATS, {})
+
+    def identity(self) -> Identity:
+        """The disk's name and size; a live disk changes while it is read, so no sample is re-read."""
+        return Identity({"disk": self.disk, "size": self._size}, stable=False)
+
+    def stats(self) -> dict[str, Any]:
+        """The interface's transport counters: :meth:`wire_stats`."""
+        return dict(self.wire_stats())
 
     def wire_stats(self) -> dict[str, int]:
         """DATA bytes received (``bytes_on_wire``, ``bytes_of_data``) and ``source_bytes_read`` so far."""

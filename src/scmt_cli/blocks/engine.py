@@ -153,8 +153,7 @@ class _Pipeline:
         self.fresh = fresh
         # Zero runs inside data chunks of a non-fresh target are punched rather than written when
         # the target's write_zeroes deallocates (so a resumed copy ends as sparse as a clean one).
-        self.punch = bool(getattr(target, "punches_holes", False))
-        self.prealloc = getattr(target, "preallocate", None)
+        self.punch = target.punches_holes
         self.stats = stats
         self.stop = threading.Event()
         self.next_pos = 0
@@ -167,8 +166,6 @@ class _Pipeline:
         self.work: queue.Queue[tuple[int, Chunk, Action, memoryview | None, str, tuple[bytearray, int] | None]] = (
             queue.Queue(maxsize=options.in_flight))
         self.done: queue.SimpleQueue[tuple[int, Action, str, int] | BaseException] = queue.SimpleQueue()
-        self.readinto = getattr(source, "readinto", None)
-        self.readinto_many = getattr(source, "readinto_many", None)
         self.threads: list[threading.Thread] = []
         self.readers_left = 0
         self.readers_lock = threading.Lock()
@@ -242,8 +239,9 @@ class _Pipeline:
     def _read(self, chunk: Chunk, view: memoryview) -> None:
         """Fill ``view`` with the chunk: its data ranges from the source, zeroes elsewhere.
 
-        A source with ``readinto_many`` (NBD) gets all the ranges of the chunk in
-        one call, so their requests are in flight together.
+        A chunk of several ranges goes to the source's ``readinto_many`` in one
+        call, so a transport that pipelines (NBD) keeps their requests in flight
+        together; the others read them one by one.
         """
         ranges = chunk.ranges or ((0, chunk.length),)
         pos = 0
@@ -253,9 +251,9 @@ class _Pipeline:
             pos = end
         if pos < chunk.length:
             view[pos : chunk.length] = _ZERO_VIEW[: chunk.length - pos]
-        if len(ranges) > 1 and self.readinto_many is not None:
+        if len(ranges) > 1:
             with self.src_lock or contextlib.nullcontext():
-                self.readinto_many([(chunk.offset + start, view[start:end]) for start, end in ranges])
+                self.source.readinto_many([(chunk.offset + start, view[start:end]) for start, end in ranges])
             return
         for start, end in ranges:
             self._read_range(chunk.offset + start, view[start:end])
@@ -265,15 +263,7 @@ class _Pipeline:
         if lock is not None:
             lock.acquire()
         try:
-            if self.readinto is not None:
-                self.readinto(offset, view)
-            else:
-                data = self.source.read(offset, len(view))
-                if len(data) != len(view):
-                    raise SizeMismatchError(
-                        f"short read from {self.source.describe()} at {offset}: "
-                        f"{len(data)} of {len(view)} bytes (did the source shrink?)")
-                view[:] = data
+            self.source.readinto(offset, view)
         finally:
             if lock is not None:
                 lock.release()
@@ -337,12 +327,10 @@ class _Pipeline:
         target's allocation mirrors the source's exactly as a clean copy's does.
         """
         self.target.write_zeroes(chunk.offset + start, end - start)
-        if self.prealloc is None:
-            return
         for lo, hi in chunk.data_ranges:
             lo, hi = max(lo, start), min(hi, end)
-            if lo < hi:
-                self.prealloc(chunk.offset + lo, hi - lo)
+            if lo < hi and not self.target.preallocate(chunk.offset + lo, hi - lo):
+                return
 
     # -- lifecycle ------------------------------------------------------------
     def start(self) -> None:
@@ -514,18 +502,17 @@ def copy_chunks(
 def _preallocate(source: BlockSource, target: BlockTarget, start: int) -> None:
     """Best effort: reserve the source's data extents from ``start`` on a fresh target.
 
-    Only targets with a ``preallocate(offset, length) -> bool`` method take
+    Only targets whose ``preallocate(offset, length)`` answers True take
     part (file targets: see :meth:`FileTarget.preallocate`); exactly the
     source's data extents are reserved, so the target stays as sparse as the
     source.  The allocation map is streamed (memory stays bounded) and any
     failure just ends the hint: the copy itself reports real errors.
     """
-    prealloc = getattr(target, "preallocate", None)
-    if prealloc is None or start >= source.size:
+    if start >= source.size:
         return
     try:
         for ext in source.extents(start, source.size - start):
-            if ext.kind == "data" and ext.length > 0 and not prealloc(ext.offset, ext.length):
+            if ext.kind == "data" and ext.length > 0 and not target.preallocate(ext.offset, ext.length):
                 return
     except Exception:  # noqa: BLE001,S110 - an optimisation only
         return

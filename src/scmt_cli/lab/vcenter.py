@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import httpx
 
@@ -318,10 +318,16 @@ class FakeVCenter:
         return result
 
     def open_disk(self, vm: str, snapshot: str, disk_key: int) -> BlockSource:
-        disk, flat = self._call(vm, f"open disk {disk_key}", lambda: self.estate.readable_view(vm, snapshot, disk_key))
+        def work() -> tuple[Any, str, str | None]:
+            disk, flat = self.estate.readable_view(vm, snapshot, disk_key)
+            frozen = disk_key in self.estate.snapshot(self.estate.vm(vm), snapshot).disk_keys
+            return disk, flat, disk.frozen(snapshot).change_id if frozen else None
+
+        disk, flat, change_id = self._call(vm, f"open disk {disk_key}", work)
         assert self._folder is not None
         label = f"{vm}/disk{disk_key}"
-        return FolderDiskSource(self._folder, self.estate.lab.datacenter, flat, disk.capacity, label=label)
+        return FolderDiskSource(self._folder, self.estate.lab.datacenter, flat, disk.capacity, label=label,
+                                identity={"snapshot": snapshot, "change_id": change_id})
 
     # -- datastore files (tests and tooling) -----------------------------------------------
     def upload(self, datastore_path: str, data: bytes, datacenter: str | None = None) -> None:

@@ -1,28 +1,30 @@
 """The ``copy`` use case: a verified, resumable block copy between two URLs.
 
-``run_copy`` opens both ends through the transport registry, wraps them
-(retry on transient errors with reconnect, optional bandwidth limit), runs a
-full or incremental (``since``) copy through the block engine with
-checkpoints in the given store, writes the manifest, optionally verifies the
-target, and returns a :class:`CopyResult`.  It never prints; errors are
-ScmtError subclasses; SIGINT/SIGTERM propagate after a final checkpoint.
+``run_copy`` tells one story: open both ends through the transport registry
+(wrapped for retry with reconnect and an optional bandwidth limit), resume
+the interrupted copy or start, choose a full or an incremental (``since``)
+copy, run the block engine with checkpoints in the given store, write the
+manifest, verify, and return a :class:`CopyResult`.  What a transport can do
+beyond reading and writing (its identity, its own digests, its counters) is
+asked through the transport interface, never looked up.  It never prints;
+errors are ScmtError subclasses; SIGINT/SIGTERM propagate after a final
+checkpoint.
 """
 
 from __future__ import annotations
 
 import hashlib
-import inspect
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from scmt_cli.agent.incremental import digest_incremental_copy, find_capability, wire_stats
+from scmt_cli.agent.incremental import digest_incremental_copy, wire_stats
 from scmt_cli.blocks.api import full_copy, incremental_copy
 from scmt_cli.blocks.checkpoint import Checkpointer, CheckpointStore, checkpoint_key
 from scmt_cli.blocks.digest import Manifest
-from scmt_cli.blocks.engine import CopyOptions, CopyStats, default_in_flight
+from scmt_cli.blocks.engine import CopyOptions, CopyOutcome, CopyStats, default_in_flight
 from scmt_cli.blocks.plan import DEFAULT_CHUNK_SIZE, check_chunk_size
 from scmt_cli.blocks.verify import verify_target
 from scmt_cli.errors import InvalidStateError, UsageError
@@ -87,20 +89,6 @@ SourceWrapper = Callable[[BlockSource], BlockSource]
 TargetWrapper = Callable[[BlockTarget], BlockTarget]
 
 
-def open_target_sized(url: str, size: int) -> BlockTarget:
-    """Open a target passing ``size=`` when its factory accepts it (see transports.base)."""
-    scheme = transports._scheme_of(url)
-    factory = scheme.open_target
-    if factory is None:
-        raise UsageError(f"{scheme.name}:// cannot be used as a target")
-    try:
-        params = inspect.signature(factory).parameters.values()
-        takes_size = any(p.name == "size" or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
-    except (TypeError, ValueError):
-        takes_size = False
-    return factory(url, size=size) if takes_size else factory(url)
-
-
 def _file_digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:32]
 
@@ -109,6 +97,50 @@ def run_copy(req: CopyRequest, reporter: Reporter, store: CheckpointStore | None
              wrap_source: SourceWrapper | None = None, wrap_target: TargetWrapper | None = None) -> CopyResult:
     """Run one copy; see the module docstring.  ``wrap_*`` let tests inject faults under the retry layer."""
     t_start = time.monotonic()
+    base, chunk_size, in_flight = _check_request(req)
+    warnings: list[str] = []
+    src: RetryingSource | None = None
+    dst: RetryingTarget | None = None
+    try:
+        src, dst = _open_ends(req, reporter, chunk_size, wrap_source, wrap_target)
+        read_side: BlockSource = src
+        if req.bandwidth is not None and req.bandwidth != float("inf"):
+            read_side = ThrottledSource(src, TokenBucket(req.bandwidth, burst=max(req.bandwidth / 4, chunk_size)))
+        base = _choose_mode(req, base, dst, warnings)
+        mode = "incremental" if base is not None else "full"
+        ckpt, resumed = _resume_or_start(req, store, src, dst, base, chunk_size, mode, reporter, warnings)
+        reporter.event("copy_started", source=src.describe(), target=dst.describe(), size=src.size, mode=mode,
+                       chunk_size=chunk_size, resume=resumed)
+        opts = CopyOptions(chunk_size=chunk_size, in_flight=in_flight, task=_task_name(req.target),
+                           checkpoint_seconds=req.checkpoint_seconds)
+        outcome = _run_engine(read_side, dst, base, opts, ckpt, req.resume, reporter)
+        stats = outcome.stats
+        stats.extra["retries"] = src.retrier.retries + dst.retrier.retries
+        stats.extra.update(wire_stats(src))
+        if req.manifest_out is not None:
+            outcome.manifest.target = dst.describe()
+            outcome.manifest.save(req.manifest_out)
+        if req.verify:
+            t0 = time.monotonic()
+            stats.verified_chunks = verify_target(dst, outcome.manifest, in_flight=in_flight,
+                                                  reporter=reporter, task=f"verify {_task_name(req.target)}")
+            stats.verify_seconds = time.monotonic() - t0
+        reporter.event("copy_done", target=dst.describe(), bytes_read=stats.bytes_read,
+                       bytes_written=stats.bytes_written, verified=req.verify)
+        return CopyResult(source=src.describe(), target=dst.describe(), mode=mode, stats=stats, resumed=resumed,
+                          verified=req.verify, manifest_path=str(req.manifest_out) if req.manifest_out else None,
+                          elapsed_seconds=time.monotonic() - t_start, warnings=warnings)
+    finally:
+        for end in (dst, src):
+            if end is not None:
+                try:
+                    end.close()
+                except Exception:  # noqa: BLE001,S110 - closing must not mask the real outcome
+                    pass
+
+
+def _check_request(req: CopyRequest) -> tuple[Manifest | None, int, int]:
+    """Refuse bad options before anything is opened; return the base manifest, the chunk size, the in-flight."""
     in_flight = req.in_flight if req.in_flight is not None else default_in_flight(req.source)
     if not 1 <= in_flight <= MAX_IN_FLIGHT:
         raise UsageError(f"--in-flight {in_flight}: expected 1 to {MAX_IN_FLIGHT}")
@@ -120,110 +152,101 @@ def run_copy(req: CopyRequest, reporter: Reporter, store: CheckpointStore | None
     if base is not None and chunk_size != base.chunk_size:
         raise UsageError(f"--chunk-size {chunk_size} differs from the manifest's chunk size {base.chunk_size}",
                          hint="omit --chunk-size with --since")
-    warnings: list[str] = []
+    return base, chunk_size, in_flight
+
+
+def _open_ends(req: CopyRequest, reporter: Reporter, chunk_size: int, wrap_source: SourceWrapper | None,
+               wrap_target: TargetWrapper | None) -> tuple[RetryingSource, RetryingTarget]:
+    """Open the source, then a target of its size, each under a retry layer that reopens it."""
     policy = RetryPolicy(attempts=max(1, req.retries))
 
     def open_src() -> BlockSource:
-        src = transports.open_source(req.source)
-        return wrap_source(src) if wrap_source else src
+        s = transports.open_source(req.source)
+        return wrap_source(s) if wrap_source else s
 
-    src: BlockSource | None = None
-    dst: BlockTarget | None = None
+    src = RetryingSource(open_src(), policy, reopen=open_src, reporter=reporter)
     try:
-        src = RetryingSource(open_src(), policy, reopen=open_src, reporter=reporter)
-        if req.bandwidth is not None and req.bandwidth != float("inf"):
-            src = ThrottledSource(src, TokenBucket(req.bandwidth, burst=max(req.bandwidth / 4, chunk_size)))
         size = src.size
 
         def open_dst() -> BlockTarget:
-            t = open_target_sized(req.target, size)
+            t = transports.open_target(req.target, size=size)  # every factory takes size= (transports.base)
             return wrap_target(t) if wrap_target else t
 
         dst = RetryingTarget(open_dst(), policy, reopen=open_dst, reporter=reporter)
-        if dst.describe() == src.describe():
-            raise UsageError(f"source and target are the same disk: {src.describe()}")
-        mode = "incremental" if base is not None else "full"
-        if base is not None and dst.fresh:
-            warnings.append(f"{dst.describe()} did not exist: made a full copy instead of an incremental one")
-            base, mode = None, "full"
-        if base is not None and base.target is not None and base.target != dst.describe():
-            # Chunks equal to the manifest are not written: it must describe what THIS target holds.
-            raise InvalidStateError(
-                f"{req.since}: the manifest describes target {base.target}, not {dst.describe()}",
-                hint="pass the manifest written by the last copy to this target, or copy without --since")
-        opts = CopyOptions(chunk_size=chunk_size, in_flight=in_flight, task=_task_name(req.target),
-                           checkpoint_seconds=req.checkpoint_seconds)
-        ckpt = None
-        resumed = False
-        if store is not None:
-            key = checkpoint_key(src.describe(), dst.describe())
-            params = {"source": src.describe(), "target": dst.describe(), "size": size, "chunk_size": chunk_size,
-                      "mode": mode, "base": _file_digest(req.since) if base is not None and req.since else None}
-            identity = find_capability(dst, "identity")
-            if identity is not None:
-                params["target_id"] = identity()
-            ckpt = Checkpointer(store, key, params)
-            existing = store.get_checkpoint(key)
-            old_id = (existing or {}).get("params", {}).get("target_id")
-            if existing is not None and old_id is None:
-                params.pop("target_id", None)  # a checkpoint of an older scmt: resumable as before
-            if existing is not None and req.resume and dst.fresh:
-                # The target was just created: whatever the checkpoint says was written is gone.
-                warnings.append(f"{dst.describe()} did not exist any more: the interrupted copy was restarted "
-                                "from the beginning")
-                ckpt.clear()
-                existing = None
-            elif existing is not None and req.resume and old_id is not None and old_id != params.get("target_id"):
-                # Another file now sits at the target's path: it holds none of the checkpointed chunks.
-                warnings.append(f"{dst.describe()} was replaced by another file since the interrupted copy: "
-                                "the copy was restarted from the beginning")
-                ckpt.clear()
-                existing = None
-            elif existing is not None and not req.resume:
-                reporter.log("warning", "an interrupted copy to this target was found; starting over "
-                             "(pass --resume to continue it instead)")
-            elif existing is None and req.resume:
-                reporter.log("info", "no interrupted copy to resume; starting from the beginning")
-            resumed = existing is not None and req.resume
-        elif req.resume:
+    except BaseException:
+        src.close()
+        raise
+    if dst.describe() == src.describe():
+        dst.close()
+        src.close()
+        raise UsageError(f"source and target are the same disk: {src.describe()}")
+    return src, dst
+
+
+def _choose_mode(req: CopyRequest, base: Manifest | None, dst: BlockTarget, warnings: list[str]) -> Manifest | None:
+    """The base manifest of an incremental copy, or None for a full one."""
+    if base is not None and dst.fresh:
+        warnings.append(f"{dst.describe()} did not exist: made a full copy instead of an incremental one")
+        return None
+    if base is not None and base.target is not None and base.target != dst.describe():
+        # Chunks equal to the manifest are not written: it must describe what THIS target holds.
+        raise InvalidStateError(
+            f"{req.since}: the manifest describes target {base.target}, not {dst.describe()}",
+            hint="pass the manifest written by the last copy to this target, or copy without --since")
+    return base
+
+
+def _resume_or_start(req: CopyRequest, store: CheckpointStore | None, src: BlockSource, dst: BlockTarget,
+                     base: Manifest | None, chunk_size: int, mode: str, reporter: Reporter,
+                     warnings: list[str]) -> tuple[Checkpointer | None, bool]:
+    """The checkpointer of this copy (None without a store) and whether an interrupted copy is resumed."""
+    if store is None:
+        if req.resume:
             raise UsageError("--resume needs a state store to read the checkpoint from")
-        reporter.event("copy_started", source=src.describe(), target=dst.describe(), size=size, mode=mode,
-                       chunk_size=chunk_size, resume=resumed)
-        if base is not None and find_capability(src, "remote_digests") is not None:
-            # The source hashes its own chunks (the scmt agent): only changed chunks cross the wire.
-            outcome = digest_incremental_copy(src, dst, base, options=opts, checkpointer=ckpt,
-                                              resume=req.resume, reporter=reporter)
-        elif base is not None:
-            outcome = incremental_copy(src, dst, base, options=opts, checkpointer=ckpt, resume=req.resume,
-                                       reporter=reporter)
-        else:
-            outcome = full_copy(src, dst, options=opts, checkpointer=ckpt, resume=req.resume, reporter=reporter)
-        stats = outcome.stats
-        stats.extra["retries"] = src.retrier.retries if isinstance(src, RetryingSource) else 0
-        stats.extra["retries"] += dst.retrier.retries
-        stats.extra.update(wire_stats(src))
-        if req.manifest_out is not None:
-            outcome.manifest.target = dst.describe()
-            outcome.manifest.save(req.manifest_out)
-        verified = False
-        if req.verify:
-            t0 = time.monotonic()
-            stats.verified_chunks = verify_target(dst, outcome.manifest, in_flight=in_flight,
-                                                  reporter=reporter, task=f"verify {_task_name(req.target)}")
-            stats.verify_seconds = time.monotonic() - t0
-            verified = True
-        reporter.event("copy_done", target=dst.describe(), bytes_read=stats.bytes_read,
-                       bytes_written=stats.bytes_written, verified=verified)
-        return CopyResult(source=src.describe(), target=dst.describe(), mode=mode, stats=stats, resumed=resumed,
-                          verified=verified, manifest_path=str(req.manifest_out) if req.manifest_out else None,
-                          elapsed_seconds=time.monotonic() - t_start, warnings=warnings)
-    finally:
-        for end in (dst, src):
-            if end is not None:
-                try:
-                    end.close()
-                except Exception:  # noqa: BLE001,S110 - closing must not mask the real outcome
-                    pass
+        return None, False
+    key = checkpoint_key(src.describe(), dst.describe())
+    target_id = dst.identity()
+    params: dict[str, Any] = {"source": src.describe(), "target": dst.describe(), "size": src.size,
+                              "chunk_size": chunk_size, "mode": mode,
+                              "base": _file_digest(req.since) if base is not None and req.since else None}
+    if target_id is not None:
+        params["target_id"] = target_id.to_json()
+    ckpt = Checkpointer(store, key, params)
+    existing = store.get_checkpoint(key)
+    old_id = (existing or {}).get("params", {}).get("target_id")
+    if existing is not None and old_id is None:
+        params.pop("target_id", None)  # a checkpoint of an older scmt: resumable as before
+    if existing is not None and req.resume and dst.fresh:
+        # The target was just created: whatever the checkpoint says was written is gone.
+        warnings.append(f"{dst.describe()} did not exist any more: the interrupted copy was restarted "
+                        "from the beginning")
+        ckpt.clear()
+        existing = None
+    elif existing is not None and req.resume and old_id is not None and old_id != params.get("target_id"):
+        # Another file now sits at the target's path: it holds none of the checkpointed chunks.
+        warnings.append(f"{dst.describe()} was replaced by another file since the interrupted copy: "
+                        "the copy was restarted from the beginning")
+        ckpt.clear()
+        existing = None
+    elif existing is not None and not req.resume:
+        reporter.log("warning", "an interrupted copy to this target was found; starting over "
+                     "(pass --resume to continue it instead)")
+    elif existing is None and req.resume:
+        reporter.log("info", "no interrupted copy to resume; starting from the beginning")
+    return ckpt, existing is not None and req.resume
+
+
+def _run_engine(src: BlockSource, dst: BlockTarget, base: Manifest | None, opts: CopyOptions,
+                ckpt: Checkpointer | None, resume: bool, reporter: Reporter) -> CopyOutcome:
+    """A full copy, or an incremental one: by the source's own digests when it has them (the scmt agent:
+    only changed chunks cross the wire), else by reading and comparing with the base manifest."""
+    if base is None:
+        return full_copy(src, dst, options=opts, checkpointer=ckpt, resume=resume, reporter=reporter)
+    remote = src.remote_digests(base.chunk_size)
+    if remote is not None:
+        return digest_incremental_copy(src, dst, base, options=opts, checkpointer=ckpt, resume=resume,
+                                       reporter=reporter, remote=remote)
+    return incremental_copy(src, dst, base, options=opts, checkpointer=ckpt, resume=resume, reporter=reporter)
 
 
 def _task_name(url: str) -> str:

@@ -31,20 +31,36 @@ a missing target of that size and reports ``fresh=True``; every transport
 raises SizeMismatchError when an existing target is smaller.  Factories accept
 and ignore keyword options they do not know.
 
-Optional capabilities (looked up with ``getattr``; callers must work without
-them, so adding them never breaks an implementation):
+Optional parts are explicit: every transport and every wrapper implements
+them, answering "not supported" (``None``, ``False`` or ``{}``) where it has
+none, so callers ask the interface instead of searching for attributes.
+Transports inherit :class:`SourceDefaults` / :class:`TargetDefaults` for the
+parts they lack; wrappers (``transports.wrappers``) forward every one of them.
+The contract suite checks both.
 
-* ``BlockSource.readinto(offset, buf: memoryview) -> None`` fills ``buf``
-  exactly (same errors as ``read``); lets the engine reuse buffers instead of
-  allocating a ``bytes`` per chunk.
-* ``BlockSource.changed_extents(since_token) -> (extents, new_token)``: the
-  extents changed since ``since_token`` (CBT); ``None`` for a full map.
-* ``BlockSource.max_connections`` / ``BlockTarget.max_connections`` (int):
-  informational: how many server connections the object uses (NBD
-  multi-conn).  The engine does not open extra objects; a transport that
-  wants parallel connections manages them inside one ``thread_safe`` object.
-* ``BlockTarget.trim(offset, length)``: discard a range (it then reads as
-  zeroes); absent means "use ``write_zeroes``".
+* ``readinto(offset, buf: memoryview) -> None`` fills ``buf`` exactly (same
+  errors as ``read``); lets the engine reuse buffers.  The default goes
+  through ``read``.
+* ``readinto_many(ranges: list[(offset, memoryview)]) -> None`` fills every
+  buffer; a transport that pipelines (NBD) keeps the requests in flight
+  together.  The default reads the ranges one by one through ``readinto``.
+* ``identity() -> Identity | None``: which disk this is, not where it is (a
+  file's device and inode, its size and mtime; an NBD export's size; a
+  vSphere snapshot and its changeId).  A resumed copy compares it with the
+  one its checkpoint recorded.  ``None``: the transport cannot tell.
+* ``BlockSource.changed_extents(since_token) -> (extents, new_token) | None``:
+  the extents changed since ``since_token`` (CBT); ``None``: not supported.
+* ``BlockSource.remote_digests(chunk_size) -> list[str] | None``: the digest
+  of every chunk (``blocks.digest`` algorithm and grid) computed where the
+  data lives (the scmt agent); ``None``: not supported.
+* ``stats() -> dict``: transport counters for the copy's statistics (the
+  agent's ``bytes_on_wire``/``bytes_of_data``); ``{}`` when it has none.
+* ``BlockTarget.preallocate(offset, length) -> bool``: best-effort allocation
+  hint; ``False`` when unsupported.
+* ``BlockTarget.punches_holes`` (bool): ``write_zeroes`` deallocates, so the
+  engine punches zero runs inside data chunks instead of writing them.
+
+Transports may have more (``trim``, ``info``...): the copy path does not use them.
 """
 
 from __future__ import annotations
@@ -55,7 +71,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
-from scmt_cli.errors import UsageError, redact_url
+from scmt_cli.errors import SizeMismatchError, UsageError, redact_url
 
 ExtentKind = Literal["data", "zero", "hole"]
 
@@ -69,6 +85,25 @@ class Extent:
     @property
     def end(self) -> int:
         return self.offset + self.length
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Which disk an object is, as JSON-able ``fields`` (compared whole by a resumed copy).
+
+    ``stable`` is False for a disk that is expected to change while it is read
+    (the scmt agent serves the live disks of a running VM): a resumed copy then
+    compares the fields but does not re-read a sample of the chunks it copied.
+    """
+
+    fields: dict[str, str | int | None]
+    stable: bool = True
+
+    def to_json(self) -> dict[str, str | int | None]:
+        return dict(self.fields)
+
+
+ChangedExtents = tuple[list[Extent], str]
 
 
 @runtime_checkable
@@ -87,6 +122,18 @@ class BlockSource(Protocol):
     def extents(self, offset: int = 0, length: int | None = None) -> Iterator[Extent]: ...
 
     def read(self, offset: int, length: int) -> bytes: ...
+
+    def readinto(self, offset: int, buf: memoryview) -> None: ...
+
+    def readinto_many(self, ranges: list[tuple[int, memoryview]]) -> None: ...
+
+    def identity(self) -> Identity | None: ...
+
+    def changed_extents(self, since: str | None) -> ChangedExtents | None: ...
+
+    def remote_digests(self, chunk_size: int) -> list[str] | None: ...
+
+    def stats(self) -> dict[str, Any]: ...
 
     def close(self) -> None: ...
 
@@ -116,7 +163,65 @@ class BlockTarget(Protocol):
 
     def flush(self) -> None: ...
 
+    def identity(self) -> Identity | None: ...
+
+    def preallocate(self, offset: int, length: int) -> bool: ...
+
+    @property
+    def punches_holes(self) -> bool: ...
+
+    def stats(self) -> dict[str, Any]: ...
+
     def close(self) -> None: ...
+
+
+#: The optional parts of each side (what a wrapper must forward; the contract suite checks them).
+SOURCE_OPTIONAL = ("readinto", "readinto_many", "identity", "changed_extents", "remote_digests", "stats")
+TARGET_OPTIONAL = ("identity", "preallocate", "punches_holes", "stats")
+
+
+class SourceDefaults:
+    """The "not supported" answers of the optional source parts, for transports to inherit."""
+
+    def readinto(self, offset: int, buf: memoryview) -> None:
+        data = self.read(offset, len(buf))  # type: ignore[attr-defined]
+        if len(data) != len(buf):
+            raise SizeMismatchError(f"short read from {self.describe()} at {offset}: "  # type: ignore[attr-defined]
+                                    f"{len(data)} of {len(buf)} bytes (did the source shrink?)")
+        buf[:] = data
+
+    def readinto_many(self, ranges: list[tuple[int, memoryview]]) -> None:
+        for offset, buf in ranges:
+            self.readinto(offset, buf)
+
+    def identity(self) -> Identity | None:
+        return None
+
+    def changed_extents(self, since: str | None) -> ChangedExtents | None:
+        return None
+
+    def remote_digests(self, chunk_size: int) -> list[str] | None:
+        return None
+
+    def stats(self) -> dict[str, Any]:
+        return {}
+
+
+class TargetDefaults:
+    """The "not supported" answers of the optional target parts, for transports to inherit."""
+
+    def identity(self) -> Identity | None:
+        return None
+
+    def preallocate(self, offset: int, length: int) -> bool:
+        return False
+
+    @property
+    def punches_holes(self) -> bool:
+        return False
+
+    def stats(self) -> dict[str, Any]:
+        return {}
 
 
 SourceFactory = Callable[..., BlockSource]

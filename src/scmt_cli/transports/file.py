@@ -52,7 +52,7 @@ from scmt_cli.errors import (
     UsageError,
     no_space,
 )
-from scmt_cli.transports.base import Extent, Scheme, register
+from scmt_cli.transports.base import Extent, Identity, Scheme, SourceDefaults, TargetDefaults, register
 
 FALLOC_FL_KEEP_SIZE = 0x01
 FALLOC_FL_PUNCH_HOLE = 0x02
@@ -204,7 +204,7 @@ def _open_direct(path: str, flags: int) -> int | None:
         return None
 
 
-class FileSource(_FileBase):
+class FileSource(_FileBase, SourceDefaults):
     """A raw image or block device read with pread; allocation from SEEK_DATA/SEEK_HOLE."""
 
     def __init__(self, path: str, *, direct: bool = False) -> None:
@@ -222,6 +222,13 @@ class FileSource(_FileBase):
             os.close(fd)
             raise SourceUnreachableError(f"source {path} is a directory, not a disk image")
         super().__init__(path, fd, _open_direct(path, os.O_RDONLY | os.O_CLOEXEC) if direct else None)
+
+    def identity(self) -> Identity:
+        """Which file this is and its state: device, inode, size and mtime (a block device: its number)."""
+        st = os.fstat(self._fd)
+        if self.is_block:
+            return Identity({"rdev": st.st_rdev, "size": self._size})
+        return Identity({"dev": st.st_dev, "ino": st.st_ino, "size": st.st_size, "mtime_ns": st.st_mtime_ns})
 
     def extents(self, offset: int = 0, length: int | None = None) -> Iterator[Extent]:
         """Data and hole extents covering ``[offset, offset+length)`` exactly."""
@@ -253,7 +260,7 @@ class FileSource(_FileBase):
             pos = stop
 
 
-class FileTarget(_FileBase):
+class FileTarget(_FileBase, TargetDefaults):
     """A raw image (created sparse when missing) or block device written with pwrite."""
 
     def __init__(self, path: str, *, size: int | None = None, direct: bool | None = None) -> None:
@@ -305,14 +312,14 @@ class FileTarget(_FileBase):
         punches zero runs inside data chunks instead of writing them, keeping the image sparse."""
         return not self.is_block
 
-    def identity(self) -> str:
+    def identity(self) -> Identity:
         """Which file this is (device and inode; a block device's device number), not where it is.
 
         A resumed copy compares it with the one its checkpoint recorded: a file replaced at the
         same path holds none of the chunks the checkpoint says were written.
         """
         st = os.fstat(self._fd)
-        return f"dev:{st.st_rdev}" if self.is_block else f"{st.st_dev}:{st.st_ino}"
+        return Identity({"rdev": st.st_rdev} if self.is_block else {"dev": st.st_dev, "ino": st.st_ino})
 
     def write(self, offset: int, data: bytes | bytearray | memoryview) -> None:
         view = memoryview(data).cast("B")

@@ -4,9 +4,11 @@ They stack like restic's backend wrappers::
 
     src = RetryingSource(ThrottledSource(open_source(url), TokenBucket(rate)), reopen=...)
 
-Every wrapper forwards ``size``, ``thread_safe``, ``describe``, ``extents``,
-``read``/``readinto``/``readinto_many`` (and for targets ``write``, ``write_zeroes``, ``flush``,
-``fresh``, ``read``) explicitly, so an operation never bypasses a wrapper.
+Every wrapper forwards the whole interface of ``transports.base`` explicitly,
+the optional parts included (``readinto``, ``readinto_many``, ``identity``,
+``changed_extents``, ``remote_digests``, ``stats``; for targets ``identity``,
+``preallocate``, ``punches_holes``, ``stats``), so an operation never bypasses
+a wrapper and a caller never has to look under one.
 """
 
 from __future__ import annotations
@@ -21,35 +23,17 @@ from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_expo
 
 from scmt_cli.errors import ScmtError, SourceUnreachableError, TransportError
 from scmt_cli.events import NullReporter, Reporter
-from scmt_cli.transports.base import BlockSource, BlockTarget, Extent
+from scmt_cli.transports.base import BlockSource, BlockTarget, ChangedExtents, Extent, Identity
 
 T = TypeVar("T")
-
-
-def _readinto(inner: BlockSource, offset: int, buf: memoryview) -> None:
-    fn = getattr(inner, "readinto", None)
-    if fn is not None:
-        fn(offset, buf)
-        return
-    data = inner.read(offset, len(buf))
-    buf[:] = data
-
-
-def readinto_many(inner: BlockSource, ranges: list[tuple[int, memoryview]]) -> None:
-    """Fill every ``(offset, buf)`` from ``inner``: in one call when it has ``readinto_many``, else range by range."""
-    fn = getattr(inner, "readinto_many", None)
-    if fn is not None:
-        fn(ranges)
-        return
-    for offset, buf in ranges:
-        _readinto(inner, offset, buf)
 
 
 class SourceProxy:
     """A BlockSource that forwards everything to ``inner``; wrappers override what they change.
 
-    ``readinto`` is forwarded too (falling back to ``read``), so a wrapper never
-    silently drops the engine's zero-copy path.
+    A subclass that overrides ``read`` but not ``readinto`` gets a ``readinto``
+    that goes through its ``read``, so it is never bypassed by the engine's
+    zero-copy path.
     """
 
     def __init__(self, inner: BlockSource) -> None:
@@ -73,20 +57,32 @@ class SourceProxy:
         return self.inner.read(offset, length)
 
     def readinto(self, offset: int, buf: memoryview) -> None:
-        fn = getattr(self.inner, "readinto", None)
-        if fn is not None:
-            fn(offset, buf)
-        else:  # through self.read, so a subclass that overrides only read() is honoured
+        if type(self).read is not SourceProxy.read:  # a subclass that changes read() only: honour it
             buf[:] = self.read(offset, len(buf))
+        else:
+            self.inner.readinto(offset, buf)
+
+    def identity(self) -> Identity | None:
+        return self.inner.identity()
+
+    def changed_extents(self, since: str | None) -> ChangedExtents | None:
+        return self.inner.changed_extents(since)
+
+    def remote_digests(self, chunk_size: int) -> list[str] | None:
+        return self.inner.remote_digests(chunk_size)
+
+    def stats(self) -> dict[str, Any]:
+        return self.inner.stats()
 
     def readinto_many(self, ranges: list[tuple[int, memoryview]]) -> None:
-        """Range by range through ``self.readinto``, so a subclass overriding only read/readinto is honoured.
-
-        Wrappers that keep the ranges together (retry, throttle, faults) override
-        this and forward to the inner object's ``readinto_many``.
-        """
-        for offset, buf in ranges:
-            self.readinto(offset, buf)
+        """The inner's ``readinto_many``; range by range through ``self.readinto`` when a subclass
+        changes ``read`` or ``readinto`` only (so what it adds is never bypassed)."""
+        cls = type(self)
+        if cls.read is not SourceProxy.read or cls.readinto is not SourceProxy.readinto:
+            for offset, buf in ranges:
+                self.readinto(offset, buf)
+        else:
+            self.inner.readinto_many(ranges)
 
     def close(self) -> None:
         self.inner.close()
@@ -120,14 +116,17 @@ class TargetProxy:
         self.inner.write_zeroes(offset, length)
 
     def preallocate(self, offset: int, length: int) -> bool:
-        """Forward the optional allocation hint (see FileTarget.preallocate); False when the inner has none."""
-        fn = getattr(self.inner, "preallocate", None)
-        return bool(fn(offset, length)) if fn is not None else False
+        return self.inner.preallocate(offset, length)
 
     @property
     def punches_holes(self) -> bool:
-        """Forward the optional capability (see FileTarget.punches_holes); False when the inner has none."""
-        return bool(getattr(self.inner, "punches_holes", False))
+        return self.inner.punches_holes
+
+    def identity(self) -> Identity | None:
+        return self.inner.identity()
+
+    def stats(self) -> dict[str, Any]:
+        return self.inner.stats()
 
     def read(self, offset: int, length: int) -> bytes:
         return self.inner.read(offset, length)
@@ -228,10 +227,22 @@ class RetryingSource(SourceProxy):
         return data
 
     def readinto(self, offset: int, buf: memoryview) -> None:
-        self.retrier.call(self, lambda s: _readinto(s, offset, buf))
+        self.retrier.call(self, lambda s: s.readinto(offset, buf))
+
+    def identity(self) -> Identity | None:
+        ident: Identity | None = self.retrier.call(self, lambda s: s.identity())
+        return ident
+
+    def changed_extents(self, since: str | None) -> ChangedExtents | None:
+        changed: ChangedExtents | None = self.retrier.call(self, lambda s: s.changed_extents(since))
+        return changed
+
+    def remote_digests(self, chunk_size: int) -> list[str] | None:
+        digests: list[str] | None = self.retrier.call(self, lambda s: s.remote_digests(chunk_size))
+        return digests
 
     def readinto_many(self, ranges: list[tuple[int, memoryview]]) -> None:
-        self.retrier.call(self, lambda s: readinto_many(s, ranges))
+        self.retrier.call(self, lambda s: s.readinto_many(ranges))
 
     def close(self) -> None:
         try:
@@ -317,11 +328,11 @@ class ThrottledSource(SourceProxy):
 
     def readinto(self, offset: int, buf: memoryview) -> None:
         self.bucket.consume(len(buf))
-        _readinto(self.inner, offset, buf)
+        self.inner.readinto(offset, buf)
 
     def readinto_many(self, ranges: list[tuple[int, memoryview]]) -> None:
         self.bucket.consume(sum(len(buf) for _, buf in ranges))
-        readinto_many(self.inner, ranges)
+        self.inner.readinto_many(ranges)
 
 
 # --------------------------------------------------------------------------- faults
@@ -383,12 +394,12 @@ class FaultySource(SourceProxy):
 
     def readinto(self, offset: int, buf: memoryview) -> None:
         self.plan.check("read", offset, len(buf))
-        _readinto(self.inner, offset, buf)
+        self.inner.readinto(offset, buf)
 
     def readinto_many(self, ranges: list[tuple[int, memoryview]]) -> None:
         for offset, buf in ranges:
             self.plan.check("read", offset, len(buf))
-        readinto_many(self.inner, ranges)
+        self.inner.readinto_many(ranges)
 
 
 class FaultyTarget(TargetProxy):

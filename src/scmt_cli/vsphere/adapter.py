@@ -447,7 +447,7 @@ class PyVmomiVCenter:
     def open_disk(self, vm: str, snapshot: str, disk_key: int) -> BlockSource:
         step = f"open disk {disk_key}"
 
-        def work() -> tuple[str, int, str]:
+        def work() -> tuple[str, int, str, str | None]:
             ref = self._vm(vm)
             disk = self._snapshot_disks(vm, snapshot).get(disk_key)
             if disk is None:
@@ -463,12 +463,14 @@ class PyVmomiVCenter:
             power = self._props(ref, "runtime.powerState")["runtime.powerState"]
             if mode.startswith("independent") and power == "poweredOn":
                 raise vim.fault.FileLocked(msg="the disk is independent and in use; power the VM off to copy it")
-            return flat_path(b.fileName), _capacity(disk), self._datacenter_of(ref)
+            change_id = getattr(b, "changeId", None) or None
+            return flat_path(b.fileName), _capacity(disk), self._datacenter_of(ref), change_id
 
-        flat, size, dc = self._call(vm, step, work)
+        flat, size, dc, change_id = self._call(vm, step, work)
         split_datastore_path(flat)
         assert self._folder is not None
-        return FolderDiskSource(self._folder, dc, flat, size, label=f"{vm}/disk{disk_key}")
+        return FolderDiskSource(self._folder, dc, flat, size, label=f"{vm}/disk{disk_key}",
+                                identity={"snapshot": snapshot, "change_id": change_id})
 
     def open_disk_vddk(self, vm: str, snapshot: str, disk_key: int, libdir: str) -> BlockSource:
         """The disk of ``snapshot`` read through ``nbdkit vddk`` (follows snapshot chains; see :mod:`.vddk`)."""

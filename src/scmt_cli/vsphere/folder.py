@@ -34,7 +34,7 @@ from scmt_cli.errors import (
     SourceOperationError,
     TransportError,
 )
-from scmt_cli.transports.base import Extent
+from scmt_cli.transports.base import Extent, Identity, SourceDefaults
 from scmt_cli.vsphere.tls import classify_connect_error
 
 # httpcore's DEBUG trace prints raw request/response headers, session cookies included.
@@ -149,12 +149,14 @@ class FolderSession:
         self._client.close()
 
 
-class FolderDiskSource:
+class FolderDiskSource(SourceDefaults):
     """A flat disk file on a datastore, read with HTTP Range requests.
 
     ``extents()`` reports one ``data`` extent (HTTP knows nothing about
     allocation) unless ``allocated`` areas were given (e.g. from CBT ``"*"``,
-    used only as a hint by callers that trust it).  Thread-safe.
+    used only as a hint by callers that trust it).  ``identity`` (the snapshot
+    and the disk's changeId, given by the adapter) is what ``identity()``
+    answers.  Thread-safe.
     """
 
     def __init__(
@@ -167,8 +169,10 @@ class FolderDiskSource:
         label: str = "",
         allocated: list[Extent] | None = None,
         attempts: int = 4,
+        identity: dict[str, str | int | None] | None = None,
     ) -> None:
         self._session = session
+        self._identity = Identity({**identity, "size": size}) if identity is not None else None
         self._ds, self._rel = split_datastore_path(datastore_path)
         self._url = session.url(datacenter, self._ds, self._rel)
         self._size = size
@@ -187,6 +191,9 @@ class FolderDiskSource:
 
     def describe(self) -> str:
         return f"vsphere-folder:[{self._ds}] {self._rel}"
+
+    def identity(self) -> Identity | None:
+        return self._identity
 
     def extents(self, offset: int = 0, length: int | None = None) -> Iterator[Extent]:
         end = self._size if length is None else min(self._size, offset + length)

@@ -28,7 +28,7 @@ from pathlib import Path
 from scmt_cli import procs
 from scmt_cli.errors import ConfigError, SourceOperationError
 from scmt_cli.transports.base import BlockSource
-from scmt_cli.transports.wrappers import SourceProxy, readinto_many
+from scmt_cli.transports.wrappers import SourceProxy
 from scmt_cli.vsphere.settings import ConnectionSettings
 from scmt_cli.vsphere.tls import classify_connect_error, make_ssl_context
 
@@ -158,7 +158,7 @@ class NbdkitDiskSource(SourceProxy):
 
     def readinto_many(self, ranges: list[tuple[int, memoryview]]) -> None:
         """Straight to the NBD client, whose requests for all the ranges are in flight together."""
-        readinto_many(self.inner, ranges)
+        self.inner.readinto_many(ranges)
 
     def close(self) -> None:
         self._server.close()

@@ -61,12 +61,13 @@ from scmt_cli.services.migration.source import (
 from scmt_cli.state.locks import VmLock
 from scmt_cli.targets import DiskRequest
 from scmt_cli.transports.base import BlockSource
-from scmt_cli.transports.wrappers import SourceProxy, ThrottledSource, readinto_many
+from scmt_cli.transports.wrappers import SourceProxy, ThrottledSource
 from scmt_cli.vsphere.api import VCenter
 
 
 class _CancellableSource(SourceProxy):
-    """Checks the command's cancel flag before every read (so Ctrl-C stops worker threads)."""
+    """Checks the command's cancel flag before every read, readinto and readinto_many (so Ctrl-C stops
+    worker threads); each is forwarded to the inner source's own, keeping its zero-copy and pipelining."""
 
     def __init__(self, inner: BlockSource, check: Callable[[], None]) -> None:
         super().__init__(inner)
@@ -77,15 +78,12 @@ class _CancellableSource(SourceProxy):
         return self.inner.read(offset, length)
 
     def readinto(self, offset: int, buf: memoryview) -> None:
-        if getattr(self.inner, "readinto", None) is None:
-            super().readinto(offset, buf)  # goes through self.read, which checks
-            return
         self._check()
-        super().readinto(offset, buf)
+        self.inner.readinto(offset, buf)
 
     def readinto_many(self, ranges: list[tuple[int, memoryview]]) -> None:
         self._check()
-        readinto_many(self.inner, ranges)  # the inner's own readinto_many, so NBD keeps the ranges in flight
+        self.inner.readinto_many(ranges)  # the inner's own, so NBD keeps the ranges in flight together
 
 
 def hook_context(ctx: MigrationContext, vm: str, phase: Any, step: str) -> HookContext:

@@ -41,7 +41,7 @@ from scmt_cli.errors import (
     TransportError,
     UsageError,
 )
-from scmt_cli.transports.base import Extent
+from scmt_cli.transports.base import Extent, Identity, SourceDefaults, TargetDefaults
 from scmt_cli.transports.nbd import protocol as p
 from scmt_cli.transports.nbd.connection import Connection, Request
 from scmt_cli.transports.nbd.handshake import connect, negotiate
@@ -57,7 +57,7 @@ _MAX_RANGE = (1 << 32) - (1 << 20)  # per WRITE_ZEROES / TRIM / BLOCK_STATUS req
 __all__ = ["NbdDisk", "extent_kind", "open_nbd_source", "open_nbd_target"]
 
 
-class NbdDisk:
+class NbdDisk(SourceDefaults, TargetDefaults):
     """An open NBD export.  Use :func:`open_nbd_source` / :func:`open_nbd_target` or the URL registry."""
 
     def __init__(
@@ -117,6 +117,10 @@ class NbdDisk:
     @property
     def connection_count(self) -> int:
         return len(self._conns)
+
+    def identity(self) -> Identity:
+        """An export tells only its size; a resumed copy also re-reads a sample of what it copied."""
+        return Identity({"size": self.size})
 
     def has(self, tflag: int) -> bool:
         """True when the export advertises transmission flag ``tflag``."""
