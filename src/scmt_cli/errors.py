@@ -47,7 +47,8 @@ EXIT_CODES: dict[int, str] = {
     42: "invalid state for this command (nothing to roll back, not in sync)",
     50: "target platform error",
     51: "hook failed",
-    52: "guest conversion failed, timed out or stalled (the synced disks are unchanged; see 'Guest conversion' in README)",
+    52: "guest conversion failed, timed out or stalled (the synced disks are unchanged; "
+        "see 'Guest conversion' in README)",
     53: "boot failed (scmt boot, test failover: QEMU exited, the console stalled or no ready line in time)",
     60: "some VMs failed (partial failure); when every VM failed with the same error, that error's code instead",
     70: "internal error (a bug in scmt: rerun with --debug and report it)",
@@ -217,7 +218,7 @@ class NoSpaceError(TransportError):
     kind = "no_space"
 
     def __init__(self, message: str, *, path: str = "", **kw: object) -> None:
-        super().__init__(message, **kw)
+        super().__init__(message, **kw)  # type: ignore[arg-type]
         self.path = path
 
 

@@ -47,7 +47,8 @@ def scmt(lab: RemoteLab, mode: str, *args: str, log_json: bool = False) -> subpr
     env = fakev2v.env_with(bindir, lab.env, lab.root / "v2v.pids", mode)
     out = ["--log-json"] if log_json else ["--quiet"]
     argv = [sys.executable, "-m", "scmt_cli", "--state", str(lab.state), *out, *args]
-    return subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=lab.root)
+    return lab.track(subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                      cwd=lab.root))
 
 
 def status_doc(lab: RemoteLab) -> dict:

@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ class RemoteLab:
     info: dict[str, Any]
     plan: Path
     state: Path
+    started: list[subprocess.Popen[str]] = field(default_factory=list)
 
     @property
     def env(self) -> dict[str, str]:
@@ -44,8 +45,13 @@ class RemoteLab:
 
     def scmt(self, *args: str) -> subprocess.Popen[str]:
         argv = [sys.executable, "-m", "scmt_cli", "--state", str(self.state), "--quiet", *args]
-        return subprocess.Popen(argv, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                cwd=self.root)
+        return self.track(subprocess.Popen(argv, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                           text=True, cwd=self.root))
+
+    def track(self, proc: subprocess.Popen[str]) -> subprocess.Popen[str]:
+        """Remember ``proc`` so that :meth:`stop` ends it if a failing test left it running."""
+        self.started.append(proc)
+        return proc
 
     def run(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         proc = self.scmt(*args)
@@ -76,6 +82,14 @@ class RemoteLab:
         return [hashlib.sha256((folder / f"disk{i}.raw").read_bytes()).hexdigest() for i in range(disks)]
 
     def stop(self) -> None:
+        for proc in self.started:  # SIGTERM first: scmt then stops and reaps its own children
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.communicate(timeout=20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.communicate()
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:

@@ -463,7 +463,7 @@ class AgentServer:
             return reply, p.encode_json(self._control(frame.type, body, owner)), 0
         raise _Request(p.E_BAD_REQUEST, f"unexpected frame type {frame.type}")
 
-    def _control(self, ftype: int, body: dict[str, Any], owner: object) -> dict[str, Any]:
+    def _control(self, ftype: int, body: dict[str, Any], owner: object) -> dict[str, object]:
         """Replies of CHANGES, FREEZE, THAW and STATS (see :mod:`scmt_cli.agent.protocol`)."""
         if ftype == p.T_CHANGES:
             disk = self._disk(body)
@@ -473,12 +473,13 @@ class AgentServer:
                 raise _Request(p.E_BAD_REQUEST, "epoch must be a short string")
             if seq is not None:
                 seq = p.int_field(body, "seq")
-            return self.tracking.cut(disk.name, epoch, seq, chunk, disk.current_size())
+            answer: dict[str, object] = self.tracking.cut(disk.name, epoch, seq, chunk, disk.current_size())
+            return answer
         if ftype == p.T_FREEZE:
             limit = body.get("limit")
             if not isinstance(limit, (int, float)) or isinstance(limit, bool) or not 0 < limit <= 600:
                 raise _Request(p.E_BAD_REQUEST, "limit must be 0 to 600 seconds")
-            out = self.freezer.freeze(float(limit), owner)
+            out: dict[str, Any] = self.freezer.freeze(float(limit), owner)
             self.reporter.log("info", f"agent: froze {out['frozen'] or 'no file system'} for at most {limit} s")
             for r in out["refused"]:
                 self.reporter.log("warning", f"agent: cannot freeze {r['mount']}: {r['reason']}")

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any, Optional
+
+import typer
 
 from scmt_cli.errors import NotAvailableError, UsageError
 
@@ -36,18 +38,6 @@ def future_time(text: str, *, option: str, now: dt.datetime | None = None) -> dt
     return when
 
 
-def duration_option(text: str | None, *, option: str) -> float | None:
-    """Seconds from a ``--v2v-timeout 90m``-style option (``None`` when not given); UsageError when bad."""
-    if text is None:
-        return None
-    from scmt_cli.domain.units import parse_duration
-
-    try:
-        value = parse_duration(text)
-    except ValueError as exc:
-        raise UsageError(f"{option} {text!r}: {exc}") from None
-    if value <= 0:
-        raise UsageError(f"{option} {text!r}: must be greater than zero")
 def url_value(value: str | None) -> str | None:
     """Option callback for URL-valued options: refuse a value that is another option.
 
@@ -83,3 +73,12 @@ def duration(minimum: float = 0.0) -> Callable[[Any], float]:
 
     parse.__name__ = "DURATION"
     return parse
+
+
+#: ``--v2v-timeout`` / ``--v2v-stall-timeout``, shared by failover and migrate (``None``: the plan's value).
+V2vTimeoutOpt = Annotated[Optional[float], typer.Option(
+    "--v2v-timeout", metavar="DURATION", parser=duration(1), show_default=False,
+    help="Stop guest conversion after this long, e.g. 90m (default: the plan's target.v2v_timeout, 1h).")]
+V2vStallOpt = Annotated[Optional[float], typer.Option(
+    "--v2v-stall-timeout", metavar="DURATION", parser=duration(1), show_default=False,
+    help="Stop the converter when it prints nothing for this long (default: target.v2v_stall_timeout, 10m).")]

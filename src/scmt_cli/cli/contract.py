@@ -124,7 +124,7 @@ def _format_epilog(self: Any, ctx: Any, formatter: Any) -> None:
 
 
 def _argument_name(param: Any) -> str:
-    name = param.metavar or param.name.upper()
+    name = str(param.metavar or param.name.upper())
     if param.nargs != 1:
         name += "..."
     return name

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.console import Console
 
-from scmt_cli.cli._common import duration_option, future_time
+from scmt_cli.cli._common import V2vStallOpt, V2vTimeoutOpt, future_time
 from scmt_cli.cli.boot import AccelOpt, ExpectOpt, ReadyOpt, StallOpt, TimeoutOpt
 from scmt_cli.cli.context import current
 
@@ -27,13 +27,8 @@ def failover(
     target_state: Annotated[Optional[str], typer.Option("--target-state", help="on | off (default: the plan's).",
                                                                                         metavar="STATE")] = None,
     direct: Annotated[bool, typer.Option("--direct", help="Skip guest conversion (directly fail over).")] = False,
-    v2v_timeout: Annotated[Optional[str], typer.Option(
-        "--v2v-timeout", metavar="DURATION",
-        help="Stop guest conversion after this long, e.g. 90m (default: the plan's target.v2v_timeout, 1h).")] = None,
-    v2v_stall_timeout: Annotated[Optional[str], typer.Option(
-        "--v2v-stall-timeout", metavar="DURATION",
-        help="Stop the converter when it prints nothing for this long (default: target.v2v_stall_timeout, "
-             "10m).")] = None,
+    v2v_timeout: V2vTimeoutOpt = None,
+    v2v_stall_timeout: V2vStallOpt = None,
     keep_source_down: Annotated[bool, typer.Option(
         "--keep-source-down",
         help="When guest conversion fails, leave the source quiesced for a retry (default: roll it back).")] = False,
@@ -68,9 +63,6 @@ def failover(
         raise UsageError(f"--source-action {source_action!r}: expected one of {', '.join(SOURCE_ACTIONS)}")
     if target_state is not None and target_state not in ("on", "off"):
         raise UsageError(f"--target-state {target_state!r}: expected on or off")
-    when = future_time(at, option="--at") if at is not None else None
-    v2v_t = duration_option(v2v_timeout, option="--v2v-timeout")
-    v2v_s = duration_option(v2v_stall_timeout, option="--v2v-stall-timeout")
     if cleanup and not test:
         raise UsageError("--cleanup goes with --test")
     ui = current()
@@ -80,8 +72,8 @@ def failover(
         return
     when = future_time(at, option="--at") if at is not None else None
     req = FailoverRequest(plan=plan, vms=tuple(vm or ()), group=group, at=when, source_action=source_action,
-                          target_state=target_state, direct=direct, v2v_timeout=v2v_t, v2v_stall_timeout=v2v_s,
-                          keep_source_down=keep_source_down)
+                          target_state=target_state, direct=direct, v2v_timeout=v2v_timeout,
+                          v2v_stall_timeout=v2v_stall_timeout, keep_source_down=keep_source_down)
     with StateStore.open(ui.opts.state) as store:
         result = failover_service(req, store, ui.reporter)
     ui.finish(result, render)

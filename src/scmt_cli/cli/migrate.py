@@ -8,7 +8,7 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.console import Console
 
-from scmt_cli.cli._common import duration_option
+from scmt_cli.cli._common import V2vStallOpt, V2vTimeoutOpt
 from scmt_cli.cli.context import current
 
 
@@ -17,13 +17,8 @@ def migrate(
     vm: Annotated[Optional[list[str]], typer.Option("--vm", help="Only this VM (repeatable).", metavar="NAME")] = None,
     max_passes: Annotated[int, typer.Option("--max-passes", help="Sync passes before the cutover at most.", metavar="N",
                                             min=1, max=50)] = 5,
-    v2v_timeout: Annotated[Optional[str], typer.Option(
-        "--v2v-timeout", metavar="DURATION",
-        help="Stop guest conversion after this long, e.g. 90m (default: the plan's target.v2v_timeout, 1h).")] = None,
-    v2v_stall_timeout: Annotated[Optional[str], typer.Option(
-        "--v2v-stall-timeout", metavar="DURATION",
-        help="Stop the converter when it prints nothing for this long (default: target.v2v_stall_timeout, "
-             "10m).")] = None,
+    v2v_timeout: V2vTimeoutOpt = None,
+    v2v_stall_timeout: V2vStallOpt = None,
 ) -> None:
     """Seed, sync, shut the source down, final sync, boot the target (2 VMs at a time).
 
@@ -34,8 +29,7 @@ def migrate(
 
     ui = current()
     req = MigrateRequest(plan=plan, vms=tuple(vm or ()), max_passes=max_passes,
-                         v2v_timeout=duration_option(v2v_timeout, option="--v2v-timeout"),
-                         v2v_stall_timeout=duration_option(v2v_stall_timeout, option="--v2v-stall-timeout"))
+                         v2v_timeout=v2v_timeout, v2v_stall_timeout=v2v_stall_timeout)
     with StateStore.open(ui.opts.state) as store:
         result = migrate_service(req, store, ui.reporter)
     ui.finish(result, render)

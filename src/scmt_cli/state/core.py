@@ -92,7 +92,9 @@ class StoreCore:
         if is_postgres_url(path if path not in (None, "") else os.environ.get("SCMT_STATE", "")):
             from scmt_cli.state.postgres import open_postgres
 
-            return open_postgres(cls, str(path or os.environ["SCMT_STATE"]), busy_timeout=busy_timeout, clock=clock)
+            store: Any = open_postgres(cls, str(path or os.environ["SCMT_STATE"]), busy_timeout=busy_timeout,
+                                       clock=clock)
+            return store  # type: ignore[no-any-return]
         p = resolve_state_path(path)
         prepare_file(p)
         try:

@@ -151,12 +151,12 @@ class PostgresStateStore(StateStore):
         with self._mutex:
             conn = self._connection()
             try:
-                return pg_schema_version(conn.raw)  # type: ignore[attr-defined]
+                return pg_schema_version(conn.raw)
             except psycopg.Error as exc:
                 raise self._wrap(exc) from None
 
     def _connection(self) -> Any:
-        conn = super()._connection()
+        conn: Any = super()._connection()
         if self._depth == 0 and conn.broken:  # the server went away: reconnect between transactions only
             conn.reconnect()
         return conn

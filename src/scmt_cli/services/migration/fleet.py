@@ -128,7 +128,7 @@ class _Fleet:
         if rec is not None and rec.last_sync_at is not None and rec.last_sync_at >= rnd["started_at"]:
             return True
         att = self.store.get_checkpoint(attempt_key(self.plan, vm)) or {}
-        return att.get("round") == rnd["round"]
+        return bool(att.get("round") == rnd["round"])
 
     def due(self, rnd: dict[str, Any], busy: set[str]) -> list[str]:
         return [vm for vm in self.names if vm in rnd["vms"] and vm not in busy and not self.done(vm, rnd)]
