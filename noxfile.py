@@ -31,8 +31,11 @@ def typecheck(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Benchmarks against cp and qemu-img, measured in the same run (needs qemu-utils, nbdkit)."""
-    session.install("-e", ".")
+    """Benchmarks against cp, qemu-img and nbdcopy, measured in the same run, and the state store's cost.
+
+    Needs qemu-utils, nbdkit, libnbd-bin (nbdcopy) and postgresql (see .ci/run); `-- --only store` runs one part.
+    """
+    session.install("-e", ".[postgresql]")
     session.run("python", "bench/run.py", *session.posargs)
 
 

@@ -37,7 +37,9 @@ Rows:
   (:func:`scmt_cli.blocks.api.changed_copy` with the changed extents: reads
   only them, timed in-process without interpreter start-up); target: within 2x
   of changed-bytes / full-copy throughput plus a small constant;
-* peak RSS of ``scmt copy`` on the fixture (max over its runs); target < 150 MiB.
+* peak RSS of ``scmt copy`` on the fixture (max over its runs); target < 150 MiB;
+* state store (``--only store``, :mod:`store`): operations per second on
+  SQLite and PostgreSQL and the store's time per VM pass.
 """
 
 from __future__ import annotations
@@ -226,12 +228,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--dir", default=None, help="work directory (default: a new one under /var/tmp)")
     ap.add_argument("--keep", action="store_true")
-    ap.add_argument("--only", choices=["file", "nbd", "remote", "incremental"], action="append",
+    ap.add_argument("--only", choices=["file", "nbd", "remote", "incremental", "store"], action="append",
                     help="run only these parts (repeatable; default: all)")
     ap.add_argument("--in-flight", type=int, default=None,
                     help="scmt copy --in-flight for every scmt row (default: scmt's own default)")
     args = ap.parse_args(argv)
-    parts = set(args.only or ["file", "nbd", "remote", "incremental"])
+    parts = set(args.only or ["file", "nbd", "remote", "incremental", "store"])
     if args.in_flight:
         IN_FLIGHT[:] = ["--in-flight", str(args.in_flight)]
     size = parse_size(args.size)
@@ -316,6 +318,11 @@ def main(argv: list[str] | None = None) -> int:
 
         if "incremental" in parts:
             notes.extend(incremental_rows(src, dst, state, size, full_rate, rows))
+
+        if "store" in parts:  # the state store's cost (bench/store.py): SQLite and PostgreSQL
+            from store import run as run_store
+
+            rows.extend(run_store(400, 3, want_pg=True))
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
