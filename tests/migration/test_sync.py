@@ -182,3 +182,25 @@ def test_sync_hooks_run_around_each_vm_and_a_failing_pre_hook_stops_it(lab: Lab,
     fixed = open_context(lab.plan, ctx.store, lab.reporter)
     res = run_sync(SyncRequest(lab.plan, vms=("redis-a",)), fixed)
     assert res.last["redis-a"].ok and marker.read_text() == "redis-a seed\n"
+
+
+def test_a_pass_whose_lease_lapsed_writes_nothing_more_and_says_so(lab: Lab, ctx: MigrationContext,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A host cut off from the store must not write after another host could have taken the VM over."""
+    from scmt_cli.state.locks import VmLock
+
+    fenced: list[str] = []
+    real_fence = VmLock.fence
+
+    def fence(self: VmLock) -> None:
+        fenced.append(self.resource)
+        if len(fenced) > 3:  # the lease could not be renewed from the fourth write on
+            self._expires = self._store.clock()  # noqa: SLF001 - what a missed renewal leaves behind
+        real_fence(self)
+
+    monkeypatch.setattr(VmLock, "fence", fence)
+    res = run_sync(SyncRequest(lab.plan, vms=("db01",)), ctx)
+    out = res.last["db01"]
+    assert not out.ok and out.error_code == 40 and "could not be renewed in time" in (out.error or "")
+    assert set(fenced) == {"vm:demo/db01"}
+    assert out.data.get("bytes_written", 0) <= 3 * MIB  # at most the three writes let through
