@@ -88,6 +88,21 @@ class Chunk:
         return self.offset + self.length
 
 
+@dataclass(frozen=True)
+class ChunkPlan:
+    """A plan that may still be in the making: ``chunks`` is iterated once, by the copy engine.
+
+    ``count`` and ``nbytes`` say how many grid chunks (and bytes) it will
+    yield in all; the engine checks the count at the end.  :func:`iter_plan`
+    behind a remote source's allocation map is the typical ``chunks``: the
+    copy starts with the first extents instead of waiting for the whole map.
+    """
+
+    chunks: Iterable[Chunk]
+    count: int
+    nbytes: int
+
+
 def check_chunk_size(chunk_size: int) -> int:
     """Return ``chunk_size`` if it is valid (1-8 MiB, a multiple of 64 KiB), else raise UsageError."""
     if not MIN_CHUNK_SIZE <= chunk_size <= MAX_CHUNK_SIZE or chunk_size % CHUNK_ALIGN:
@@ -147,40 +162,76 @@ def data_chunk_indices(extents: Iterable[Extent], chunk_size: int) -> Iterator[i
 
 
 def plan_chunks(extents: Iterable[Extent], size: int, chunk_size: int) -> list[Chunk]:
-    """The full plan: every grid chunk of ``[0, size)`` exactly once, in order.
+    """The full plan as a list (see :func:`iter_plan`)."""
+    return list(iter_plan(extents, size, chunk_size))
 
-    ``extents`` must cover ``[0, size)`` (data outside the map is not expected;
-    any part of the disk not covered by an extent is treated as zero, which is
-    what :class:`BlockSource` implementations promise for holes).
+
+def iter_plan(extents: Iterable[Extent], size: int, chunk_size: int) -> Iterator[Chunk]:
+    """The full plan, streamed: every grid chunk of ``[0, size)`` exactly once, in order.
+
+    A chunk is yielded as soon as the extents read so far describe all of it
+    (an extent reaching its end), so a consumer can copy the first chunks
+    while the rest of a remote allocation map is still being fetched; only
+    the chunk the last extent ends in is held back.  ``extents`` must cover
+    ``[0, size)`` (data outside the map is not expected; any part of the disk
+    not covered by an extent is treated as zero, which is what
+    :class:`BlockSource` implementations promise for holes).  An extent that
+    breaks the contract raises :class:`ExtentMapError` when it is reached:
+    the chunks before it have been yielded by then.
     """
-    ranges: dict[int, list[tuple[int, int]]] = {}
-    exact: dict[int, list[tuple[int, int]]] = {}
-    for ext in coalesce(_inside(extents, size)):
-        if ext.kind != "data":
-            continue
-        for i in range(ext.offset // chunk_size, (ext.end - 1) // chunk_size + 1):
-            base = i * chunk_size
-            start = max(ext.offset, base) - base
-            end = min(ext.end, base + chunk_size, size) - base
-            if end <= start:
-                continue
-            exact.setdefault(i, []).append((start, end))
-            lst = ranges.setdefault(i, [])
-            if lst and start - lst[-1][1] < READ_MERGE_GAP:
-                lst[-1] = (lst[-1][0], end)
-            else:
-                lst.append((start, end))
-    out: list[Chunk] = []
-    for i in range(chunk_count(size, chunk_size)):
+    nchunks = chunk_count(size, chunk_size)
+    nxt = 0  # next grid index to yield
+    ranges: dict[int, list[tuple[int, int]]] = {}  # data ranges of chunks not yet yielded (merged for reading)
+    exact: dict[int, list[tuple[int, int]]] = {}  # the map's exact data ranges of the same chunks
+
+    def finish(i: int) -> Chunk:
         off, length = chunk_range(i, size, chunk_size)
-        r = ranges.get(i)
+        r = ranges.pop(i, None)
         if r is None:
-            out.append(Chunk(i, off, length, "zero"))
-        else:
-            e = exact[i]
-            out.append(Chunk(i, off, length, "data", None if r == [(0, length)] else tuple(r),
-                             None if e == r else tuple(e)))
-    return out
+            return Chunk(i, off, length, "zero")
+        e = exact.pop(i)
+        return Chunk(i, off, length, "data", None if r == [(0, length)] else tuple(r), None if e == r else tuple(e))
+
+    for ext in _in_order(_inside(extents, size)):  # not merged first: that would hold back each extent
+        if ext.kind == "data":
+            for i in range(ext.offset // chunk_size, (ext.end - 1) // chunk_size + 1):
+                while nxt < i:  # every chunk before i is described whole: the map is sorted
+                    yield finish(nxt)
+                    nxt += 1
+                base = i * chunk_size
+                start = max(ext.offset, base) - base
+                end = min(ext.end, base + chunk_size, size) - base
+                ex = exact.setdefault(i, [])
+                if ex and ex[-1][1] == start:  # adjacent data extents: one range, as merged extents give
+                    ex[-1] = (ex[-1][0], end)
+                else:
+                    ex.append((start, end))
+                lst = ranges.setdefault(i, [])
+                if lst and start - lst[-1][1] < READ_MERGE_GAP:
+                    lst[-1] = (lst[-1][0], end)
+                else:
+                    lst.append((start, end))
+        limit = nchunks if ext.end >= size else ext.end // chunk_size
+        while nxt < limit:  # chunks that end at or before this extent's end
+            yield finish(nxt)
+            nxt += 1
+    while nxt < nchunks:
+        yield finish(nxt)
+        nxt += 1
+
+
+def _in_order(extents: Iterable[Extent]) -> Iterator[Extent]:
+    """Pass the non-empty ``extents`` through, raising ExtentMapError for one that overlaps or goes back."""
+    end: int | None = None
+    for ext in extents:
+        if ext.length <= 0:
+            continue
+        if end is not None and ext.offset < end:
+            raise ExtentMapError(
+                f"{_show(ext)} starts before the previous extent ends at offset {end} "
+                "(extents overlap or are out of order)", ext)
+        end = ext.end
+        yield ext
 
 
 def _inside(extents: Iterable[Extent], size: int) -> Iterator[Extent]:
@@ -255,11 +306,13 @@ __all__ = [
     "MAX_CHUNK_SIZE",
     "MIN_CHUNK_SIZE",
     "Chunk",
+    "ChunkPlan",
     "check_chunk_size",
     "chunk_count",
     "chunk_range",
     "coalesce",
     "data_chunk_indices",
+    "iter_plan",
     "plan_bytes",
     "plan_changed",
     "plan_chunks",
