@@ -145,3 +145,73 @@ def test_a_stream_off_the_grid_or_out_of_order_is_an_internal_error() -> None:
     swapped = [full[1], full[0], *full[2:]]
     with pytest.raises(InternalError, match="not on the plan grid"):
         copy_chunks(disk, MemTarget(disk.size), _plan(swapped, 48), options=CopyOptions(chunk_size=CS))
+
+
+class _HugeSparse(MemSource):
+    """A 1 TiB source: a few data extents in a hole (reads of the hole are never expected)."""
+
+    SIZE = 1 << 40
+
+    def __init__(self) -> None:
+        super().__init__(b"")
+        self.pieces = {(k << 34) + 12345: bytes([k + 1]) * 70000 for k in range(3)}
+
+    @property
+    def size(self) -> int:
+        return self.SIZE
+
+    def extents(self, offset: int = 0, length: int | None = None) -> Iterator[Extent]:
+        pos = 0
+        for off, data in sorted(self.pieces.items()):
+            yield Extent(pos, off - pos, "hole")
+            yield Extent(off, len(data), "data")
+            pos = off + len(data)
+        yield Extent(pos, self.SIZE - pos, "hole")
+
+    def read(self, offset: int, length: int) -> bytes:
+        out = bytearray(length)
+        for off, data in self.pieces.items():
+            lo, hi = max(off, offset), min(off + len(data), offset + length)
+            if lo < hi:
+                out[lo - offset : hi - offset] = data[lo - off : hi - off]
+        return bytes(out)
+
+
+class _RecordingTarget(MemTarget):
+    """A target of any size that keeps only what it was sent."""
+
+    def __init__(self, size: int, fresh: bool) -> None:
+        super().__init__(0, fresh=fresh)
+        self._size = size
+        self.blobs: dict[int, bytes] = {}
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def write(self, offset: int, data) -> None:
+        self.blobs[offset] = bytes(data)
+        self.writes.append((offset, len(data)))
+
+    def write_zeroes(self, offset: int, length: int) -> None:
+        self.zeroes.append((offset, length))
+
+
+@pytest.mark.parametrize("fresh", [True, False])
+def test_a_sparse_terabyte_is_planned_in_runs_of_zero_chunks(fresh: bool) -> None:
+    src = _HugeSparse()
+    dst = _RecordingTarget(src.size, fresh)
+    out = full_copy(src, dst, options=CopyOptions(in_flight=4))
+    nchunks = src.size // (4 << 20)
+    assert out.stats.chunks_planned == out.stats.chunks_done == nchunks
+    assert out.stats.chunks_written == 3 and out.stats.bytes_read == 3 * 70000  # the data ranges only
+    data_chunks = {off // (4 << 20) for off in src.pieces}
+    assert all((d == "0") != (i in data_chunks) for i, d in enumerate(out.manifest.chunks))
+    for off, blob in src.pieces.items():  # the data landed where it belongs
+        assert any(o <= off and off + len(blob) <= o + len(b) and b[off - o : off - o + len(blob)] == blob
+                   for o, b in dst.blobs.items())
+    if fresh:
+        assert out.stats.chunks_skipped == nchunks - 3 and dst.zeroes == []
+    else:  # the holes are zeroed a run at a time, never chunk by chunk
+        assert out.stats.chunks_zeroed == nchunks - 3
+        assert sum(n for _, n in dst.zeroes) == src.size - 3 * (4 << 20) and len(dst.zeroes) <= nchunks // 256 + 6

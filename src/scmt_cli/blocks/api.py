@@ -21,7 +21,7 @@ from collections.abc import Iterable, Iterator
 from scmt_cli.blocks.checkpoint import Checkpointer
 from scmt_cli.blocks.digest import Manifest
 from scmt_cli.blocks.engine import CopyOptions, CopyOutcome, copy_chunks
-from scmt_cli.blocks.plan import Chunk, ChunkPlan, ExtentMapError, chunk_count, iter_plan, plan_changed
+from scmt_cli.blocks.plan import Chunk, ChunkPlan, ExtentMapError, ZeroRun, chunk_count, plan_changed, plan_units
 from scmt_cli.errors import SizeMismatchError, TransportError
 from scmt_cli.events import Reporter
 from scmt_cli.transports.base import BlockSource, BlockTarget, Extent
@@ -31,17 +31,17 @@ def plan_source(source: BlockSource, chunk_size: int) -> ChunkPlan:
     """The full chunk plan of ``source``, streamed from its allocation map as the copy consumes it.
 
     The map is asked for once, when the engine starts iterating; each chunk
-    is yielded as soon as the extents received describe it (see
-    :func:`~scmt_cli.blocks.plan.iter_plan`).  A map that breaks the extent
+    is yielded as soon as the extents received describe it, holes as runs
+    (see :func:`~scmt_cli.blocks.plan.plan_units`).  A map that breaks the extent
     contract (overlapping, unsorted, past the end: a buggy transport) is a
     permanent TransportError naming the source and the extent, raised where
     the iteration reaches it.
     """
     size = source.size
 
-    def stream() -> Iterator[Chunk]:
+    def stream() -> Iterator[Chunk | ZeroRun]:
         try:
-            yield from iter_plan(source.extents(0, size), size, chunk_size)
+            yield from plan_units(source.extents(0, size), size, chunk_size)
         except ExtentMapError as exc:
             raise bad_map(source, "allocation map", exc) from None
 

@@ -50,7 +50,7 @@ from typing import Any
 
 from scmt_cli.blocks.checkpoint import Checkpointer
 from scmt_cli.blocks.digest import ZERO, Manifest
-from scmt_cli.blocks.pipeline import Action, PlanEnd, _Pipeline
+from scmt_cli.blocks.pipeline import Action, PlanEnd, Unit, _Pipeline
 from scmt_cli.blocks.plan import DEFAULT_CHUNK_SIZE, Chunk, ChunkPlan, chunk_count
 from scmt_cli.errors import InternalError, ScmtError, SizeMismatchError
 from scmt_cli.events import NullReporter, Reporter
@@ -201,22 +201,27 @@ def copy_chunks(
     rep.progress(opts.task, done_bytes, plan.nbytes)
 
     def complete(item: tuple[int, Action, str | None, int]) -> int:
-        """Account one completion; return its chunk's length."""
+        """Account one completed unit (a chunk or a run of zero chunks); return its length."""
         pos, action, d, written = item
-        chunk = pipe.chunk_at[pos]
+        unit = pipe.chunk_at[pos]
         completed.add(pos)
-        manifest.chunks[chunk.index] = d
-        _account(stats, chunk, action, d, written)
-        return chunk.length
+        if action == "resumed":  # below the watermark: the checkpoint's digests (the base's where it has none)
+            for i in range(unit.index, unit.index + unit.count):
+                manifest.chunks[i] = digests.get(i, manifest.chunks[i])
+        else:
+            manifest.chunks[unit.index : unit.index + unit.count] = [d] * unit.count
+        _account(stats, unit, action, d, written)
+        return unit.length
 
     def advance() -> None:
         nonlocal low, passed
         while low in completed:
             completed.discard(low)
             with pipe.plan_lock:
-                chunk = pipe.chunk_at.pop(low)
-            digests[chunk.index] = manifest.chunks[chunk.index]
-            passed = chunk.index + 1
+                unit = pipe.chunk_at.pop(low)
+            passed = unit.index + unit.count
+            for i in range(unit.index, passed):
+                digests[i] = manifest.chunks[i]
             low += 1
 
     def commit() -> None:
@@ -229,7 +234,7 @@ def copy_chunks(
 
     pipe.start()
     try:
-        while plan_end is None or low < plan_end.count:
+        while plan_end is None or low < plan_end.units:
             try:
                 item = pipe.done.get(timeout=0.25)
             except queue.Empty:
@@ -304,24 +309,25 @@ def _final_checkpoint(target: BlockTarget, commit: Any, rep: Reporter, hint: str
         rep.log("warning", f"could not write a final checkpoint: {exc}")
 
 
-def _account(stats: CopyStats, chunk: Chunk, action: Action, d: str | None, written: int) -> None:
+def _account(stats: CopyStats, unit: Unit, action: Action, d: str | None, written: int) -> None:
+    n = unit.count
     if action == "resumed":
-        stats.chunks_resumed += 1
+        stats.chunks_resumed += n
         return
-    if chunk.kind == "data":
-        stats.bytes_read += sum(e - s for s, e in chunk.ranges) if chunk.ranges else chunk.length
+    if isinstance(unit, Chunk) and unit.kind == "data":
+        stats.bytes_read += sum(e - s for s, e in unit.ranges) if unit.ranges else unit.length
         if d == ZERO:
             stats.zero_chunks_detected += 1
     if action == "write":
-        stats.chunks_written += 1
+        stats.chunks_written += n
         stats.bytes_written += written
-        stats.bytes_skipped += chunk.length - written
+        stats.bytes_skipped += unit.length - written
     elif action == "zeroes":
-        stats.chunks_zeroed += 1
-        stats.bytes_zeroed += chunk.length
+        stats.chunks_zeroed += n
+        stats.bytes_zeroed += unit.length
     elif action == "skip":
-        stats.chunks_skipped += 1
-        stats.bytes_skipped += chunk.length
+        stats.chunks_skipped += n
+        stats.bytes_skipped += unit.length
     else:
-        stats.chunks_unchanged += 1
-        stats.bytes_unchanged += chunk.length
+        stats.chunks_unchanged += n
+        stats.bytes_unchanged += unit.length

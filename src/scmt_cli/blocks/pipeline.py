@@ -7,7 +7,9 @@ contracts; this module is how they are carried out.
   remote allocation map while the copy runs), checks every chunk against the
   grid, numbers it (its *position*), registers it in :attr:`_Pipeline.chunk_at`
   and hands it to the readers through a bounded queue; chunks below the
-  resume watermark go straight to the caller as ``resumed``.  On a fresh
+  resume watermark go straight to the caller as ``resumed``, and so do zero
+  chunks that need no I/O (``skip`` on a fresh target, ``unchanged`` against
+  the base): a sparse 1 TiB disk is 262144 chunks, mostly those.  On a fresh
   target it reserves each data chunk's data ranges before handing it over
   (``preallocate``, a best-effort speed hint).
 * **Readers** read a data chunk into one of ``in_flight`` preallocated
@@ -28,12 +30,12 @@ import ctypes
 import queue
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from scmt_cli.blocks.digest import ZERO, Manifest, digest, is_zero, zero_runs
-from scmt_cli.blocks.plan import MAX_CHUNK_SIZE, Chunk
+from scmt_cli.blocks.plan import MAX_CHUNK_SIZE, Chunk, ZeroRun
 from scmt_cli.errors import InternalError
 from scmt_cli.transports.base import BlockSource, BlockTarget
 
@@ -43,13 +45,16 @@ _ZERO_VIEW = memoryview(bytes(MAX_CHUNK_SIZE))
 _PAGE = 4096
 #: How many planned chunks the planner may keep ready ahead of the readers.
 PLAN_AHEAD = 1024
+#: Zero chunks zeroed with one ``write_zeroes`` on a non-fresh target, at most (a checkpoint's granularity).
+ZEROES_RUN = 256
 
 
 @dataclass(frozen=True)
 class PlanEnd:
-    """The planner's last message: the plan yielded ``count`` chunks; it took ``seconds`` to iterate."""
+    """The planner's last message: the plan yielded ``count`` chunks in ``units`` positions, in ``seconds``."""
 
     count: int
+    units: int
     seconds: float
 
 
@@ -64,16 +69,18 @@ class _Stop(Exception):
     """Internal: a worker noticed the stop flag."""
 
 
-WorkItem = tuple[int, Chunk, Action, memoryview | None, str, tuple[bytearray, int] | None]
+Unit = Chunk | ZeroRun  # what a position stands for
+WorkItem = tuple[int, Unit, Action, memoryview | None, str, tuple[bytearray, int] | None]
 DoneItem = tuple[int, Action, str | None, int] | PlanEnd | BaseException
 
 
 class _Pipeline:
-    def __init__(self, source: BlockSource, target: BlockTarget, plan: Iterable[Chunk], *, chunk_size: int,
+    def __init__(self, source: BlockSource, target: BlockTarget, plan: Iterable[Unit], *, chunk_size: int,
                  in_flight: int, writers: int, sparse_block: int, nchunks: int, base: Manifest | None,
                  fresh: bool, watermark: int, resumed: dict[int, str | None]) -> None:
         self.source = source
         self.target = target
+        self.size = source.size
         self.plan = plan
         self.chunk_size = chunk_size
         self.in_flight = in_flight
@@ -94,11 +101,11 @@ class _Pipeline:
         self.pool: queue.Queue[tuple[bytearray, int]] = queue.Queue()
         for _ in range(in_flight):
             self.pool.put(aligned_buffer(chunk_size))
-        self.todo: queue.Queue[tuple[int, Chunk] | None] = queue.Queue(maxsize=PLAN_AHEAD)
+        self.todo: queue.Queue[tuple[int, Unit] | None] = queue.Queue(maxsize=PLAN_AHEAD)
         self.work: queue.Queue[WorkItem | None] = queue.Queue(maxsize=in_flight)
         self.done: queue.SimpleQueue[DoneItem] = queue.SimpleQueue()
-        #: position -> chunk for every chunk the planner numbered (the caller removes completed ones)
-        self.chunk_at: dict[int, Chunk] = {}
+        #: position -> unit for every unit the planner numbered (the caller removes completed ones)
+        self.chunk_at: dict[int, Unit] = {}
         self.planned = 0  # positions numbered so far
         self.plan_lock = threading.Lock()
         self.threads: list[threading.Thread] = []
@@ -141,32 +148,43 @@ class _Pipeline:
         t0 = time.monotonic()
         reserve = _Reserver(self) if self.fresh else None
         last = -1
-        pos = 0
+        seen = 0  # grid chunks in the units so far
         it = iter(self.plan)
         try:
             while True:
                 if self.stop.is_set():
                     raise _Stop
                 with self.src_lock or contextlib.nullcontext():  # the map comes from the source too
-                    chunk = next(it, None)
-                if chunk is None:
+                    unit = next(it, None)
+                if unit is None:
                     break
-                self._check_grid(chunk, last)
-                last = chunk.index
-                with self.plan_lock:
-                    self.chunk_at[pos] = chunk
-                    self.planned = pos + 1
-                if chunk.index < self.watermark:
-                    base = self.base.chunks[chunk.index] if self.base is not None else None
-                    self.done.put((pos, "resumed", self.resumed.get(chunk.index, base), 0))
-                elif reserve is not None and reserve.active:
-                    reserve.add(pos, chunk)
+                self._check_grid(unit, last)
+                last = unit.index + unit.count - 1
+                seen += unit.count
+                if unit.index < self.watermark:
+                    below, rest = unit.split(self.watermark, self.chunk_size) if isinstance(unit, ZeroRun) \
+                        else (unit, None)
+                    assert below is not None
+                    self.done.put((self._register(below), "resumed", None, 0))
+                    if rest is None:
+                        continue
+                    unit = rest
+                if unit.kind == "zero":
+                    if reserve is not None:
+                        reserve.flush()  # a gap: the run before it is complete
+                    for part, action in self._zero_parts(unit):
+                        pos = self._register(part)
+                        if action == "zeroes":
+                            self._put(self.todo, (pos, part))
+                        else:  # nothing to read or write: done here, without a trip through the workers
+                            self.done.put((pos, action, ZERO, 0))
+                elif reserve is not None and reserve.active and isinstance(unit, Chunk):
+                    reserve.add(self._register(unit), unit)
                 else:
-                    self._put(self.todo, (pos, chunk))
-                pos += 1
+                    self._put(self.todo, (self._register(unit), unit))
             if reserve is not None:
                 reserve.flush()
-            self.done.put(PlanEnd(pos, time.monotonic() - t0))
+            self.done.put(PlanEnd(seen, self.planned, time.monotonic() - t0))
         except _Stop:
             pass
         except BaseException as exc:  # travels to the caller
@@ -178,11 +196,37 @@ class _Pipeline:
                 except _Stop:
                     break
 
-    def _check_grid(self, chunk: Chunk, last: int) -> None:
+    def _register(self, unit: Unit) -> int:
+        """Number ``unit`` (its position) and make it known to the caller before any news of it."""
+        with self.plan_lock:
+            pos = self.planned
+            self.chunk_at[pos] = unit
+            self.planned = pos + 1
+        return pos
+
+    def _check_grid(self, unit: Unit, last: int) -> None:
         cs = self.chunk_size
-        if chunk.index <= last or chunk.index >= self.nchunks or chunk.offset != chunk.index * cs:
-            raise InternalError(f"chunk {chunk.index} at {chunk.offset} is not on the plan grid "
+        if (unit.index <= last or unit.count < 1 or unit.index + unit.count > self.nchunks
+                or unit.offset != unit.index * cs):
+            raise InternalError(f"chunk {unit.index} at {unit.offset} is not on the plan grid "
                                 f"(after chunk {last}, {self.nchunks} chunks of {cs} bytes)")
+
+    def _zero_parts(self, unit: Unit) -> Iterator[tuple[Unit, Action]]:
+        """``unit`` (zero) cut where the action changes (against the base), zeroing at most ZEROES_RUN chunks each."""
+        first = unit.index
+        stop = unit.index + unit.count
+        while first < stop:
+            action = self._decide(first, ZERO)
+            end = first + 1
+            limit = min(stop, first + ZEROES_RUN) if action == "zeroes" else stop
+            while end < limit and (self.base is None or self._decide(end, ZERO) == action):
+                end += 1
+            if first == unit.index and end == stop:
+                yield unit, action
+            else:
+                off = first * self.chunk_size
+                yield ZeroRun(first, end - first, off, min(end * self.chunk_size, self.size) - off), action
+            first = end
 
     # -- readers ----------------------------------------------------------------
     def reader(self) -> None:
@@ -192,8 +236,8 @@ class _Pipeline:
                 if item is None:
                     return
                 pos, chunk = item
-                if chunk.kind == "zero":
-                    self._put(self.work, (pos, chunk, self._decide(chunk.index, ZERO), None, ZERO, None))
+                if not isinstance(chunk, Chunk) or chunk.kind == "zero":  # only zero units to zero come here
+                    self._put(self.work, (pos, chunk, "zeroes", None, ZERO, None))
                     continue
                 buf, base = self._get(self.pool)
                 view = memoryview(buf)[base : base + chunk.length]
@@ -263,7 +307,7 @@ class _Pipeline:
         except BaseException as exc:
             self._fail(exc)
 
-    def _write(self, chunk: Chunk, action: Action, view: memoryview | None,
+    def _write(self, chunk: Unit, action: Action, view: memoryview | None,
                buf: tuple[bytearray, int] | None) -> int:
         if action in ("skip", "unchanged"):
             return 0
@@ -271,7 +315,7 @@ class _Pipeline:
             if action == "zeroes":
                 self.target.write_zeroes(chunk.offset, chunk.length)
                 return 0
-            assert view is not None
+            assert view is not None and isinstance(chunk, Chunk)
             if not self.fresh and not self.punch:
                 self.target.write(chunk.offset, view)
                 return chunk.length
@@ -339,16 +383,14 @@ class _Reserver:
         self.held: list[tuple[int, Chunk]] = []
 
     def add(self, pos: int, chunk: Chunk) -> None:
-        if chunk.kind == "data":
-            for lo, hi in chunk.data_ranges:
-                lo, hi = chunk.offset + lo, chunk.offset + hi
-                if self.run is not None and self.run[1] == lo:
-                    self.run = (self.run[0], hi)
-                else:
-                    self.flush()
-                    self.run = (lo, hi)
-        else:
-            self.flush()
+        """Hold data chunk ``chunk`` (at ``pos``) until the run its data ranges end in is reserved."""
+        for lo, hi in chunk.data_ranges:
+            lo, hi = chunk.offset + lo, chunk.offset + hi
+            if self.run is not None and self.run[1] == lo:
+                self.run = (self.run[0], hi)
+            else:
+                self.flush()
+                self.run = (lo, hi)
         self.held.append((pos, chunk))
         if self.run is None or self.run[1] - self.run[0] >= self.RUN_CAP:
             self.flush()
