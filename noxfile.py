@@ -33,7 +33,9 @@ def typecheck(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Benchmarks against cp, qemu-img and nbdcopy, measured in the same run, and the state store's cost.
 
-    Needs qemu-utils, nbdkit, libnbd-bin (nbdcopy) and postgresql (see .ci/run); `-- --only store` runs one part.
+    Needs qemu-utils, nbdkit (file plugin; delay and rate filters), libnbd-bin (nbdcopy) and postgresql
+    (see .ci/run).  `-- --only remote` runs one part; `-- --only inflight` the --in-flight sweep behind the
+    defaults; `-- --size 1GiB --repeat 3` a shorter run.
     """
     session.install("-e", ".[postgresql]")
     session.run("python", "bench/run.py", *session.posargs)
