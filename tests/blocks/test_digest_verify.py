@@ -147,3 +147,12 @@ def test_diff_indices():
     a = Manifest(3 * KiB, KiB, ["0", "a" * 32, None])
     b = Manifest(3 * KiB, KiB, ["0", "b" * 32, None])
     assert diff_indices(a, b) == [1, 2]
+
+
+def test_zero_runs_scans_only_where_data_can_be():
+    b = bytearray(10 * KiB)
+    b[4 * KiB] = 1
+    b[9 * KiB] = 1  # outside the known ranges: taken as zero without a look (the engine zero-fills there)
+    runs = list(zero_runs(b, 0, len(b), 2 * KiB, [(3 * KiB, 5 * KiB)]))
+    assert runs == [(0, 4 * KiB, True), (4 * KiB, 6 * KiB, False), (6 * KiB, 10 * KiB, True)]
+    assert zero_runs(b, 0, len(b), 2 * KiB, []) == [(0, 10 * KiB, True)]

@@ -25,7 +25,6 @@ target the digests describe; ``scmt copy --since`` refuses another target.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import json
 import os
 from collections.abc import Sequence
@@ -105,7 +104,7 @@ def _memcmp_zero(data: bytes | bytearray | memoryview, start: int, n: int) -> bo
     """
     global _LIBC
     if _LIBC is None:
-        lib = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        lib = ctypes.CDLL(None)  # the C library the interpreter runs on (find_library forks ldconfig)
         lib.memcmp.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t]
         lib.memcmp.restype = ctypes.c_int
         _LIBC = lib
@@ -231,17 +230,25 @@ def diff_indices(a: Manifest, b: Manifest) -> list[int]:
     return [i for i, (x, y) in enumerate(zip(a.chunks, b.chunks, strict=True)) if x is None or x != y]
 
 
-def zero_runs(data: bytes | bytearray, base: int, length: int, block: int) -> Sequence[tuple[int, int, bool]]:
+def zero_runs(data: bytes | bytearray, base: int, length: int, block: int,
+              known: Sequence[tuple[int, int]] | None = None) -> Sequence[tuple[int, int, bool]]:
     """Split ``data[base:base+length]`` into runs of ``block``-sized pieces: ``(start, end, is_zero)``.
 
     ``start``/``end`` are relative to ``base``.  Used for sparse writes: zero
-    runs of a data chunk are not written on a fresh target.
+    runs of a data chunk are not written on a fresh target.  ``known`` (sorted
+    ``(start, end)`` ranges relative to ``base``) says where non-zero bytes can
+    be: a block outside all of them is zero without being scanned (the
+    engine fills what it did not read with zeroes itself).
     """
     runs: list[tuple[int, int, bool]] = []
+    ranges = list(known) if known is not None else [(0, length)]
+    k = 0
     pos = 0
     while pos < length:
         end = min(pos + block, length)
-        z = is_zero(data, base + pos, base + end)
+        while k < len(ranges) and ranges[k][1] <= pos:
+            k += 1
+        z = k >= len(ranges) or ranges[k][0] >= end or is_zero(data, base + pos, base + end)
         if runs and runs[-1][2] == z:
             runs[-1] = (runs[-1][0], end, z)
         else:

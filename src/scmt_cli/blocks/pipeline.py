@@ -243,7 +243,9 @@ class _Pipeline:
                 view = memoryview(buf)[base : base + chunk.length]
                 try:
                     self._read(chunk, view)
-                    d = ZERO if is_zero(buf, base, base + chunk.length) else digest(view)
+                    # only what was read can be non-zero: _read zero-fills the rest
+                    zero = all(is_zero(buf, base + lo, base + hi) for lo, hi in chunk.ranges or ((0, chunk.length),))
+                    d = ZERO if zero else digest(view)
                 except BaseException:
                     view.release()
                     self.pool.put((buf, base))
@@ -321,7 +323,7 @@ class _Pipeline:
                 return chunk.length
             written = 0
             assert buf is not None
-            for start, end, zero in zero_runs(buf[0], buf[1], chunk.length, self.sparse_block):
+            for start, end, zero in zero_runs(buf[0], buf[1], chunk.length, self.sparse_block, chunk.ranges):
                 if not zero:
                     self.target.write(chunk.offset + start, view[start:end])
                     written += end - start
