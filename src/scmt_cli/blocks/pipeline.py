@@ -58,11 +58,57 @@ class PlanEnd:
     seconds: float
 
 
-def aligned_buffer(size: int) -> tuple[bytearray, int]:
-    """A bytearray and the offset in it where ``size`` page-aligned bytes start (O_DIRECT needs alignment)."""
-    raw = bytearray(size + _PAGE)
-    addr = ctypes.addressof(ctypes.c_char.from_buffer(raw))
-    return raw, (-addr) % _PAGE
+class Buffer:
+    """One chunk buffer: ``size`` page-aligned bytes (O_DIRECT needs alignment) at ``raw[base:]``.
+
+    ``dirty`` lists the ranges (relative to ``base``) that may hold bytes of an
+    earlier chunk; everything else reads as zero.  :meth:`prepare` zeroes only
+    what the next chunk will not read over, so a mostly-hole chunk does not
+    cost a 4 MiB memset under the GIL; large ranges are zeroed by libc's
+    ``memset`` through ctypes, which releases the GIL.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.raw = bytearray(size + _PAGE)
+        self._pin = ctypes.c_char.from_buffer(self.raw)  # keeps the address valid (no resize) while it lives
+        addr = ctypes.addressof(self._pin)
+        self.base = (-addr) % _PAGE
+        self.addr = addr + self.base
+        self.size = size
+        self.dirty: tuple[tuple[int, int], ...] = ()
+
+    def view(self, length: int) -> memoryview:
+        return memoryview(self.raw)[self.base : self.base + length]
+
+    def prepare(self, ranges: tuple[tuple[int, int], ...]) -> None:
+        """Make every byte outside ``ranges`` zero (``ranges`` will be read over); they become ``dirty``."""
+        for lo, hi in _minus(self.dirty, ranges):
+            if hi - lo >= _MEMSET_MIN:
+                ctypes.memset(self.addr + lo, 0, hi - lo)
+            else:
+                self.raw[self.base + lo : self.base + hi] = _ZERO_VIEW[: hi - lo]
+        self.dirty = ranges
+
+
+_MEMSET_MIN = 64 * 1024
+
+
+def _minus(a: tuple[tuple[int, int], ...], b: tuple[tuple[int, int], ...]) -> list[tuple[int, int]]:
+    """The parts of the sorted, disjoint ranges ``a`` outside the sorted, disjoint ranges ``b``."""
+    out: list[tuple[int, int]] = []
+    k = 0
+    for lo, hi in a:
+        while k < len(b) and b[k][1] <= lo:
+            k += 1
+        j = k
+        while lo < hi and j < len(b) and b[j][0] < hi:
+            if b[j][0] > lo:
+                out.append((lo, b[j][0]))
+            lo = max(lo, b[j][1])
+            j += 1
+        if lo < hi:
+            out.append((lo, hi))
+    return out
 
 
 class _Stop(Exception):
@@ -70,7 +116,7 @@ class _Stop(Exception):
 
 
 Unit = Chunk | ZeroRun  # what a position stands for
-WorkItem = tuple[int, Unit, Action, memoryview | None, str, tuple[bytearray, int] | None]
+WorkItem = tuple[int, Unit, Action, memoryview | None, str, Buffer | None]
 DoneItem = tuple[int, Action, str | None, int] | PlanEnd | BaseException
 
 
@@ -98,9 +144,9 @@ class _Pipeline:
         self.dst_lock = None if target.thread_safe else threading.Lock()
         self.nreaders = in_flight if source.thread_safe else 1
         self.nwriters = max(1, writers) if target.thread_safe else 1
-        self.pool: queue.Queue[tuple[bytearray, int]] = queue.Queue()
-        for _ in range(in_flight):
-            self.pool.put(aligned_buffer(chunk_size))
+        self.pool: queue.Queue[Buffer] = queue.Queue()  # buffers are made on first need, in_flight at most
+        self.buffers = 0
+        self.buffers_lock = threading.Lock()
         self.todo: queue.Queue[tuple[int, Unit] | None] = queue.Queue(maxsize=PLAN_AHEAD)
         self.work: queue.Queue[WorkItem | None] = queue.Queue(maxsize=in_flight)
         self.done: queue.SimpleQueue[DoneItem] = queue.SimpleQueue()
@@ -239,18 +285,18 @@ class _Pipeline:
                 if not isinstance(chunk, Chunk) or chunk.kind == "zero":  # only zero units to zero come here
                     self._put(self.work, (pos, chunk, "zeroes", None, ZERO, None))
                     continue
-                buf, base = self._get(self.pool)
-                view = memoryview(buf)[base : base + chunk.length]
+                buf = self._buffer()
+                view = buf.view(chunk.length)
                 try:
-                    self._read(chunk, view)
-                    # only what was read can be non-zero: _read zero-fills the rest
-                    zero = all(is_zero(buf, base + lo, base + hi) for lo, hi in chunk.ranges or ((0, chunk.length),))
+                    self._read(chunk, buf, view)
+                    # only what was read can be non-zero: the rest of the buffer is zero (Buffer.prepare)
+                    zero = all(is_zero(buf.raw, buf.base + lo, buf.base + hi) for lo, hi in buf.dirty)
                     d = ZERO if zero else digest(view)
                 except BaseException:
                     view.release()
-                    self.pool.put((buf, base))
+                    self.pool.put(buf)
                     raise
-                self._put(self.work, (pos, chunk, self._decide(chunk.index, d), view, d, (buf, base)))
+                self._put(self.work, (pos, chunk, self._decide(chunk.index, d), view, d, buf))
         except _Stop:
             return
         except BaseException as exc:  # travels to the caller
@@ -266,7 +312,18 @@ class _Pipeline:
                     except _Stop:
                         break
 
-    def _read(self, chunk: Chunk, view: memoryview) -> None:
+    def _buffer(self) -> Buffer:
+        """A free buffer; a new one while fewer than ``in_flight`` exist (a small copy allocates few)."""
+        try:
+            return self.pool.get_nowait()
+        except queue.Empty:
+            pass
+        with self.buffers_lock:
+            make = self.buffers < self.in_flight
+            self.buffers += make
+        return Buffer(self.chunk_size) if make else self._get(self.pool)
+
+    def _read(self, chunk: Chunk, buf: Buffer, view: memoryview) -> None:
         """Fill ``view`` with the chunk: its data ranges from the source, zeroes elsewhere.
 
         A chunk of several ranges goes to the source's ``readinto_many`` in one
@@ -274,13 +331,7 @@ class _Pipeline:
         together; the others read them one by one.
         """
         ranges = chunk.ranges or ((0, chunk.length),)
-        pos = 0
-        for start, end in ranges:
-            if start > pos:
-                view[pos:start] = _ZERO_VIEW[: start - pos]
-            pos = end
-        if pos < chunk.length:
-            view[pos : chunk.length] = _ZERO_VIEW[: chunk.length - pos]
+        buf.prepare(ranges)
         with self.src_lock or contextlib.nullcontext():
             if len(ranges) > 1:
                 self.source.readinto_many([(chunk.offset + start, view[start:end]) for start, end in ranges])
@@ -309,8 +360,7 @@ class _Pipeline:
         except BaseException as exc:
             self._fail(exc)
 
-    def _write(self, chunk: Unit, action: Action, view: memoryview | None,
-               buf: tuple[bytearray, int] | None) -> int:
+    def _write(self, chunk: Unit, action: Action, view: memoryview | None, buf: Buffer | None) -> int:
         if action in ("skip", "unchanged"):
             return 0
         with self.dst_lock or contextlib.nullcontext():
@@ -323,7 +373,7 @@ class _Pipeline:
                 return chunk.length
             written = 0
             assert buf is not None
-            for start, end, zero in zero_runs(buf[0], buf[1], chunk.length, self.sparse_block, chunk.ranges):
+            for start, end, zero in zero_runs(buf.raw, buf.base, chunk.length, self.sparse_block, buf.dirty):
                 if not zero:
                     self.target.write(chunk.offset + start, view[start:end])
                     written += end - start

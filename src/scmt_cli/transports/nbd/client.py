@@ -44,7 +44,7 @@ from scmt_cli.errors import (
 )
 from scmt_cli.transports.base import Extent, Identity, SourceDefaults, TargetDefaults
 from scmt_cli.transports.nbd import protocol as p
-from scmt_cli.transports.nbd.connection import Connection, Request
+from scmt_cli.transports.nbd.connection import Connection, Latch, Request
 from scmt_cli.transports.nbd.handshake import connect, negotiate
 from scmt_cli.transports.nbd.status import extent_kind, pipelined_extents
 from scmt_cli.transports.nbd.url import NbdAddress, parse_nbd_url
@@ -226,31 +226,35 @@ class NbdDisk(SourceDefaults, TargetDefaults):
         if self.read_only:
             raise ReadOnlyTargetError(f"NBD export {self.describe()} is read-only")
 
-    def _run(self, pieces: list[tuple[int, int, int, dict[str, Any]]]) -> list[Any]:
-        """Submit (cmd, offset, length, kwargs) requests, pipelined, then wait for all.
+    def _run(self, pieces: list[tuple[int, int, int, dict[str, Any]]]) -> None:
+        """Submit (cmd, offset, length, kwargs) requests, pipelined, then wait for all of them at once.
 
         Every request is awaited even after a failure, so no buffer is still
-        being filled when the caller sees the first error.
+        being filled when the caller sees the first error.  The requests share
+        one :class:`Latch`: the calling thread is woken once, not per request.
         """
+        latch = Latch(len(pieces))
         handles: list[tuple[Connection, Request]] = []
         first: BaseException | None = None
         for cmd, off, length, kw in pieces:
             try:
                 conn = self._pick()
-                handles.append((conn, conn.submit(cmd, off, length, **kw)))
+                handles.append((conn, conn.submit(cmd, off, length, latch=latch, **kw)))
             except BaseException as exc:
                 first = exc
                 break
-        results: list[Any] = []
-        for conn, h in handles:
-            try:
-                results.append(conn.wait(h))
-            except BaseException as exc:
-                if first is None:
-                    first = exc
+        latch.count_down(len(pieces) - len(handles))  # never sent: nothing will count them
+        if not latch.wait(self.timeout * 3 + 5):  # the connections enforce the timeout; this guards against bugs
+            late = TransportError(f"NBD server {self.describe()} did not answer within {self.timeout:g}s",
+                                  transient=True)
+            for conn in {id(c): c for c, _ in handles}.values():
+                conn.abort(late)  # fails what is pending and stops its reader: no buffer is filled after this
+            raise late
+        for _, h in handles:
+            if first is None and h.error is not None:
+                first = h.error
         if first is not None:
             raise first
-        return results
 
     def read(self, offset: int, length: int) -> bytes:
         """Exactly ``length`` bytes at ``offset`` (a bytearray); beyond the end is SizeMismatchError."""
