@@ -56,10 +56,12 @@ from scmt_cli.errors import InternalError, ScmtError, SizeMismatchError
 from scmt_cli.events import NullReporter, Reporter
 from scmt_cli.transports.base import BlockSource, BlockTarget
 
-#: Chunks in flight for a source on this host (file://): the disk, not the round trip, sets the pace.
+#: Chunks in flight for a source on this host (file://): the disk, not the round trip, sets the pace
+#: (``bench/run.py --only inflight``, 2 cores: 4 and 8 within 5% of each other, 16 and 32 slower).
 LOCAL_IN_FLIGHT = 4
-#: Chunks in flight for a source across a network (NBD, /folder, VDDK, agent): enough requests to keep a
-#: link a few milliseconds away busy (measured: see the README's benchmark table), 64 MiB of buffers.
+#: Chunks in flight for a source across a network (NBD, /folder, VDDK, agent), 64 MiB of buffers: the
+#: fastest median of 4/8/16/32 behind nbdkit's rdelay=2ms and rdelay=10ms in ``bench/run.py --only
+#: inflight`` (32 was within 8% at 10 ms but takes the process over 150 MiB); see README, Performance.
 REMOTE_IN_FLIGHT = 16
 
 
