@@ -476,13 +476,15 @@ class AgentServer:
             answer: dict[str, object] = self.tracking.cut(disk.name, epoch, seq, chunk, disk.current_size())
             return answer
         if ftype == p.T_FREEZE:
+            from scmt_cli.agent.freeze import ADVICE
+
             limit = body.get("limit")
             if not isinstance(limit, (int, float)) or isinstance(limit, bool) or not 0 < limit <= 600:
                 raise _Request(p.E_BAD_REQUEST, "limit must be 0 to 600 seconds")
             out: dict[str, Any] = self.freezer.freeze(float(limit), owner)
             self.reporter.log("info", f"agent: froze {out['frozen'] or 'no file system'} for at most {limit} s")
             for r in out["refused"]:
-                self.reporter.log("warning", f"agent: cannot freeze {r['mount']}: {r['reason']}")
+                self.reporter.log("warning", f"agent: cannot freeze {r['mount']}: {r['reason']}; {ADVICE}")
             return out
         if ftype == p.T_THAW:
             thawed = self.freezer.thaw()
