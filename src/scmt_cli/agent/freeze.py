@@ -24,6 +24,7 @@ import os
 import stat
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -104,6 +105,8 @@ class Freezer:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _watchdog: threading.Timer | None = None
     owner: object | None = None
+    #: Called with the mount points the watchdog thawed at the deadline (the server logs it).
+    on_expire: Callable[[list[str]], None] | None = None
 
     def mounts(self) -> list[tuple[str, str]]:
         """``(mount point, fs type)`` of the file systems on the served disks."""
@@ -176,7 +179,9 @@ class Freezer:
         return ""
 
     def _expire(self) -> None:
-        self.thaw()
+        thawed = self.thaw()
+        if thawed and self.on_expire is not None:
+            self.on_expire(thawed)
 
     def thaw(self, owner: object = None) -> list[str]:
         """Thaw everything this freezer froze (only if ``owner`` froze it, when given)."""

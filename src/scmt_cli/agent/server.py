@@ -190,7 +190,12 @@ class AgentServer:
             self.reporter.log("info", "agent: kernel change tracking (block:block_rq_complete) on "
                               + ", ".join(tracked))
         self.reporter.event("agent_tracking", tracked=tracked, untracked=dict(self.tracking.reasons))
-        self.freezer = Freezer({n: d.path for n, d in disks.items()})
+        self.freezer = Freezer({n: d.path for n, d in disks.items()}, on_expire=self._freeze_expired)
+
+    def _freeze_expired(self, thawed: list[str]) -> None:
+        self.reporter.log("warning", f"agent: the freeze limit passed before the migration host thawed {thawed}; "
+                          "thawed them (watchdog)")
+        self.reporter.event("agent_freeze_expired", thawed=thawed)
 
     def serve_forever(self) -> None:
         """Block until :meth:`stop` is called from another thread (or a signal handler raises)."""
