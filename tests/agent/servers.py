@@ -61,7 +61,9 @@ def running_agent(disks: dict[str, Path], directory: Path, *, port: int = 0, con
     """An agent in this process on 127.0.0.1 (``port``, 0: a free one) serving ``disks``; stopped on exit.
 
     ``kw`` are :class:`ServeRequest` fields, ``config`` overrides :class:`AgentConfig` fields (test knobs).
+    No CPU limit unless ``cpu_limit`` is given: in this process it would count the test's own CPU time.
     """
+    kw.setdefault("cpu_limit", 100.0)
     token_file = write_token(directory)
     req = ServeRequest(f"127.0.0.1:{port}", tuple(f"{n}={p}" for n, p in disks.items()), token_file,
                        **kw)  # type: ignore[arg-type]
@@ -95,6 +97,10 @@ class AgentProcess:
     def url(self, disk: str) -> str:
         pin = f"fingerprint={self.fingerprint}" if self.fingerprint else "plaintext=1"
         return f"agent://127.0.0.1:{self.port}/{disk}?token_file={self.token_file}&{pin}"
+
+    @property
+    def tls(self) -> ClientTLS | None:
+        return ClientTLS(self.fingerprint) if self.fingerprint else None
 
     def stderr(self) -> str:
         return self.stderr_path.read_text(encoding="utf-8")

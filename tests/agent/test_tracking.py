@@ -106,7 +106,8 @@ def test_unreliable_cursors_answer_lost_with_a_reason(case: str) -> None:
 # -- on a real loop device -------------------------------------------------------------------------
 @contextlib.contextmanager
 def tracked_agent(dev: Path, directory: Path, **cfg: object) -> Iterator[AgentServer]:
-    req = ServeRequest("127.0.0.1:0", (f"d={dev}",), write_token(directory), plaintext=True)
+    req = ServeRequest("127.0.0.1:0", (f"d={dev}",), write_token(directory), plaintext=True,
+                       cpu_limit=100.0)  # in this process a CPU limit would count the test's own CPU time
     config = build_config(req)
     for k, v in cfg.items():
         setattr(config, k, v)

@@ -25,7 +25,8 @@ MiB = 1024 * 1024
 
 @contextlib.contextmanager
 def tracked_agent(dev: Path, directory: Path) -> Iterator[AgentServer]:
-    req = ServeRequest("127.0.0.1:0", (f"d={dev}",), write_token(directory), plaintext=True)
+    req = ServeRequest("127.0.0.1:0", (f"d={dev}",), write_token(directory), plaintext=True,
+                       cpu_limit=100.0)  # in this process a CPU limit would count the test's own CPU time
     server = AgentServer(build_config(req), RecordingReporter())
     server.start()
     try:

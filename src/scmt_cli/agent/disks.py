@@ -21,10 +21,9 @@ import mmap
 import os
 import stat
 import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 
+from scmt_cli.agent.limits import StorageShare
 from scmt_cli.blocks.digest import ZERO, digest, is_zero
 from scmt_cli.errors import UsageError
 
@@ -59,8 +58,8 @@ class ServedDisk:
         self._lock = threading.Lock()
         #: Bytes read from the device so far (what finding and sending changes cost the source).
         self.bytes_read = 0
-        #: Called with the seconds each read took (the server's storage-share governor), or None.
-        self.pacer: Callable[[float], None] | None = None
+        #: The server's storage-share governor (told when each read starts and ends), or None.
+        self.governor: StorageShare | None = None
 
     def close(self) -> None:
         with self._lock:
@@ -72,7 +71,18 @@ class ServedDisk:
 
     def read(self, offset: int, length: int) -> bytes:
         """Exactly ``length`` bytes at ``offset`` as the device holds them now (the caller checked the range)."""
-        t0 = time.monotonic()
+        if self.governor is not None:
+            self.governor.begin()
+        try:
+            data = self._read(offset, length)
+        finally:
+            if self.governor is not None:
+                self.governor.end()  # pauses here when the agent's reads took more than their share
+        with self._lock:
+            self.bytes_read += length
+        return data
+
+    def _read(self, offset: int, length: int) -> bytes:
         data = None
         fd = self.direct_fd
         if fd >= 0:
@@ -89,10 +99,6 @@ class ServedDisk:
                 last = -(-(offset + length) // mmap.PAGESIZE) * mmap.PAGESIZE
                 os.posix_fadvise(self.fd, first, last - first, os.POSIX_FADV_DONTNEED)
             data = self._read_buffered(offset, length)
-        with self._lock:
-            self.bytes_read += length
-        if self.pacer is not None:
-            self.pacer(time.monotonic() - t0)
         return data
 
     def _no_direct(self, fd: int) -> None:

@@ -38,7 +38,7 @@ from typing import Any
 
 from scmt_cli.agent import protocol as p
 from scmt_cli.agent.disks import ServedDisk
-from scmt_cli.agent.limits import DutyCycle
+from scmt_cli.agent.limits import DEFAULT_CPU_LIMIT, DEFAULT_STORAGE_SHARE, CpuShare, StorageShare
 from scmt_cli.agent.wire import read_frame as _read_frame
 from scmt_cli.blocks.plan import CHUNK_ALIGN, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE
 from scmt_cli.errors import ConfigError, SourceUnreachableError
@@ -69,9 +69,9 @@ class AgentConfig:
     max_startups: int = MAX_STARTUPS
     max_startups_per_peer: int = MAX_STARTUPS_PER_PEER
     tracking: bool = True
-    #: Agent CPU share (0-1] and share of the storage's busy time spent reading (0-1]; 1 = unlimited.
-    cpu_share: float = 1.0
-    storage_share: float = 1.0
+    #: Agent CPU share (0-1] and share of the time its reads may be in flight (0-1]; 1 = unlimited.
+    cpu_share: float = DEFAULT_CPU_LIMIT / 100
+    storage_share: float = DEFAULT_STORAGE_SHARE / 100
     #: Tests: trace buffer per CPU (KiB) and whether a thread consumes events between cuts.
     track_buffer_kb: int = 4096
     track_reader: bool = True
@@ -118,8 +118,8 @@ class AgentServer:
         self.preauth_dropped = 0
         self.tracking: Any = None
         self.freezer: Any = None
-        self._cpu = DutyCycle(config.cpu_share, "cpu") if config.cpu_share < 1 else None
-        self._io = DutyCycle(config.storage_share, "io") if config.storage_share < 1 else None
+        self._cpu = CpuShare(config.cpu_share) if config.cpu_share < 1 else None
+        self._io = StorageShare(config.storage_share) if config.storage_share < 1 else None
 
     # -- lifecycle -----------------------------------------------------------------
     def start(self) -> tuple[str, int]:
@@ -177,9 +177,8 @@ class AgentServer:
         from scmt_cli.agent.tracking import Tracking
 
         disks = self.config.disks
-        if self._io is not None:
-            for d in disks.values():
-                d.pacer = self._io.add
+        for d in disks.values():
+            d.governor = self._io
         self.tracking = Tracking({n: d.path for n, d in disks.items()}, enabled=self.config.tracking,
                                  buffer_kb=self.config.track_buffer_kb, reader=self.config.track_reader)
         for name, why in sorted(self.tracking.reasons.items()):
@@ -379,7 +378,7 @@ class AgentServer:
             code = exc.code if isinstance(exc, _Request) else p.E_BAD_REQUEST
             send(p.encode_frame(p.T_ERROR, frame.request_id, p.error_payload(code, str(exc))))
             return
-        Watcher(disk, chunk, float(interval), frame.request_id, send, self._slots, closed).start()
+        Watcher(disk, chunk, float(interval), frame.request_id, send, self._slots, closed, self._pace_cpu).start()
 
     # -- requests ----------------------------------------------------------------------
     def _run_request(self, conn: socket.socket, send_lock: threading.Lock, frame: p.Frame,
@@ -406,8 +405,11 @@ class AgentServer:
                 pass
         finally:
             self._slots.release()
-            if self._cpu is not None:
-                self._cpu.pace()
+            self._pace_cpu()
+
+    def _pace_cpu(self) -> None:
+        if self._cpu is not None:
+            self._cpu.pace()
 
     def _disk(self, body: dict[str, Any]) -> ServedDisk:
         name = p.str_field(body, "disk", max_len=64)
@@ -463,6 +465,7 @@ class AgentServer:
                 dg, n = disk.chunk_digest_counted(off, min(chunk, disk.size - off))
                 out.append(dg)
                 nread += n
+                self._pace_cpu()  # a batch hashes up to MAX_DIGEST_BATCH chunks: pace each one
             return reply, p.encode_json({"start": start, "digests": out, "bytes_read": nread}), 0
         if frame.type in (p.T_CHANGES, p.T_FREEZE, p.T_THAW, p.T_STATS):
             return reply, p.encode_json(self._control(frame.type, body, owner)), 0
@@ -502,6 +505,13 @@ class AgentServer:
         stats["disk_bytes_read"] = sum(d.bytes_read for d in self.config.disks.values())
         stats["preauth_dropped"] = self.preauth_dropped
         stats["tracked"] = sorted(self.tracking.trackers) if self.tracking is not None else []
+        cfg = self.config
+        stats["limits"] = {"queue_depth": cfg.queue_depth, "bandwidth_bytes_per_s": cfg.bandwidth,
+                           "cpu_limit_pct": round(cfg.cpu_share * 100, 3) if cfg.cpu_share < 1 else None,
+                           "storage_share_pct": round(cfg.storage_share * 100, 3) if cfg.storage_share < 1 else None}
+        stats["disk_busy_seconds"] = round(self._io.total_busy, 3) if self._io else None
+        stats["throttled_seconds"] = {"cpu": round(self._cpu.slept, 3) if self._cpu else 0.0,
+                                      "storage": round(self._io.slept, 3) if self._io else 0.0}
         return stats
 
 

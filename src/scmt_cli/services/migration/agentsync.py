@@ -45,7 +45,7 @@ from typing import Any
 
 from scmt_cli.agent import protocol as p
 from scmt_cli.agent.client import AgentConnection, ClientTLS
-from scmt_cli.agent.incremental import changed_extents, wire_stats
+from scmt_cli.agent.incremental import changed_extents, with_ratio
 from scmt_cli.agent.transport import AgentDisk, load_token
 from scmt_cli.blocks.api import changed_copy, plan_source
 from scmt_cli.blocks.checkpoint import Checkpointer
@@ -224,7 +224,12 @@ def _copy_one(ctx: MigrationContext, vm: str, lock: VmLock, disk: AgentDisk, ind
     return {"key": index, "label": disk.disk, "index": index, "mode": mode, "size": disk.size,
             "planned_bytes": s.chunks_planned * cs, "bytes_read": s.bytes_read, "bytes_written": s.bytes_written,
             "bytes_zero": s.bytes_zeroed, "seconds": round(time.monotonic() - t0, 3), "target": target_url,
-            **tracking, **wire_stats(disk), **extra}
+            **tracking, **_wire(disk), **extra}
+
+
+def _wire(disk: AgentDisk) -> dict[str, Any]:
+    """The disk's transport counters (the agent's own figures are the VM's, see :func:`agent_pass`)."""
+    return with_ratio(dict(disk.wire_stats()))
 
 
 def _freeze(ctx: MigrationContext, vm: str, disk: AgentDisk, warnings: list[str]) -> dict[str, Any] | None:
@@ -337,6 +342,10 @@ def agent_pass(ctx: MigrationContext, vm: str, lock: VmLock, *, kind: str, final
             "source": "agent",
             "source_bytes_read": sum(int(r.get("source_bytes_read", 0)) for r in results),
         }
+        try:  # what the agent used for this pass (its connections opened at the start)
+            stats["agent"] = disks[0].agent_usage()
+        except ScmtError as exc:
+            ctx.reporter.log("debug", f"{vm}: no resource figures from the agent: {exc.message}", vm=vm)
         if freeze is not None:
             stats["freeze"] = freeze
         if undo is not None:
