@@ -11,6 +11,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from scmt_cli.agent import tracking
 from scmt_cli.events import RecordingReporter
 from scmt_cli.services.migration.context import open_context
 from scmt_cli.services.migration.sync import SyncRequest, run_sync
@@ -181,4 +184,32 @@ def test_hot_backup_rounds_read_only_the_chunks_written_since_the_last_round(tmp
             assert disk["source_bytes_read"] == want and out.data["agent"]["disk_bytes_read"] == want, (k, disk)
             assert out.data["bytes_journaled"] == want  # the undo journal keeps what those chunks held
             assert want < size // 10
+        assert (tmp_path / "target" / "web01" / "disk0.raw").read_bytes() == image.read_bytes()
+
+
+def test_a_source_without_tracing_works_through_the_scan_loudly(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """No tracefs on the source: the agent says so when it starts, every pass says so, and the copy is exact."""
+    monkeypatch.setattr(tracking, "find_tracefs", lambda: None)
+    image = tmp_path / "d.img"
+    with loop_device(image, 32 * MiB) as dev:
+        write_dev(dev, 0, os.urandom(2 * MiB))
+        with running_agent({"sda": dev}, tmp_path, plaintext=True) as agent:
+            started = [r["message"] for r in agent.reporter.of_type("log") if r["level"] == "warning"]
+            assert any("sda: no kernel change tracking (tracefs is not mounted" in m and
+                       "read and hash the whole disk" in m for m in started), started
+            plan = write_plan(tmp_path, agent.port)
+            store = StateStore.open(tmp_path / "state.db")
+            ctx = open_context(plan, store, RecordingReporter())
+            try:
+                assert run_sync(SyncRequest(plan), ctx).last["web01"].ok
+                write_dev(dev, 17 * MiB, b"untracked write")
+                out = run_sync(SyncRequest(plan), ctx).last["web01"]
+            finally:
+                ctx.close()
+                store.close()
+        disk = out.data["disks"][0]
+        assert disk["tracking"] == "scan" and "tracefs is not mounted" in disk["tracking_reason"]
+        assert disk["mode"] == "incremental" and out.data["bytes_read"] == MiB
+        assert any("tracefs is not mounted" in w for w in out.warnings), out.warnings
         assert (tmp_path / "target" / "web01" / "disk0.raw").read_bytes() == image.read_bytes()
