@@ -31,7 +31,8 @@ def typecheck(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Benchmarks against cp and qemu-img, measured in the same run (needs qemu-utils, nbdkit)."""
+    """Benchmarks against cp and qemu-img, measured in the same run (needs qemu-utils, nbdkit); the agent's
+    hot-backup rows need root and tracefs (else they are skipped, with the reason)."""
     session.install("-e", ".")
     session.run("python", "bench/run.py", *session.posargs)
 
