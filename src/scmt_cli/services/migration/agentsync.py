@@ -20,8 +20,9 @@ target equals ``manifest``, except the chunks listed in ``attempt``":
   events may have been lost: it restarted, its trace buffer overflowed, the
   disk was resized): the agent hashes its chunks locally
   (:meth:`~scmt_cli.agent.transport.AgentDisk.remote_digests`); only chunks
-  whose digest differs from the manifest cross the wire.  A warning says why,
-  and the disk's result has ``tracking: "scan"`` and ``tracking_reason``.
+  whose digest differs from the manifest cross the wire.  A warning in the
+  VM's outcome says why, and the disk's result has ``tracking: "scan"`` and
+  ``tracking_reason``.
 
 The chunks about to be copied are recorded in ``attempt`` (with the new cursor)
 first, so a pass killed half way marks them unknown and the next pass copies
@@ -32,8 +33,11 @@ The disk is live (no snapshot), so a pass is crash-consistent only after the
 source is quiesced: failover's final pass asks the agent to flush and freeze
 the file systems on the served disks (:data:`FREEZE_LIMIT` seconds at most;
 the agent thaws by itself at that deadline), reads the last delta and thaws.
-A file system the agent cannot freeze (the root file system) is reported with
-the seed's advice: stop its services (the plan's hooks).
+A file system the agent cannot freeze (the root file system, a failed
+``FIFREEZE``) is a warning with the seed's advice (:data:`FREEZE_ADVICE`).
+
+A pass reports what the agent used meanwhile (``agent``: CPU seconds, bytes
+read, pauses per limit, peak RSS; :meth:`~scmt_cli.agent.transport.AgentDisk.agent_usage`).
 """
 
 from __future__ import annotations
