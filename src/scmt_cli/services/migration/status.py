@@ -133,7 +133,8 @@ def _view(ctx: MigrationContext, vm: str, now: float) -> VmStatusView:
     if holder is not None and holder.lease_expires_at > now:
         v.locked_by = f"pid {holder.pid} on {holder.hostname}"
         v.host = holder.hostname
-    v.next_commands = list(commands_allowed(status.state, failed_from=status.failed_from))
+    v.next_commands = [c for c in commands_allowed(status.state, failed_from=status.failed_from)
+                       if c != "migrate" or eff.method == "managed"]  # migrate is the managed method only
     converting = data.get("converting")
     if isinstance(converting, dict) and converting.get("started_at"):
         elapsed = round(now - float(converting["started_at"]), 1)
