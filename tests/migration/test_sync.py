@@ -204,3 +204,29 @@ def test_a_pass_whose_lease_lapsed_writes_nothing_more_and_says_so(lab: Lab, ctx
     assert not out.ok and out.error_code == 40 and "could not be renewed in time" in (out.error or "")
     assert set(fenced) == {"vm:demo/db01"}
     assert out.data.get("bytes_written", 0) <= 3 * MIB  # at most the three writes let through
+
+
+def test_cbt_is_turned_on_only_when_the_plan_allows_it_and_the_result_says_so(lab: Lab,
+                                                                             ctx: MigrationContext) -> None:
+    assert lab.estate.vm("web01").cbt_config is False  # the lab's web01 starts without CBT
+    res = run_sync(SyncRequest(lab.plan, vms=("web01",)), ctx)
+    out = res.last["web01"]
+    assert out.ok and out.data["cbt_enabled"] is True and res.exit_code == 1
+    assert any("turned it on (source.enable_cbt: true" in w for w in out.warnings)
+
+
+def test_enable_cbt_false_blocks_a_vm_without_cbt_and_leaves_it_untouched(lab: Lab) -> None:
+    from scmt_cli.services.migration.context import open_context
+
+    lab.plan.write_text(lab.plan.read_text().replace("source:\n", "source:\n  enable_cbt: false\n", 1))
+    store = lab.store()
+    ctx = open_context(lab.plan, store, lab.reporter)
+    try:
+        res = run_sync(SyncRequest(lab.plan, vms=("web01",)), ctx)
+    finally:
+        ctx.close()
+        store.close()
+    out = res.last["web01"]
+    assert not out.ok and out.error_code == 20 and "cbt.disabled" in (out.error or "")
+    assert "source.enable_cbt is false" in (out.error or "")
+    assert lab.estate.vm("web01").cbt_config is False and lab.tool_snapshots("web01") == []

@@ -144,8 +144,10 @@ def sync_pass(ctx: MigrationContext, vm: str, lock: VmLock, *, final: bool = Fal
         leftovers = cleanup_tool_snapshots(vcenter, vm, ctx.reporter)
         if leftovers:
             out.data["leftover_snapshots_removed"] = leftovers
-        if vcenter.enable_cbt(vm):
-            ctx.reporter.log("info", f"{vm}: changed block tracking was off; turned it on (stun cycle)", vm=vm)
+        if ctx.plan.source.enable_cbt and vcenter.enable_cbt(vm):  # a change to the VM: said in the result
+            out.warnings.append(f"{vm}: changed block tracking was off: turned it on (source.enable_cbt: true; "
+                                "the VM was stunned while a snapshot was taken and removed)")
+            ctx.reporter.log("info", out.warnings[-1], vm=vm)
             out.data["cbt_enabled"] = True
         target_name = eff.target_name
         fresh = {d.index: not _copy_file_exists(ctx, target_name, d.index) for d in disks}
