@@ -216,7 +216,7 @@ def test_status_reports_state_lag_estimates_and_warnings(lab: Lab, ctx: Migratio
     assert db.lag_seconds is not None and db.lag_seconds >= 0
     assert db.est_downtime_seconds is not None and db.est_downtime_seconds >= 30
     assert db.plan_downtime_minutes is not None and "failover" in db.next_commands
-    assert views["web01"].state == "failed" and any("failed while seeding" in w for w in views["web01"].warnings)
+    assert views["web01"].state == "failed" and any("failed while planned" in w for w in views["web01"].warnings)
     assert res.exit_code == 1
     data = res.to_dict()
     assert data["vms"][1]["vm"] == "db01" and data["vms"][1]["last_sync_at"].endswith("Z")

@@ -71,7 +71,7 @@ def test_one_failing_vm_does_not_stop_the_others_and_exit_is_60(lab: Lab, ctx: M
     assert res.failed == ["web01"] and res.exit_code == 60
     assert res.last["db01"].ok and res.last["db01"].state == "syncing"
     status, _ = ctx.status("web01")
-    assert status.state == "failed" and status.failed_from == "seeding"
+    assert status.state == "failed" and status.failed_from == "planned"  # it never started seeding
     assert res.to_dict()["failed"] == ["web01"]
 
 
@@ -230,3 +230,32 @@ def test_enable_cbt_false_blocks_a_vm_without_cbt_and_leaves_it_untouched(lab: L
     assert not out.ok and out.error_code == 20 and "cbt.disabled" in (out.error or "")
     assert "source.enable_cbt is false" in (out.error or "")
     assert lab.estate.vm("web01").cbt_config is False and lab.tool_snapshots("web01") == []
+
+
+def test_a_vm_assessment_blocks_is_blocked_with_its_rule_ids_not_failed(lab: Lab, ctx: MigrationContext) -> None:
+    from scmt_cli.services.migration.failover import FailoverRequest, run_failover
+    from scmt_cli.services.migration.status import StatusRequest, status_service
+
+    assert run_sync(SyncRequest(lab.plan, vms=("db01",)), ctx).last["db01"].state == "syncing"
+    snap = lab.estate.create_snapshot("db01", "before-patching", False, "an admin's snapshot")
+    res = run_sync(SyncRequest(lab.plan, vms=("db01",)), ctx)
+    out = res.last["db01"]
+    assert not out.ok and out.error_code == 20 and out.state == "blocked" and res.exit_code == 20
+    status, _ = ctx.status("db01")
+    assert status.state == "blocked" and status.failed_from == "syncing" and "snapshot" in (status.error or "")
+    view = status_service(StatusRequest(lab.plan, vms=("db01",)), ctx.store, lab.reporter).vms[0]
+    assert view.state == "blocked" and view.next_commands == ["sync"]
+    assert any("blocked by assessment" in w and "scmt assess PLAN" in w for w in view.warnings)
+    fo = run_failover(FailoverRequest(lab.plan, vms=("db01",)), ctx)
+    assert fo.exit_code == 42 and "'blocked' by assessment (while 'syncing')" in (fo.outcomes[0].error or "")
+    assert lab.estate.vm("db01").power == "poweredOn" and all(n.connected for n in lab.estate.vm("db01").nics)
+    lab.estate.remove_snapshot("db01", snap)  # the cause is gone: the next sync carries on where it was
+    again = run_sync(SyncRequest(lab.plan, vms=("db01",)), ctx).last["db01"]
+    assert again.ok and again.state == "syncing" and again.data["kind"] == "incremental"
+
+
+def test_a_blocked_vm_that_never_seeded_is_blocked_while_planned(lab: Lab, ctx: MigrationContext) -> None:
+    lab.estate.create_snapshot("redis-a", "someone-elses", False, "")
+    out = run_sync(SyncRequest(lab.plan, vms=("redis-a",)), ctx).last["redis-a"]
+    assert out.state == "blocked" and ctx.status("redis-a")[0].failed_from == "planned"
+    assert ctx.store.generations("demo", "redis-a") == []

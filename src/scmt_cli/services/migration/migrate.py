@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from scmt_cli.domain.vmstate import plan_command
+from scmt_cli.domain.vmstate import SUSPENDED, plan_command
 from scmt_cli.errors import InvalidStateError, UsageError
 from scmt_cli.services.migration.context import MigrationContext, VmOutcome
 from scmt_cli.services.migration.failover import FailoverRequest, _failover_unit
@@ -58,7 +58,7 @@ def _migrate_vm(ctx: MigrationContext, req: MigrateRequest, vm: str) -> VmOutcom
     if decision.noop:
         return VmOutcome(vm, state=status.state, action="already cut over")
     passes: list[dict[str, Any]] = []
-    effective = status.failed_from if status.state == "failed" else status.state
+    effective = status.failed_from if status.state in SUSPENDED else status.state
     if effective != "cutting-over":
         for _ in range(max(1, req.max_passes)):
             ctx.cancel.check()

@@ -149,6 +149,9 @@ def _view(ctx: MigrationContext, vm: str, now: float) -> VmStatusView:
     if status.state == "failed":
         v.warnings.append(f"{vm}: failed while {status.failed_from}: {status.error or 'unknown error'}; "
                           f"run the same command again to resume")
+    elif status.state == "blocked":
+        v.warnings.append(f"{status.error or vm + ': blocked by assessment'}; fix it (scmt assess PLAN --details "
+                          "says how), then sync again")
     if gens and gens[-1].status == "running" and v.locked_by is None:
         v.warnings.append(f"{vm}: a {gens[-1].kind} pass was interrupted; the next sync resumes it")
     if v.lag_seconds is not None and status.state == "syncing" and v.lag_seconds > 2 * eff.sync_interval:
