@@ -67,6 +67,7 @@ from scmt_cli.targets import DiskRequest
 from scmt_cli.targets.disklock import lock_target_url
 from scmt_cli.transports import base as transports
 from scmt_cli.transports.base import BlockSource, Extent
+from scmt_cli.transports.wrappers import GuardedTarget
 
 #: Chunk grid of agent syncs (the digests compared are per chunk: 1 MiB keeps deltas tight).
 AGENT_CHUNK_SIZE = 1024 * 1024
@@ -170,7 +171,7 @@ def _copy_one(ctx: MigrationContext, vm: str, lock: VmLock, disk: AgentDisk, ind
     src = wrap(disk)
     disk_lock = lock_target_url(target_url, what=f"scmt sync of {vm} (agent)")
     try:
-        dst = transports.open_target(target_url)
+        dst = GuardedTarget(transports.open_target(target_url), lock.fence)  # no write once the lease may be gone
     except BaseException:
         if disk_lock is not None:
             disk_lock.release()

@@ -225,7 +225,7 @@ def _failover_unit(ctx: MigrationContext, req: FailoverRequest, group: str | Non
                     active.append(c)
             if group is not None:
                 not_ready = [c.vm for c in active if c.status.state not in ("syncing", "cutting-over")
-                             and c.status.failed_from != "cutting-over"]
+                             and c.status.failed_from not in ("syncing", "cutting-over")]
                 if not_ready:
                     raise InvalidStateError(f"group {group}: {', '.join(not_ready)} not in sync; a group fails over "
                                             "only when every member is 'syncing'", hint="run scmt sync first")
