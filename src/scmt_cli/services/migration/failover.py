@@ -148,8 +148,10 @@ class _Cutover:
             ctx.reporter.log("info", f"{vm}: source quiesced ({self.source_action})", vm=vm)
         elif step == "final-sync-done":
             res = sync_pass(ctx, vm, self.lock, final=True, vc=self.vcenter())
-            self.record(final_sync={k: res.data.get(k) for k in ("bytes_read", "bytes_written", "seconds",
-                                                                  "generation")})
+            final = {k: res.data.get(k) for k in ("bytes_read", "bytes_written", "seconds", "generation")}
+            # An agent VM's pass also says what it froze and what the agent read and used.
+            final.update({k: res.data[k] for k in ("freeze", "source_bytes_read", "agent") if k in res.data})
+            self.record(final_sync=final)
             self.out.warnings.extend(res.warnings)
         elif step == "converted":
             disks = ctx.platform.finalize_disks(self.eff.target_name)
