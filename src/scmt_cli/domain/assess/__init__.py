@@ -47,7 +47,7 @@ class VmAssessment:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "name": self.name,
+            "vm": self.name,
             "verdict": self.verdict,
             "method": self.method,
             "recommended_method": self.recommended_method,
