@@ -28,5 +28,3 @@ def render_outcomes(console: Console, result: Any, *, title: str, columns: list[
                                                                                   f" ({o.error})")
         table.add_row(o.vm, o.state or "-", *cells, verdict)
     console.print(table)
-    for w in result.all_warnings():
-        console.print(f"warning: {w}", style="yellow", markup=False, highlight=False)

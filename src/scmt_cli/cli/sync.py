@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 
 from scmt_cli.cli._common import future_time
-from scmt_cli.cli.context import current
+from scmt_cli.cli.context import current, line
 
 
 def sync(
@@ -84,20 +84,18 @@ def render(console: Console, result: Any) -> None:
         )
     console.print(table)
     if result.stopped:
-        console.print(f"stopped: {result.stopped}", markup=False)
+        line(console, f"stopped: {result.stopped}")
     if result.failed:
         failed = [o for o in result.last.values() if not o.ok]
         blocked = [o.vm for o in failed if o.error_code == 20]
         to_fix = [o.vm for o in failed if o.error_code in _FIX_FIRST]
         resumable = [o.vm for o in failed if o.vm not in blocked and o.vm not in to_fix]
         if blocked:  # rerunning does not help: the assessment blockers must be fixed first
-            console.print(f"{len(blocked)} VM(s) blocked by assessment: {', '.join(blocked)}; 'scmt assess PLAN' "
-                          "lists the remedies (rerunning sync does not help)", style="bold red", markup=False)
+            line(console, f"{len(blocked)} VM(s) blocked by assessment: {', '.join(blocked)}; 'scmt assess PLAN' "
+                          "lists the remedies (rerunning sync does not help)", "bold red")
         if to_fix:
-            console.print(f"{len(to_fix)} VM(s) failed: {', '.join(to_fix)}; fix the error shown, then run scmt sync "
-                          "again", style="bold red", markup=False)
+            line(console, f"{len(to_fix)} VM(s) failed: {', '.join(to_fix)}; fix the error shown, then run "
+                          "'scmt sync PLAN' again", "bold red")
         if resumable:
-            console.print(f"{len(resumable)} VM(s) failed: {', '.join(resumable)}; run scmt sync again to resume "
-                          "them", style="bold red", markup=False)
-    for w in result.to_dict()["warnings"]:
-        console.print(f"warning: {w}", style="yellow", markup=False, highlight=False)
+            line(console, f"{len(resumable)} VM(s) failed: {', '.join(resumable)}; run 'scmt sync PLAN' again to "
+                          "resume them", "bold red")
