@@ -59,7 +59,8 @@ def _fmt_secs(v: Any) -> str:
 
 def _table(result: Any, width: int) -> Any:
     """Per VM: state, last sync, size, lag, host, downtime (measured or estimated, with the plan's
-    estimate), next commands; fitted to ``width`` (host, size and lag give way first).  A measured
+    estimate), next commands; fitted to ``width`` (host, size and lag give way first: the size and
+    the lag also rather than wrap the others; the last sync's time ago says the lag).  A measured
     downtime over its estimate is marked.
     """
     from rich.text import Text
@@ -95,8 +96,8 @@ def _table(result: Any, width: int) -> Any:
         Column("last sync", ["-" if v.last_sync_at is None else f"{v.last_sync_kind} {time_ago(v.last_sync_at)}"
                              for v in vms], keep=4),
         Column("size", ["-" if v.last_sync_bytes is None else format_size(v.last_sync_bytes) for v in vms],
-               keep=2, whole=True),
-        Column("lag", [_fmt_secs(v.lag_seconds) for v in vms], keep=3),
+               keep=2, whole=True, optional=True),
+        Column("lag", [_fmt_secs(v.lag_seconds) for v in vms], keep=3, optional=True),
         *([Column("host", [v.host or "-" for v in vms], keep=1)] if any(v.host for v in vms) else []),
         Column("downtime (plan)", downtimes),
         Column("next", [", ".join(v.next_commands) or "-" for v in vms], keep=5),

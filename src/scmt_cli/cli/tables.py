@@ -31,6 +31,7 @@ class Column:
     """A column and its cells.  ``keep``: higher stays longer; ``None`` never drops (e.g. the VM name).
 
     ``whole``: a cell's lines are never wrapped (``500.00 GiB`` stays on one line).
+    ``optional``: dropped too (lowest ``keep`` first) when the table would otherwise wrap cells.
     """
 
     header: str
@@ -38,6 +39,7 @@ class Column:
     keep: int | None = None
     justify: str = "left"
     whole: bool = False
+    optional: bool = False
 
     def _texts(self) -> list[str]:
         return [c.plain if isinstance(c, Text) else str(c) for c in self.cells]
@@ -75,6 +77,13 @@ def layout(width: int, columns: Sequence[Column]) -> tuple[list[Column], list[in
         if not droppable:
             break  # nothing left to drop: the table is wider than the terminal, but no word is split
         victim = min(droppable, key=lambda c: c.keep)  # type: ignore[arg-type, return-value]
+        kept.remove(victim)
+        dropped.append(victim)
+    while sum(c.max_width for c in kept) + overhead(len(kept)) > width:
+        optional = [c for c in kept if c.optional and c.keep is not None]
+        if not optional:
+            break
+        victim = min(optional, key=lambda c: c.keep)  # type: ignore[arg-type, return-value]
         kept.remove(victim)
         dropped.append(victim)
     widths = [c.min_width for c in kept]
