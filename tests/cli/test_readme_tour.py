@@ -162,3 +162,21 @@ def test_readme_tour_runs_as_written(tmp_path: Path) -> None:
     while not _port_free(PORT) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert _port_free(PORT), "the fake vCenter is still listening after 'kill $SCMT_LAB_PID'"
+
+
+def _subset(part: object, whole: object, where: str = "") -> list[str]:
+    if isinstance(part, dict):
+        if not isinstance(whole, dict):
+            return [f"{where}: not a mapping in examples/tour.yaml"]
+        return [p for k, v in part.items() for p in (_subset(v, whole[k], f"{where}.{k}") if k in whole
+                                                     else [f"{where}.{k}: not in examples/tour.yaml"])]
+    return [] if part == whole else [f"{where}: README says {part!r}, examples/tour.yaml {whole!r}"]
+
+
+def test_the_plan_readme_shows_is_the_shipped_one() -> None:
+    import yaml
+
+    section = README.read_text(encoding="utf-8").split("## A five-minute tour", 1)[1].split("\n## ", 1)[0]
+    shown = yaml.safe_load(re.findall(r"```yaml\n(.*?)```", section, re.S)[0])
+    shipped = yaml.safe_load((ROOT / "examples" / "tour.yaml").read_text(encoding="utf-8"))
+    assert not _subset(shown, shipped)
