@@ -7,13 +7,11 @@ from typing import Any
 
 import pytest
 
-from scmt_cli.cli.docschema import DOCUMENTS, document_schema
+from scmt_cli.cli.docschema import DOCUMENTS, RAW, document_schema
 from scmt_cli.cli.main import main
 
 from .cliparse import parse_problem
 from .test_help_contract import _complete
-
-RAW = {"plan schema", "schema"}  # their documents are JSON Schemas themselves
 
 
 def _page(capsys: pytest.CaptureFixture[str], topic: str) -> str:

@@ -83,8 +83,10 @@ def test_every_command_has_a_document() -> None:
 
 def test_schema_lists_the_documents_and_refuses_an_unknown_one(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--json", "schema"]) == 0
-    listed = [d["document"] for d in json.loads(capsys.readouterr().out)["documents"]]
-    assert listed == list(DOCUMENTS)
+    doc = json.loads(capsys.readouterr().out)
+    validate("schema", doc)
+    assert [d["document"] for d in doc["documents"]] == list(DOCUMENTS)
+    assert {d["document"] for d in doc["documents"] if d["schema_version"] is None} == {"plan schema", "schema"}
     assert main(["--json", "schema", "plan", "valdate"]) == 2
     doc = json.loads(capsys.readouterr().out)
     assert "did you mean 'plan validate'" in doc["message"]

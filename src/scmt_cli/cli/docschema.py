@@ -35,6 +35,10 @@ DOCUMENTS: tuple[str, ...] = (
 )
 
 
+#: Documents that are JSON Schemas themselves: no schema_version, exit_code or warnings.
+RAW: tuple[str, ...] = ("plan schema", "schema")
+
+
 def file_name(name: str) -> str:
     return name.replace(" ", "-") + ".json"
 

@@ -37,8 +37,8 @@ def schema(
 
     ui = current()
     if not command:
-        docs = [{"document": d, "schema_version": docschema.schema_version(d), "description": docschema.describe(d)}
-                for d in docschema.DOCUMENTS]
+        docs = [{"document": d, "schema_version": None if d in docschema.RAW else docschema.schema_version(d),
+                 "description": docschema.describe(d)} for d in docschema.DOCUMENTS]
         ui.finish(_SchemaDoc({"documents": docs}), _render_list)
         return
     ui.finish(_SchemaDoc(docschema.document_schema(" ".join(command))), _render_schema)
@@ -52,6 +52,7 @@ def _render_schema(console: Console, result: Any) -> None:
 
 def _render_list(console: Console, result: Any) -> None:
     for d in result.data["documents"]:
-        console.print(f"  {d['document']:<15} v{d['schema_version']}  {d['description']}", markup=False,
-                      highlight=False, soft_wrap=True)
+        version = f"v{d['schema_version']}" if d["schema_version"] is not None else "-"
+        console.print(f"  {d['document']:<15} {version:<3} {d['description']}", markup=False, highlight=False,
+                      soft_wrap=True)
     console.print("Print one with: scmt schema COMMAND", markup=False, highlight=False, soft_wrap=True)
