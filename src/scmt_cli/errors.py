@@ -37,6 +37,7 @@ EXIT_CODES: dict[int, str] = {
     14: "target unreachable (an NBD target, a libvirt host)",
     20: "blocked by assessment",
     21: "network preflight failed",
+    22: "assessment incomplete (the inventory lacks data that checks able to block a VM need, e.g. no vDisk tab)",
     30: "transport or I/O error during a copy, or no space left on the target (a checkpoint was kept: rerun to resume)",
     31: "verification mismatch",
     32: "size mismatch (target smaller than source, source shrank)",
@@ -195,6 +196,13 @@ class BlockedByAssessmentError(ScmtError):
 class PreflightError(ScmtError):
     exit_code = 21
     kind = "preflight"
+
+
+class AssessmentIncompleteError(ScmtError):
+    """Assessment could not run every check able to block a VM (the verdict ``incomplete``)."""
+
+    exit_code = 22
+    kind = "assessment_incomplete"
 
 
 class TransportError(ScmtError):

@@ -152,7 +152,7 @@ def test_verdicts_by_method_and_json_shape():
     assert a.verdicts["agent"] == "warnings"
     assert a.recommended_method == "agent"
     d = a.to_dict()
-    assert set(d) >= {"name", "verdict", "recommended_method", "findings"}
+    assert set(d) >= {"vm", "verdict", "recommended_method", "findings"}
     assert set(d["findings"][0]) >= {"id", "severity", "message", "remedy"}
 
 

@@ -72,5 +72,3 @@ def render(console: Console, result: Any) -> None:
     if result.command == "test-failover":
         console.print(f"test copy kept in {result.test_dir}; remove it with: scmt failover PLAN --vm {result.vm} "
                       "--test --cleanup", markup=False, highlight=False)
-    for w in result.warnings:
-        console.print(f"warning: {w}", style="yellow", markup=False, highlight=False)

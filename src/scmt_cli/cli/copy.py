@@ -128,5 +128,3 @@ def render(console: Console, result: Any) -> None:
         line(f"  verified      {s.verified_chunks} chunks match ({s.verify_seconds:.2f} s)")
     if result.manifest_path:
         line(f"  manifest      {result.manifest_path}")
-    for w in result.warnings:
-        line(f"warning: {w}", "yellow")

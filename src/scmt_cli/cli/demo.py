@@ -65,8 +65,6 @@ def render(console: Console, result: Any) -> None:
     if result.exit_code == 0:
         console.print("every target disk is byte-identical to its source at the moment it was quiesced",
                       markup=False)
-    for w in dict.fromkeys(result.warnings):
-        console.print(f"note: {w}", style="dim", markup=False, highlight=False)
     if result.lab_dir:
         console.print(f"lab kept in {result.lab_dir}; explore it with:", markup=False)
         for line in result.explore:

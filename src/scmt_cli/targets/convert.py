@@ -241,7 +241,8 @@ def convert_guest(spec: TargetVmSpec, folder: Path, build_xml: Callable[[TargetV
         exe = shutil.which(command)
         if exe is None:
             warnings = [f"{vm}: guest conversion skipped: {command} is not installed; the guest keeps its VMware "
-                        "drivers and tools (install virt-v2v, or fail over with --direct to silence this)"]
+                        "drivers and tools (install virt-v2v, or set direct: true for this VM in the plan to skip "
+                        "conversion)"]
             if static_ip_options(spec):
                 warnings.append(f"{vm}: the plan's static IP addresses were not set in the guest (that is done "
                                 f"by {command}); configure them by hand after the switch")

@@ -179,7 +179,7 @@ def _copy_one(ctx: MigrationContext, vm: str, lock: VmLock, disk: AgentDisk, ind
     t0 = time.monotonic()
     journaled = 0
     opts = CopyOptions(chunk_size=cs, in_flight=4, checkpoint_seconds=1.0, checkpoint_bytes=64 * cs,
-                       task=f"{vm}/{disk.disk}")
+                       task=f"{vm}/{disk.disk}", resume_hint="run the same sync again to continue")
     try:
         outcome: CopyOutcome
         if base is None:
