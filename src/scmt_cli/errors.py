@@ -43,7 +43,7 @@ EXIT_CODES: dict[int, str] = {
     33: "target is read-only",
     35: "target location missing (a target directory or storage pool does not exist)",
     40: "locked by another run (another job drives this VM)",
-    41: "state store error (corrupt file, newer schema)",
+    41: "state store error (corrupt file, another schema version)",
     42: "invalid state for this command (nothing to roll back, not in sync)",
     50: "target platform error",
     51: "hook failed",

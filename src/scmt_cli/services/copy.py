@@ -188,7 +188,7 @@ def _choose_mode(req: CopyRequest, base: Manifest | None, dst: BlockTarget, warn
     if base is not None and dst.fresh:
         warnings.append(f"{dst.describe()} did not exist: made a full copy instead of an incremental one")
         return None
-    if base is not None and base.target is not None and base.target != dst.describe():
+    if base is not None and base.target != dst.describe():
         # Chunks equal to the manifest are not written: it must describe what THIS target holds.
         raise InvalidStateError(
             f"{req.since}: the manifest describes target {base.target}, not {dst.describe()}",

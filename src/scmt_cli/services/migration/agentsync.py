@@ -135,8 +135,7 @@ def _copy_one(ctx: MigrationContext, vm: str, lock: VmLock, disk: AgentDisk, ind
     prog = store.get_checkpoint(key) or {}
     cs = AGENT_CHUNK_SIZE
     base: Manifest | None = None
-    recorded = prog.get("target") or next(
-        (d.target for d in store.list_disks(plan, vm) if d.label == disk.disk), None)  # older records
+    recorded = prog.get("target")
     if prog.get("manifest") and not fresh and recorded is not None and recorded != target_url:
         # The manifest describes another file (a disk before this one is no longer copied: indexes shifted).
         ctx.reporter.log("warning", f"{vm}: {disk.disk} now maps to target {target_url} (it was copied to "
@@ -211,6 +210,7 @@ def _copy_one(ctx: MigrationContext, vm: str, lock: VmLock, disk: AgentDisk, ind
         dst.close()
         if disk_lock is not None:
             disk_lock.release()
+    outcome.manifest.target = target_url
     store.put_checkpoint(key, {"manifest": outcome.manifest.to_dict(), "attempt": None, "target": target_url,
                                "track": track.cursor})
     store.upsert_disk(plan, vm, index, label=disk.disk, capacity_bytes=disk.size, target=target_url)
