@@ -41,6 +41,7 @@ EXIT_CODES: dict[int, str] = {
     31: "verification mismatch",
     32: "size mismatch (target smaller than source, source shrank)",
     33: "target is read-only",
+    34: "source changed since the interrupted copy (resume refused: rerun without --resume to start over)",
     35: "target location missing (a target directory or storage pool does not exist)",
     40: "locked by another run (another job drives this VM)",
     41: "state store error (corrupt file, another schema version)",
@@ -275,6 +276,17 @@ class SizeMismatchError(ScmtError):
 class ReadOnlyTargetError(ScmtError):
     exit_code = 33
     kind = "read_only_target"
+
+
+class SourceChangedError(ScmtError):
+    """A resume found the source is not the disk (or not the content) the interrupted copy read.
+
+    Its own code: the only remedy is to copy again from the beginning, which a script should be
+    able to tell from a bad argument (2), a wrong state (42) or a target that differs (31).
+    """
+
+    exit_code = 34
+    kind = "source_changed"
 
 
 class TargetMissingError(ScmtError):

@@ -67,6 +67,12 @@ class ServedDisk:
             self.pacer(time.monotonic() - t0)
         return bytes(out)
 
+    def identity(self) -> dict[str, int]:
+        """Which device or file this is (a block device's number; a file's device and inode), for a
+        client that resumes a copy: it proves the agent still serves the disk the copy started on."""
+        st = os.fstat(self.fd)
+        return {"rdev": st.st_rdev} if stat.S_ISBLK(st.st_mode) else {"dev": st.st_dev, "ino": st.st_ino}
+
     def current_size(self) -> int:
         """The size of the device now (a resize shows here, not in :attr:`size`)."""
         return os.lseek(self.fd, 0, os.SEEK_END)

@@ -422,7 +422,7 @@ class AgentServer:
             raise _Request(p.E_BAD_REQUEST, "requests are never compressed")
         body = p.decode_json(frame.payload)
         if frame.type == p.T_LIST:
-            disks = [{"name": d.name, "size": d.size} for d in self.config.disks.values()]
+            disks = [{"name": d.name, "size": d.size, "id": d.identity()} for d in self.config.disks.values()]
             return reply, p.encode_json({"disks": disks}), 0
         if frame.type == p.T_READ:
             disk = self._disk(body)

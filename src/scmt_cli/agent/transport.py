@@ -165,6 +165,7 @@ class AgentDisk(SourceDefaults):
         try:
             listing = self._conn.json(p.T_LIST, {})
             sizes = {str(d.get("name")): int(d.get("size", 0)) for d in listing.get("disks", [])}
+            ids = {str(d.get("name")): d.get("id") for d in listing.get("disks", [])}
         except BaseException:
             self._conn.close()
             raise
@@ -173,6 +174,9 @@ class AgentDisk(SourceDefaults):
             raise UsageError(f"{self._where}: the agent serves no disk named {disk!r} "
                              f"(it serves: {', '.join(sorted(sizes)) or 'none'})")
         self._size = sizes[disk]
+        raw_id = ids.get(disk)
+        self._device = {str(k): int(v) for k, v in raw_id.items() if isinstance(v, int)} \
+            if isinstance(raw_id, dict) else {}
         self.disks = sizes
         self._digest_bytes = 0
 
@@ -286,8 +290,12 @@ class AgentDisk(SourceDefaults):
         return self._conn.json(p.T_STATS, {})
 
     def identity(self) -> Identity:
-        """The disk's name and size; a live disk changes while it is read, so no sample is re-read."""
-        return Identity({"disk": self.disk, "size": self._size}, stable=False)
+        """The disk's name, size and the device (or file) the agent serves under that name.
+
+        That is what the agent can prove: a resumed copy still reads the same device.  A live disk
+        changes while it is read, so its content is not sampled (``stable=False``).
+        """
+        return Identity({"disk": self.disk, "size": self._size, **self._device}, stable=False)
 
     def stats(self) -> dict[str, Any]:
         """The interface's transport counters: :meth:`wire_stats`."""

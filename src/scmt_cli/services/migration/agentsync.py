@@ -175,11 +175,12 @@ def _copy_one(ctx: MigrationContext, vm: str, lock: VmLock, disk: AgentDisk, ind
             mode = "seed"
             if undo is not None:
                 undo.mark_unrestorable(index)
-            params = {"vm": vm, "disk": disk.disk, "size": disk.size, "chunk_size": cs, "target": target_url}
+            params = {"vm": vm, "disk": disk.disk, "size": disk.size, "chunk_size": cs, "target": target_url,
+                      "source_id": disk.identity().to_json()}
             ckpt = Checkpointer(store, key + "/seed", params)
             saved = store.get_checkpoint(key + "/seed")
-            # A seed interrupted before the disk was resized (or the target moved) cannot be resumed:
-            # start it over rather than fail every pass on the parameter check.
+            # A seed interrupted before the disk was resized, the target moved or the agent began serving
+            # another device under this name cannot be resumed: start it over (a sync pass never fails on it).
             resume = saved is not None and not fresh and saved.get("params") == params
             if saved is not None and not fresh and not resume:
                 ctx.reporter.log("warning", f"{vm}: {disk.disk}: the interrupted seed was made for another "
