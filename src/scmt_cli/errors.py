@@ -406,13 +406,33 @@ def redact_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
+#: C0 controls but tab and newline, DEL, and C1 controls (0x9b is a CSI on some terminals).
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def escape_control(text: str) -> str:
+    """``text`` with every control character but tab and newline shown as ``\\xNN``.
+
+    Input from a plan, an inventory, a file name or a server (an ESC sequence in a
+    YAML key, a VM name) must never reach a terminal raw, where it could recolour,
+    retitle or rewrite what scmt printed.
+    """
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
 def redact_text(text: str) -> str:
-    """Redact URL passwords and secret-looking ``key=value`` pairs in free text."""
+    """Make free text fit to show: URL passwords and secret-looking ``key=value`` pairs
+    redacted, control characters escaped (:func:`escape_control`).
+
+    The one place user text passes through on its way into a message: every
+    ScmtError message and hint, every log line (text and ``--log-json``) and
+    every string of a ``--json`` document.
+    """
 
     def _userinfo(m: re.Match[str]) -> str:
         user = m.group("userinfo").split(":", 1)[0]
         sep = ":***" if ":" in m.group("userinfo") else ""
         return f"{m.group('scheme')}{user}{sep}@"
 
-    text = _USERINFO.sub(_userinfo, text)
+    text = _USERINFO.sub(_userinfo, escape_control(text))
     return _SECRET_QUERY.sub(lambda m: f"{m.group('key')}=***", text)

@@ -48,6 +48,7 @@ from scmt_cli.errors import (
     UsageError,
     redact_url,
 )
+from scmt_cli.secretfile import read_secret_file
 from scmt_cli.transports.base import BlockTarget, Extent, ExtentKind, Identity, Scheme, SourceDefaults, register
 
 DEFAULT_PORT = 20000
@@ -135,10 +136,7 @@ def load_token(*, token_file: str | Path | None = None, token_env: str | None = 
     """The token bytes (surrounding whitespace stripped); a missing/short one is a ConfigError without the value."""
     environ = os.environ if env is None else env
     if token_file is not None:
-        try:
-            raw = Path(token_file).read_bytes().strip()
-        except OSError as exc:
-            raise ConfigError(f"{where}: cannot read the token file {token_file}: {exc.strerror}") from None
+        raw = read_secret_file(token_file, where, "token file").strip()  # a regular file of at most 64 KiB
         origin = f"token file {token_file}"
     elif token_env is not None:
         value = environ.get(token_env)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -136,15 +137,34 @@ class Manifest:
         """Read and validate a manifest; every problem is an InputError naming the file and field."""
         p = str(path)
         try:
-            with open(p, encoding="utf-8") as fh:
-                raw = json.load(fh)
+            fd = os.open(p, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)  # a FIFO must not block the open
         except FileNotFoundError:
             raise MissingFileError(f"{p}: manifest not found",
                                    hint="--since takes the file a previous copy wrote with --manifest") from None
         except OSError as exc:
             raise InputError(f"{p}: cannot read manifest: {exc.strerror or exc}") from None
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):  # /dev/zero, a FIFO, a directory: no end, or no file
+                raise InputError(f"{p}: not a regular file; --since takes the manifest file a copy wrote")
+            with os.fdopen(os.dup(fd), "rb") as fh:
+                data = fh.read()
+        except OSError as exc:
+            raise InputError(f"{p}: cannot read manifest: {exc.strerror or exc}") from None
+        finally:
+            os.close(fd)
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            line = data.count(b"\n", 0, exc.start) + 1
+            col = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+            raise InputError(f"{p}:{line}:{col}: not a manifest: not UTF-8 text (byte 0x{data[exc.start]:02x})"
+                             ) from None
+        try:
+            raw = json.loads(text)
         except json.JSONDecodeError as exc:
             raise InputError(f"{p}:{exc.lineno}:{exc.colno}: not valid JSON: {exc.msg}") from None
+        except RecursionError:
+            raise InputError(f"{p}: not a manifest: JSON nested too deep") from None
         return cls.from_dict(raw, p)
 
     @classmethod
