@@ -13,7 +13,7 @@ from scmt_cli.lab import demo as demo_lab
 from scmt_cli.lab.estate import FakeEstate
 from scmt_cli.lab.guest import GuestImage, ensure_image
 from scmt_cli.lab.guest.build import missing_tools
-from scmt_cli.lab.guest.workload import GuestFiles
+from scmt_cli.lab.guestfiles import GuestFiles
 from scmt_cli.lab.vcenter import start_estate, stop_estate
 
 VM = demo_lab.GUEST_VM

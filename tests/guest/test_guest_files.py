@@ -11,7 +11,7 @@ from scmt_cli.errors import InputError
 from scmt_cli.events import RecordingReporter
 from scmt_cli.lab.disk import BLOCK
 from scmt_cli.lab.guest import fs, recipe
-from scmt_cli.lab.guest.workload import changed_blocks
+from scmt_cli.lab.guestfiles import changed_blocks
 from scmt_cli.lab.parse import load_lab
 from scmt_cli.services.migration.context import open_context
 from scmt_cli.services.migration.sync import SyncRequest, run_sync

@@ -87,3 +87,39 @@ def test_group_failover_is_all_or_nothing_while_a_host_drives_a_member(
     assert after == before == {"redis-a": "syncing", "redis-b": "syncing"}
     assert ctx.store.lock_holder(vm_resource("demo", "redis-a")) is None  # nothing left held by the failed try
     held.release()
+
+
+def test_no_vm_is_started_while_a_per_host_limit_cannot_be_checked(lab: Lab, monkeypatch: pytest.MonkeyPatch) -> None:
+    """vCenter cannot say where the VMs live: with a per-ESXi-host limit, nothing is claimed until it can."""
+    from scmt_cli.services.migration import fleet
+    from scmt_cli.services.migration.context import open_context
+
+    text = lab.plan.read_text().replace("  concurrency: 2\n", "  concurrency: 4\n  concurrency_per_esxi_host: 1\n")
+    lab.plan.write_text(text)
+    real = fleet.placements
+    answers: list[bool] = []
+
+    def flaky(ctx: MigrationContext, names: list[str]) -> object:
+        answers.append(len(answers) >= 2)  # the first two reads fail
+        if not answers[-1]:
+            return None
+        assert ctx.store.events(kinds=["lease_acquired"]) == []  # nothing was claimed meanwhile
+        return real(ctx, names)
+
+    monkeypatch.setattr(fleet, "placements", flaky)
+    monkeypatch.setattr(fleet._Placements, "RETRY_SECONDS", 0.05)  # noqa: SLF001
+    store = lab.store()
+    ctx = open_context(lab.plan, store, lab.reporter)
+    try:
+        res = run_sync(SyncRequest(lab.plan, fleet=True), ctx)
+        assert not res.failed and sorted(res.last) == sorted(VMS)
+        acquired = ctx.store.events(kinds=["lease_acquired"])
+    finally:
+        ctx.close()
+        store.close()
+    assert answers[:3] == [False, False, True]
+    warned = [r["message"] for r in lab.reporter.of_type("log")
+              if r["level"] == "warning" and "per-ESXi-host" in r["message"]]
+    assert len(warned) == 1  # once per outage, not at every retry
+    # all lab VMs share one ESXi host: with the limit enforced, never two at once
+    assert max(e.data["held"] for e in acquired) == 1

@@ -208,3 +208,52 @@ def test_release_inside_atomic_does_not_deadlock(store: StateStore) -> None:
         time.sleep(0.2)  # the heartbeat wants the store now
         held.release()  # joins the heartbeat thread while this thread holds the store
     assert store.lock_holder(RES) is None and store.get_checkpoint("k") == {"v": 1}
+
+
+def test_the_fence_closes_before_another_host_could_take_the_lease_over(cstore: StateStore, clock: FakeClock) -> None:
+    """No write after the lease may have lapsed: the fence closes a sixth of the lease before it ends."""
+    lock = cstore.lock(RES, lease_seconds=30, heartbeat=False).acquire()
+    try:
+        lock.fence()  # fresh lease: open
+        clock.advance(24.9)
+        lock.fence()  # 5.1 s left of 30: still open
+        clock.advance(0.2)
+        with pytest.raises(LockedError, match="could not be renewed in time") as info:
+            lock.fence()  # 4.9 s left: closed, although the lease itself has not ended
+        assert info.value.exit_code == 40
+        assert takeover_possible(cstore, clock) is False  # nobody else could have it yet
+        lock.renew()  # a successful renewal opens it again
+        lock.fence()
+        clock.advance(31)
+        assert takeover_possible(cstore, clock) is True
+        with pytest.raises(LockedError):
+            lock.fence()
+    finally:
+        lock.release()
+
+
+def takeover_possible(store: StateStore, clock: FakeClock) -> bool:
+    holder = store.lock_holder(RES)
+    return holder is not None and holder.lease_expires_at <= clock.now
+
+
+def test_a_guarded_target_refuses_writes_once_the_fence_is_closed(cstore: StateStore, clock: FakeClock,
+                                                                    tmp_path: Path) -> None:
+    from scmt_cli.transports.base import open_target
+    from scmt_cli.transports.wrappers import GuardedTarget
+
+    path = tmp_path / "disk.raw"
+    lock = cstore.lock(RES, lease_seconds=30, heartbeat=False).acquire()
+    try:
+        dst = GuardedTarget(open_target(f"file://{path}", size=1 << 20), lock.fence)
+        dst.write(0, b"a" * 4096)
+        clock.advance(26)
+        with pytest.raises(LockedError):
+            dst.write(4096, b"b" * 4096)
+        with pytest.raises(LockedError):
+            dst.write_zeroes(0, 4096)
+        dst.close()
+    finally:
+        lock.release()
+    data = path.read_bytes()
+    assert data[:4096] == b"a" * 4096 and data[4096:8192] == bytes(4096)

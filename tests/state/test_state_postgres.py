@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import sqlite3
 import subprocess
 import sys
@@ -34,16 +36,21 @@ def test_password_in_url_is_refused_and_never_echoed(url: str) -> None:
     assert "pgpass" in (err.hint or "")
 
 
-def test_cli_refuses_password_url_without_echoing_it(tmp_path: Path) -> None:
-    plan = tmp_path / "p.yaml"
-    plan.write_text("x: 1\n")
-    proc = subprocess.run(
-        [sys.executable, "-m", "scmt_cli", "--json", "--state", "postgresql://u:s3cr3t-pw@127.0.0.1:1/db",
-         "sync", str(plan)], capture_output=True, text=True, timeout=60,
-    )
+@pytest.mark.parametrize("how", ["option", "env"])
+def test_cli_refuses_password_url_without_echoing_it(how: str) -> None:
+    url = "postgresql://u:s3cr3t-pw@127.0.0.1:1/db"
+    plan = Path(__file__).parents[2] / "plans" / "agentless-p2p.yaml"  # a valid plan: the store is what fails
+    env = {**os.environ, "SCMT_STATE": url} if how == "env" else {k: v for k, v in os.environ.items()
+                                                                   if k != "SCMT_STATE"}
+    state = ["--state", url] if how == "option" else []
+    proc = subprocess.run([sys.executable, "-m", "scmt_cli", "--json", *state, "sync", str(plan)],
+                          capture_output=True, text=True, timeout=60, env=env)
     assert "s3cr3t-pw" not in proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr
-    assert proc.returncode in (2, 41)  # the plan or the store is refused first; the password is never shown
+    assert proc.returncode == 41, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert "carries a password" in doc["message"] and "postgresql://u:***@127.0.0.1:1/db" in doc["message"]
+    assert "pgpass" in doc["hint"]
 
 
 def test_env_selects_postgres(pg_cluster: Any, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -169,6 +169,7 @@ def test_folder_range_reads_of_an_uploaded_disk(backend: Backend) -> None:
         assert src.read(0, 4096) == data[:4096]
         assert src.read(300_000, 70_000) == data[300_000:370_000]
         assert src.read(len(data) - 10, 10) == data[-10:]
+        assert_optional_parts(src, data)
         if backend.kind == "vcsim":
             # vcsim's VM disks are empty files: put content into one, then read it through a snapshot
             snap = vc.create_snapshot(backend.vm, "scmt-read")
@@ -181,10 +182,29 @@ def test_folder_range_reads_of_an_uploaded_disk(backend: Backend) -> None:
                 vc.upload(flat, content)  # type: ignore[attr-defined]
                 src = vc.open_disk(backend.vm, snap, key)
                 assert src.size == cap and src.read(cap // 2, 8192) == content[cap // 2 : cap // 2 + 8192]
+                assert_optional_parts(src, content)
+                ident = src.identity()
+                assert ident is not None and ident.fields.get("snapshot") and ident.fields.get("size") == cap
             finally:
                 vc.remove_snapshot(backend.vm, snap)
     finally:
         vc.close()
+
+
+def assert_optional_parts(src: Any, data: bytes) -> None:
+    """The /folder source answers the transport interface's optional parts like every transport does."""
+    from scmt_cli.transports.base import SOURCE_OPTIONAL, BlockSource, Identity
+
+    assert isinstance(src, BlockSource) and all(hasattr(src, name) for name in SOURCE_OPTIONAL)
+    ident = src.identity()
+    assert ident is None or (isinstance(ident, Identity) and ident.fields.get("size") == len(data))
+    assert isinstance(src.stats(), dict)
+    assert src.changed_extents(None) is None  # CBT comes from vCenter, not from the data path
+    assert src.remote_digests(64 * 1024) is None
+    one, two = bytearray(5000), bytearray(70_000)
+    src.readinto(len(data) // 3, memoryview(one))
+    src.readinto_many([(10, memoryview(two)), (len(data) // 2, memoryview(one))])
+    assert bytes(one) == data[len(data) // 2 : len(data) // 2 + 5000] and bytes(two) == data[10:70_010]
 
 
 def test_changed_areas(backend: Backend) -> None:

@@ -23,7 +23,10 @@ connection.  Optional capabilities beyond the contract:
   bytes the agent read from the disk to find (digests) and send (reads) data;
 * :meth:`AgentDisk.tracked_changes` - the agent's kernel change tracking
   (chunks written since a cursor, see :mod:`scmt_cli.agent.tracking`);
-* :meth:`AgentDisk.freeze` / :meth:`AgentDisk.thaw` / :meth:`AgentDisk.agent_stats`.
+* :meth:`AgentDisk.freeze` / :meth:`AgentDisk.thaw`;
+* :meth:`AgentDisk.agent_usage` - what the agent used since the disk was
+  opened (CPU seconds, bytes read, pauses for its limits, peak RSS), also
+  in :meth:`AgentDisk.stats` as ``agent``.
 
 Opening it as a target raises ReadOnlyTargetError: the agent never writes.
 """
@@ -40,9 +43,11 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from scmt_cli.agent import protocol as p
 from scmt_cli.agent.client import AgentConnection, ClientTLS
+from scmt_cli.agent.limits import usage_since
 from scmt_cli.errors import (
     ConfigError,
     ReadOnlyTargetError,
+    ScmtError,
     SizeMismatchError,
     TransportError,
     UsageError,
@@ -164,6 +169,7 @@ class AgentDisk(SourceDefaults):
             listing = self._conn.json(p.T_LIST, {})
             sizes = {str(d.get("name")): int(d.get("size", 0)) for d in listing.get("disks", [])}
             ids = {str(d.get("name")): d.get("id") for d in listing.get("disks", [])}
+            self._usage0 = self._conn.json(p.T_STATS, {})  # the baseline of agent_usage()
         except BaseException:
             self._conn.close()
             raise
@@ -284,8 +290,13 @@ class AgentDisk(SourceDefaults):
         return list(self._conn.json(p.T_THAW, {}).get("thawed", []))
 
     def agent_stats(self) -> dict[str, Any]:
-        """The agent's resource figures (peak RSS, CPU seconds, bytes read from its disks)."""
+        """The agent's ``STATS`` reply: its totals since it started (peak RSS, CPU seconds, bytes read from its
+        disks, seconds paused per limit) and its limits."""
         return self._conn.json(p.T_STATS, {})
+
+    def agent_usage(self) -> dict[str, Any]:
+        """What the agent used since this disk was opened (:func:`~scmt_cli.agent.limits.usage_since`)."""
+        return usage_since(self._usage0, self.agent_stats())
 
     def identity(self) -> Identity:
         """The disk's name, size and the device (or file) the agent serves under that name.
@@ -296,8 +307,14 @@ class AgentDisk(SourceDefaults):
         return Identity({"disk": self.disk, "size": self._size, **self._device}, stable=False)
 
     def stats(self) -> dict[str, Any]:
-        """The interface's transport counters: :meth:`wire_stats`."""
-        return dict(self.wire_stats())
+        """The interface's transport counters: :meth:`wire_stats`, and ``agent``: :meth:`agent_usage` (left
+        out when the agent does not answer; the copy is not failed for a figure)."""
+        out: dict[str, Any] = dict(self.wire_stats())
+        try:
+            out["agent"] = self.agent_usage()
+        except ScmtError:
+            pass
+        return out
 
     def wire_stats(self) -> dict[str, int]:
         """DATA bytes received (``bytes_on_wire``, ``bytes_of_data``) and ``source_bytes_read`` so far."""

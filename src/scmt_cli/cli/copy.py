@@ -120,6 +120,11 @@ def render(console: Console, result: Any) -> None:
         line(f"  already done  {s.chunks_resumed} chunks (before the interruption)")
     if s.extra.get("bytes_on_wire") is not None:  # an agent source: what crossed the network
         line(f"  on the wire   {_size(s.extra['bytes_on_wire'])} (compression x{s.extra.get('compression_ratio')})")
+    agent = s.extra.get("agent")
+    if isinstance(agent, dict):  # what the agent used on the source
+        from scmt_cli.cli.agent import agent_line
+
+        line(f"  agent         {agent_line(agent)}")
     line(f"  time          {secs:.2f} s ({rate})")
     if result.verified:
         line(f"  verified      {s.verified_chunks} chunks match ({s.verify_seconds:.2f} s)")

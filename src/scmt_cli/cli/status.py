@@ -69,6 +69,7 @@ def _table(result: Any) -> Any:
     for col in ("last sync", "size", "lag", "host", "downtime (plan)", "next"):
         table.add_column(col, overflow="fold")
     styles = {"syncing": "green", "cut-over": "cyan", "committed": "bold green", "failed": "bold red",
+              "blocked": "bold red",
               "rolled-back": "yellow", "cutting-over": "magenta"}
     for v in result.vms:
         state = v.state if not v.failed_from else f"{v.state} ({v.failed_from})"

@@ -86,6 +86,11 @@ def render(console: Console, result: Any) -> None:
             Text("ok", style="green") if o.ok else Text.assemble(("failed", "bold red"), f" ({o.error})"),
         )
     console.print(table)
+    for o in result.last.values():
+        if isinstance(o.data.get("agent"), dict):  # agent VMs: what the agent used on the source this pass
+            from scmt_cli.cli.agent import agent_line
+
+            console.print(f"{o.vm}: agent {agent_line(o.data['agent'])}", markup=False, highlight=False)
     if result.stopped:
         console.print(f"stopped: {result.stopped}", markup=False)
     if result.failed:

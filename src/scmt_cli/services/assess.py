@@ -241,7 +241,7 @@ def assess(req: AssessRequest, reporter: Reporter | None = None) -> AssessResult
         if plan is not None and vm.name in plan.effective_by_vm:
             eff = plan.effective(vm.name)
             ctx = AssessContext(inventory=inventory, target=_target_sizing(eff),
-                                vddk=plan.source.vddk_libdir is not None)
+                                vddk=plan.source.vddk_libdir is not None, enable_cbt=plan.source.enable_cbt)
             method = method or eff.method
             tolerance = tolerance if tolerance is not None else eff.downtime_tolerance
             group = eff.group

@@ -197,7 +197,7 @@ class _Demo:
                     w.gate = self.gate(vm)
                     workloads.append(w.start())
                 if self.req.boot:
-                    from scmt_cli.lab.guest.workload import GuestFiles
+                    from scmt_cli.lab.guestfiles import GuestFiles
 
                     self.guest = GuestFiles(self.estate, demo_lab.GUEST_VM, seed=5)
                 return (f"fake vCenter {self.estate.base_url}/sdk with {len(vms)} VMs; "

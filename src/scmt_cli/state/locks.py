@@ -224,6 +224,29 @@ class VmLock:
         if self._store.clock() >= self._expires - self.lease_seconds / 3:
             self.renew()
 
+    def fence(self) -> None:
+        """Raise :class:`LockedError` unless the lease is certainly still this run's; no database access.
+
+        Call before every write to what the lock guards.  :meth:`check` runs at
+        checkpoints only, and a host cut off from the store (or a read that
+        stalled for longer than the lease) could otherwise write after another
+        host took the VM over.  The fence closes a sixth of the lease before
+        the lease ends by this host's clock: a healthy heartbeat renews every
+        third of it, and the margin covers clock skew between hosts and a
+        write already under way.
+        """
+        if self._lost is not None:
+            raise LockedError(self._lost)
+        if not self._held:
+            raise RuntimeError(f"lock {self.resource} is not held")
+        left = self._expires - self._store.clock()
+        if left <= self.lease_seconds / 6:
+            raise LockedError(
+                f"the lease on {self.resource} could not be renewed in time ({max(left, 0):.1f} s left of "
+                f"{self.lease_seconds:g} s): no more writes, another host may take it over",
+                hint="the state store was unreachable or this host stalled; rerun when the store answers",
+            )
+
     def release(self) -> None:
         """Stop the heartbeat and delete the row if this lock still owns it.  Idempotent."""
         self._stop.set()

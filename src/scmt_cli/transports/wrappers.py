@@ -138,6 +138,30 @@ class TargetProxy:
         self.inner.close()
 
 
+class GuardedTarget(TargetProxy):
+    """A target that calls ``guard()`` before every write; the guard raises to refuse it.
+
+    Sync passes guard their targets with their VM lease (``VmLock.fence``), so
+    a host that may have lost the VM to another host never writes its disks.
+    """
+
+    def __init__(self, inner: BlockTarget, guard: Callable[[], None]) -> None:
+        super().__init__(inner)
+        self.guard = guard
+
+    def write(self, offset: int, data: bytes | bytearray | memoryview) -> None:
+        self.guard()
+        self.inner.write(offset, data)
+
+    def write_zeroes(self, offset: int, length: int) -> None:
+        self.guard()
+        self.inner.write_zeroes(offset, length)
+
+    def preallocate(self, offset: int, length: int) -> bool:
+        self.guard()
+        return self.inner.preallocate(offset, length)
+
+
 # --------------------------------------------------------------------------- retry
 
 

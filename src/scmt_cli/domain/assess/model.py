@@ -80,6 +80,7 @@ class AssessContext:
     target: TargetSizing | None = None
     snapshot_reserve: float = 0.10  # share of a VM's provisioned size a datastore must keep free for snapshots
     vddk: bool = False  # disks are read with VDDK (through snapshot chains), not over /folder
+    enable_cbt: bool = True  # the plan lets sync turn CBT on (source.enable_cbt); False: CBT off blocks
 
 
 def verdict(findings: Iterable[Finding]) -> Verdict:

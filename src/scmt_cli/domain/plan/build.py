@@ -112,6 +112,7 @@ def _source(raw: dict[str, Any], base: Path) -> Source:
         datacenter=raw.get("datacenter"),
         vddk_libdir=_path(base, raw.get("vddk_libdir")),
         inventory=_path(base, raw.get("inventory")),
+        enable_cbt=bool(raw.get("enable_cbt", True)),
     )
 
 

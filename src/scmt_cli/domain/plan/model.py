@@ -61,6 +61,7 @@ class Source:
     datacenter: str | None = None
     vddk_libdir: Path | None = None
     inventory: Path | None = None
+    enable_cbt: bool = True  # sync may turn CBT on (a stun); False: VMs without CBT are blocked
 
     @property
     def host(self) -> str | None:

@@ -33,6 +33,8 @@ source:
   # datacenter: DC1
   # vddk_libdir: /opt/vmware-vix-disklib-distrib
   # inventory: inventory.xlsx               # offline inventory (RVTools export)
+  enable_cbt: true                          # turn CBT on at the first sync where it is off (a VM stun);
+                                            # false: such VMs are blocked until you enable it yourself
 
 """
 

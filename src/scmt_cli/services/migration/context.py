@@ -29,7 +29,7 @@ from typing import Any, TypeVar, cast
 from scmt_cli import procs
 from scmt_cli.domain.plan import Effective, Plan, load_plan
 from scmt_cli.domain.vmstate import VmState, VmStatus, is_state
-from scmt_cli.errors import Interrupted, PlanError, ScmtError, UsageError
+from scmt_cli.errors import BlockedByAssessmentError, Interrupted, PlanError, ScmtError, UsageError
 from scmt_cli.events import Reporter
 from scmt_cli.services.migration.snapshots import SnapshotOwner
 from scmt_cli.state import StateStore, vm_resource
@@ -236,10 +236,14 @@ class MigrationContext:
         return data
 
     def fail(self, status: VmStatus, exc: BaseException) -> VmStatus:
-        """Record ``exc`` as the VM's failure (keeping the steps done); return the failed status."""
+        """Record ``exc`` as the VM's failure (keeping the steps done); return the failed status.
+
+        A VM that assessment blocks becomes ``blocked`` (its error names the rule ids), not ``failed``.
+        """
         message = exc.message if isinstance(exc, ScmtError) else f"{type(exc).__name__}: {exc}"
+        target: VmState = "blocked" if isinstance(exc, BlockedByAssessmentError) else "failed"
         try:
-            failed = status.move("failed", error=message)
+            failed = status.move(target, error=message)
         except ScmtError:  # e.g. a finished cutover cannot become failed: keep the state, note the error
             failed = VmStatus(status.vm, status.state, status.failed_from, status.steps_done, message)
         try:

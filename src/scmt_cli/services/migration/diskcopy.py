@@ -51,6 +51,7 @@ from scmt_cli.state.locks import VmLock
 from scmt_cli.targets.disklock import file_url_path, lock_target_url
 from scmt_cli.transports import base as transports
 from scmt_cli.transports.base import BlockSource, Extent
+from scmt_cli.transports.wrappers import GuardedTarget
 from scmt_cli.vsphere.api import VCenter, merge_areas
 
 #: Chunk size of sync copies: CBT deltas are small and scattered, 1 MiB keeps them tight.
@@ -320,6 +321,8 @@ def copy_disk(
         except BaseException:
             src.close()
             raise
+        if lock is not None:  # no write once the lease may have gone to another host
+            dst = GuardedTarget(dst, lock.fence)
         try:
             opts = CopyOptions(chunk_size=chunk_size, in_flight=REMOTE_IN_FLIGHT, checkpoint_seconds=1.0,
                                checkpoint_bytes=64 * chunk_size, task=f"{vm}/{label}",

@@ -68,8 +68,11 @@ def plan_limits(ctx: MigrationContext) -> Limits:
     return Limits(max(1, d.concurrency), d.concurrency_per_esxi_host, d.concurrency_per_datastore)
 
 
-def placements(ctx: MigrationContext, names: list[str]) -> dict[str, Placement]:
-    """Each VM's ESXi host and datastores from one inventory read (empty when vCenter cannot say)."""
+def placements(ctx: MigrationContext, names: list[str]) -> dict[str, Placement] | None:
+    """Each VM's ESXi host and datastores from one inventory read; ``None`` when vCenter cannot say.
+
+    A VM missing from the inventory has no entry (its pass fails and says why).
+    """
     try:
         vc = ctx.vcenter()
         try:
@@ -77,14 +80,46 @@ def placements(ctx: MigrationContext, names: list[str]) -> dict[str, Placement]:
         finally:
             vc.close()
     except ScmtError as exc:
-        ctx.reporter.log("warning", f"cannot read the inventory for the per-host limits: {exc.message}")
-        return {}
+        ctx.reporter.log("debug", f"cannot read the inventory: {exc.message}")
+        return None
     out = {}
     for name in names:
         vm = inventory.vm(name)
         if vm is not None:
             out[name] = Placement(vm.host, tuple(sorted({d.datastore for d in vm.disks if d.datastore})))
     return out
+
+
+class _Placements:
+    """The placements a round claims with; re-read while unknown, and none claimed then if a limit needs them.
+
+    Without a per-ESXi-host or per-datastore limit nothing depends on them.
+    Otherwise a VM is never claimed while its placement is unknown (vCenter
+    unreadable): the limit protects the ESXi hosts, and a claim without it
+    could exceed the budget the other hosts respect.
+    """
+
+    RETRY_SECONDS = 10.0
+
+    def __init__(self, ctx: MigrationContext, names: list[str], limits: Limits) -> None:
+        self.ctx, self.names = ctx, names
+        self.needed = limits.per_esxi_host is not None or limits.per_datastore is not None
+        self.known: dict[str, Placement] | None = None
+        self._read_at = -1.0  # never read
+
+    def refresh(self) -> None:
+        had = self.known is not None or self._read_at < 0
+        self.known = placements(self.ctx, self.names) if self.needed else {}
+        self._read_at = time.monotonic()
+        if self.known is None and had:  # once per outage, not at every retry
+            self.ctx.reporter.log("warning", "the per-ESXi-host and per-datastore limits need the VMs' placement "
+                                             "and vCenter cannot give it: no VM is started until it can")
+
+    def current(self) -> dict[str, Placement] | None:
+        """The placements, or ``None`` while a limit needs them and vCenter cannot give them."""
+        if self.known is None and (self._read_at < 0 or time.monotonic() - self._read_at >= self.RETRY_SECONDS):
+            self.refresh()
+        return self.known
 
 
 def member_key(plan: str, host: str) -> str:
@@ -173,7 +208,8 @@ def run_fleet(req: SyncRequest, ctx: MigrationContext, *, sleep: Callable[[float
         while True:
             rnd = _retry(ctx, lambda: fleet.join(new_after=new_after), sleep)
             ctx.reporter.event("sync_round", round=rnd["round"], vms=rnd["vms"], host=host_id())
-            where = placements(ctx, fleet.names)
+            where = _Placements(ctx, fleet.names, limits)
+            where.refresh()
             outcomes = _drive_round(ctx, fleet, rnd, limits, where, lease, poll, pool, orphans, sleep)
             result.rounds.append(list(outcomes.values()))
             records = [ctx.store.get_vm(ctx.plan.name, vm) for vm in fleet.names]
@@ -210,7 +246,7 @@ def run_fleet(req: SyncRequest, ctx: MigrationContext, *, sleep: Callable[[float
 
 
 def _drive_round(ctx: MigrationContext, fleet: _Fleet, rnd: dict[str, Any], limits: Limits,
-                 where: dict[str, Placement], lease: float, poll: float, pool: ThreadPoolExecutor,
+                 where: _Placements, lease: float, poll: float, pool: ThreadPoolExecutor,
                  orphans: list[tuple[str, str]], sleep: Callable[[float], None]) -> dict[str, VmOutcome]:
     """Claim and sync due VMs until the round is complete (other hosts' VMs included)."""
     running: dict[Future[VmOutcome], str] = {}
@@ -229,8 +265,11 @@ def _drive_round(ctx: MigrationContext, fleet: _Fleet, rnd: dict[str, Any], limi
                 due = fleet.due(rnd, set(running.values()))
                 if not due and not running and fleet.complete(rnd):
                     return outcomes
-                if due:
-                    lock, why = claim(ctx.store, fleet.plan, due, limits=limits, placement=where, lease_seconds=lease)
+                known = where.current() if due else {}
+                if due and known is None:
+                    why = "the per-ESXi-host and per-datastore limits need the inventory, which vCenter does not give"
+                elif due:
+                    lock, why = claim(ctx.store, fleet.plan, due, limits=limits, placement=known, lease_seconds=lease)
         except StateStoreError as exc:
             ctx.reporter.log("warning", f"state store unreachable, starting no new work: {exc.message}")
             _sleep(ctx, STORE_RETRY_SECONDS, sleep)

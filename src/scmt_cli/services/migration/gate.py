@@ -27,7 +27,8 @@ def check_assessment(plan: Plan, eff: Effective, vm: VM, inventory: Inventory) -
     own = tuple(s for s in vm.snapshots if s.name.startswith(TOOL_SNAPSHOT_PREFIX))
     if own:
         vm = replace(vm, snapshots=tuple(s for s in vm.snapshots if s not in own))
-    ctx = AssessContext(inventory=inventory, vddk=plan.source.vddk_libdir is not None)
+    ctx = AssessContext(inventory=inventory, vddk=plan.source.vddk_libdir is not None,
+                        enable_cbt=plan.source.enable_cbt)
     findings = findings_for(evaluate(vm, ctx), eff.method)
     blockers = [f for f in findings if f.severity == "blocker"]
     if blockers:

@@ -133,7 +133,8 @@ def _view(ctx: MigrationContext, vm: str, now: float) -> VmStatusView:
     if holder is not None and holder.lease_expires_at > now:
         v.locked_by = f"pid {holder.pid} on {holder.hostname}"
         v.host = holder.hostname
-    v.next_commands = list(commands_allowed(status.state, failed_from=status.failed_from))
+    v.next_commands = [c for c in commands_allowed(status.state, failed_from=status.failed_from)
+                       if c != "migrate" or eff.method == "managed"]  # migrate is the managed method only
     converting = data.get("converting")
     if isinstance(converting, dict) and converting.get("started_at"):
         elapsed = round(now - float(converting["started_at"]), 1)
@@ -148,6 +149,9 @@ def _view(ctx: MigrationContext, vm: str, now: float) -> VmStatusView:
     if status.state == "failed":
         v.warnings.append(f"{vm}: failed while {status.failed_from}: {status.error or 'unknown error'}; "
                           f"run the same command again to resume")
+    elif status.state == "blocked":
+        v.warnings.append(f"{status.error or vm + ': blocked by assessment'}; fix it (scmt assess PLAN --details "
+                          "says how), then sync again")
     if gens and gens[-1].status == "running" and v.locked_by is None:
         v.warnings.append(f"{vm}: a {gens[-1].kind} pass was interrupted; the next sync resumes it")
     if v.lag_seconds is not None and status.state == "syncing" and v.lag_seconds > 2 * eff.sync_interval:

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from scmt_cli.domain.vmstate import plan_command
+from scmt_cli.domain.vmstate import SUSPENDED, plan_command
 from scmt_cli.errors import (
     InvalidStateError,
     NoSpaceError,
@@ -110,11 +110,13 @@ def sync_pass(ctx: MigrationContext, vm: str, lock: VmLock, *, final: bool = Fal
     require_wired_method(eff, "sync")
     status, _ = ctx.status(vm)
     out = VmOutcome(vm)
+    enter: Any = None
     if final:
         kind = "final"
     else:
         decision = plan_command("sync", status.state, vm=vm, failed_from=status.failed_from)
         assert decision.enter is not None
+        enter = decision.enter
         if status.state == "rolled-back" or status.failed_from == "rolled-back":
             for key in store.checkpoint_keys(f"sync/{plan}/{vm}/disk"):
                 tail = key.rsplit("/", 1)[-1]
@@ -123,12 +125,18 @@ def sync_pass(ctx: MigrationContext, vm: str, lock: VmLock, *, final: bool = Fal
             for key in store.checkpoint_keys(f"agent/{plan}/{vm}/"):  # agent manifests describe the old target
                 store.delete_checkpoint(key)
             out.warnings.append(f"{vm}: the target ran after the last failover; seeding again from scratch")
-        if decision.enter != status.state or status.state == "failed":
-            status = status.move(decision.enter)
-            ctx.save_status(status)
-        kind = "seed" if status.state == "seeding" else "incremental"
+        kind = "seed" if enter == "seeding" else "incremental"
     out.action = kind
+
+    def begin() -> None:
+        """Enter the pass's state, once nothing can refuse the pass (a refused VM keeps its state)."""
+        nonlocal status
+        if enter is not None and (enter != status.state or status.state in SUSPENDED):
+            status = status.move(enter)
+            ctx.save_status(status)
+
     if eff.method in ("agent", "hot-backup"):
+        begin()
         return _agent_sync(ctx, vm, lock, kind=kind, final=final, status=status, out=out)
     own_vc = vc is None
     vcenter = vc or ctx.vcenter()
@@ -139,6 +147,7 @@ def sync_pass(ctx: MigrationContext, vm: str, lock: VmLock, *, final: bool = Fal
         inventory = vcenter.inventory()  # one read per pass: the VM, its host and datastores for the gate
         inv_vm = source_vm(vcenter, vm, inventory=inventory)
         check_assessment(ctx.plan, eff, inv_vm, inventory)
+        begin()
         disks, skipped = included_disks(eff, inv_vm)
         out.warnings.extend(skipped)
         if not disks:
@@ -151,11 +160,14 @@ def sync_pass(ctx: MigrationContext, vm: str, lock: VmLock, *, final: bool = Fal
             out.data["leftover_snapshots_removed"] = cleanup.removed
         out.warnings.extend(cleanup.warnings)
         refuse_foreign(vm, shlex.quote(str(ctx.plan.file)), cleanup)
-        stun_started(store, plan, vm, owner)
-        if vcenter.enable_cbt(vm):
-            ctx.reporter.log("info", f"{vm}: changed block tracking was off; turned it on (stun cycle)", vm=vm)
-            out.data["cbt_enabled"] = True
-        stun_finished(store, plan, vm)
+        if ctx.plan.source.enable_cbt:
+            stun_started(store, plan, vm, owner)  # a kill inside the stun cycle leaves a snapshot we must own
+            if vcenter.enable_cbt(vm):  # a change to the VM: said in the result
+                out.warnings.append(f"{vm}: changed block tracking was off: turned it on (source.enable_cbt: "
+                                    "true; the VM was stunned while a snapshot was taken and removed)")
+                ctx.reporter.log("info", out.warnings[-1], vm=vm)
+                out.data["cbt_enabled"] = True
+            stun_finished(store, plan, vm)
         target_name = eff.target_name
         fresh = {d.index: not _copy_file_exists(ctx, target_name, d.index) for d in disks}
         prepared = ctx.platform.prepare_disks(target_name, [DiskRequest(d.index, d.capacity) for d in disks])
