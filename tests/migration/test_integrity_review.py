@@ -168,3 +168,54 @@ def test_stable_indexes_give_a_new_disk_the_lowest_free_index(lab: Lab, ctx: Mig
     assert diskcopy.stable_indexes(store, "p", "v", ["c", "d"], space="vsphere") == [2, 3]
     assert diskcopy.stable_indexes(store, "p", "v", ["a", "e", "c"], space="vsphere") == [0, 4, 2]
     assert diskcopy.stable_indexes(store, "p", "v", ["x"], space="agent") == [0]
+
+
+def test_a_seed_killed_mid_copy_then_cbt_reset_is_copied_whole_not_resumed(
+        lab: Lab, ctx: MigrationContext, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sync's resume is bound to its source like copy --resume (issue 15.2): the interrupted attempt is folded
+    in against its snapshot's change id, so when that id no longer describes the disk (CBT reset: another
+    lineage, as after a storage vMotion or a replaced disk) the next pass copies the whole disk instead of
+    trusting the chunks the dead attempt copied."""
+    real_copy_disk = sync_mod.copy_disk
+    calls = {"n": 0}
+
+    def killing_copy_disk(**kw: object) -> object:
+        calls["n"] += 1
+        if calls["n"] == 2:  # db01's second disk: die after a few reads, with checkpoints below the kill
+            from scmt_cli.services.migration import sync as s
+
+            real_readinto = s._CancellableSource.readinto
+            reads = {"n": 0}
+
+            def dying(self: object, offset: int, buf: memoryview) -> None:
+                reads["n"] += 1
+                if reads["n"] == 12:
+                    raise _Killed
+                real_readinto(self, offset, buf)  # type: ignore[arg-type]
+
+            monkeypatch.setattr(s._CancellableSource, "readinto", dying)
+        return real_copy_disk(**kw)
+
+    from scmt_cli.blocks.engine import CopyOptions
+
+    kill_state["dead"] = False
+    with monkeypatch.context() as m:
+        m.setattr(sync_mod, "copy_disk", killing_copy_disk)
+        m.setattr(diskcopy, "CopyOptions",  # one read at a time, a checkpoint every 2 chunks
+                  lambda **kw: CopyOptions(**{**kw, "checkpoint_bytes": 2 * MIB, "in_flight": 1}))
+        _hard_kill(m, ctx)
+        with pytest.raises(_Killed):
+            run_sync(SyncRequest(lab.plan, vms=("db01",)), ctx)
+    kill_state["dead"] = False
+    second = sorted(lab.estate.vm("db01").disks)[1]
+    attempt = ctx.store.get_checkpoint(diskcopy.attempt_key("demo", "db01", second))
+    assert attempt is not None
+    engine_ckpt = ctx.store.get_checkpoint(attempt["engine_key"])
+    assert engine_ckpt is not None and engine_ckpt["watermark"] >= 4  # chunks the dead attempt had copied
+    lab.estate.reset_cbt("db01")
+    lab.write("db01", 0, b"R" * 65536, key=second)  # in the part the dead attempt had copied
+    out = run_sync(SyncRequest(lab.plan, vms=("db01",)), ctx).last["db01"]
+    assert out.ok, out.error
+    by_key = {d["key"]: d for d in out.data["disks"]}
+    assert by_key[second]["mode"] == "full-resync", by_key[second]
+    assert lab.target_digests("db01") == lab.source_digests("db01")
