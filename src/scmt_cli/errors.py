@@ -42,9 +42,10 @@ EXIT_CODES: dict[int, str] = {
     31: "verification mismatch",
     32: "size mismatch (target smaller than source, source shrank)",
     33: "target is read-only",
+    34: "source changed since the interrupted copy (resume refused: rerun without --resume to start over)",
     35: "target location missing (a target directory or storage pool does not exist)",
     40: "locked by another run (another job drives this VM)",
-    41: "state store error (corrupt file, newer schema)",
+    41: "state store error (corrupt file, another schema version)",
     42: "invalid state for this command (nothing to roll back, not in sync)",
     50: "target platform error",
     51: "hook failed",
@@ -285,6 +286,17 @@ class ReadOnlyTargetError(ScmtError):
     kind = "read_only_target"
 
 
+class SourceChangedError(ScmtError):
+    """A resume found the source is not the disk (or not the content) the interrupted copy read.
+
+    Its own code: the only remedy is to copy again from the beginning, which a script should be
+    able to tell from a bad argument (2), a wrong state (42) or a target that differs (31).
+    """
+
+    exit_code = 34
+    kind = "source_changed"
+
+
 class TargetMissingError(ScmtError):
     """The target location does not exist (a directory that a target file would go in, a pool)."""
 
@@ -402,13 +414,33 @@ def redact_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
+#: C0 controls but tab and newline, DEL, and C1 controls (0x9b is a CSI on some terminals).
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def escape_control(text: str) -> str:
+    """``text`` with every control character but tab and newline shown as ``\\xNN``.
+
+    Input from a plan, an inventory, a file name or a server (an ESC sequence in a
+    YAML key, a VM name) must never reach a terminal raw, where it could recolour,
+    retitle or rewrite what scmt printed.
+    """
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
 def redact_text(text: str) -> str:
-    """Redact URL passwords and secret-looking ``key=value`` pairs in free text."""
+    """Make free text fit to show: URL passwords and secret-looking ``key=value`` pairs
+    redacted, control characters escaped (:func:`escape_control`).
+
+    The one place user text passes through on its way into a message: every
+    ScmtError message and hint, every log line (text and ``--log-json``) and
+    every string of a ``--json`` document.
+    """
 
     def _userinfo(m: re.Match[str]) -> str:
         user = m.group("userinfo").split(":", 1)[0]
         sep = ":***" if ":" in m.group("userinfo") else ""
         return f"{m.group('scheme')}{user}{sep}@"
 
-    text = _USERINFO.sub(_userinfo, text)
+    text = _USERINFO.sub(_userinfo, escape_control(text))
     return _SECRET_QUERY.sub(lambda m: f"{m.group('key')}=***", text)

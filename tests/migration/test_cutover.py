@@ -11,6 +11,7 @@ from scmt_cli.services.migration.failover import FailoverRequest, run_failover
 from scmt_cli.services.migration.finalize import FinalizeRequest, run_finalize
 from scmt_cli.services.migration.migrate import MigrateRequest, run_migrate
 from scmt_cli.services.migration.rollback import RollbackRequest, run_rollback
+from scmt_cli.services.migration.snapshots import SnapshotOwner
 from scmt_cli.services.migration.status import StatusRequest, status_service
 from scmt_cli.services.migration.sync import SyncRequest, run_sync
 from tests.migration.conftest import Lab
@@ -130,7 +131,8 @@ def test_rollback_refuses_when_there_is_nothing_to_roll_back(lab: Lab, ctx: Migr
 def test_finalize_commits_removes_tool_snapshots_and_keeps_the_source_off(lab: Lab, ctx: MigrationContext) -> None:
     run_sync(SyncRequest(lab.plan, vms=("redis-a",)), ctx)
     run_failover(FailoverRequest(lab.plan, vms=("redis-a",)), ctx)
-    lab.estate.create_snapshot("redis-a", "scmt-sync-demo-g77", False, "")
+    lab.estate.create_snapshot("redis-a", "scmt-sync-demo-g77", False,
+                               SnapshotOwner(ctx.store.store_id, "0123456789ab").tag)
     res = run_finalize(FinalizeRequest(lab.plan, vms=("redis-a",), disable_cbt=True), ctx)
     out = res.outcomes[0]
     assert out.ok and out.state == "committed"

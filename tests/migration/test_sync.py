@@ -10,6 +10,7 @@ import pytest
 from scmt_cli.errors import InvalidStateError, ScmtError
 from scmt_cli.services.migration import sync as sync_mod
 from scmt_cli.services.migration.context import MigrationContext
+from scmt_cli.services.migration.snapshots import SnapshotOwner
 from scmt_cli.services.migration.sync import SyncRequest, run_sync
 from tests.migration.conftest import Lab
 
@@ -57,7 +58,8 @@ def test_cbt_off_is_turned_on_and_a_reset_forces_a_full_resync(lab: Lab, ctx: Mi
 
 
 def test_leftover_tool_snapshots_are_removed_and_reported(lab: Lab, ctx: MigrationContext) -> None:
-    lab.estate.create_snapshot("redis-a", "scmt-sync-demo-g99", False, "left by a killed run")
+    dead_run = SnapshotOwner(ctx.store.store_id, "0123456789ab")  # a run of this store that was killed
+    lab.estate.create_snapshot("redis-a", "scmt-sync-demo-g99", False, f"left by a killed run {dead_run.tag}")
     res = run_sync(SyncRequest(lab.plan, vms=("redis-a",)), ctx)
     out = res.last["redis-a"]
     assert out.ok and out.data["leftover_snapshots_removed"]

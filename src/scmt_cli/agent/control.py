@@ -10,7 +10,8 @@ its :class:`~scmt_cli.agent.freeze.Freezer` and its two governors
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from scmt_cli.agent import protocol as p
@@ -26,9 +27,10 @@ class Control:
     """Tracking, freezing and resource figures of the agent serving ``disks``."""
 
     def __init__(self, disks: Mapping[str, ServedDisk], reporter: Reporter, *, cpu_share: float,
-                 storage_share: float) -> None:
+                 storage_share: float, cpu_clock: Callable[[], float] = time.process_time) -> None:
+        """``cpu_clock``: the CPU seconds the CPU share meters (the server leaves out unauthenticated work)."""
         self.disks, self.reporter = disks, reporter
-        self.cpu = CpuShare(cpu_share) if cpu_share < 1 else None
+        self.cpu = CpuShare(cpu_share, cpu=cpu_clock) if cpu_share < 1 else None
         self.io = StorageShare(storage_share) if storage_share < 1 else None
         self.cpu_share, self.storage_share = cpu_share, storage_share
         self.tracking: Tracking | None = None

@@ -119,6 +119,12 @@ class ServedDisk:
             done += n
         return bytes(out)
 
+    def identity(self) -> dict[str, int]:
+        """Which device or file this is (a block device's number; a file's device and inode), for a
+        client that resumes a copy: it proves the agent still serves the disk the copy started on."""
+        st = os.fstat(self.fd)
+        return {"rdev": st.st_rdev} if stat.S_ISBLK(st.st_mode) else {"dev": st.st_dev, "ino": st.st_ino}
+
     def _read_direct(self, fd: int, offset: int, length: int) -> bytes:
         """``O_DIRECT`` read of the aligned range around ``[offset, offset+length)`` (page-aligned buffer)."""
         start = offset - offset % DIRECT_ALIGN

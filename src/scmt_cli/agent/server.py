@@ -21,7 +21,11 @@ included) is closed; at most ``max_startups`` connections may be
 unauthenticated at once, at most ``max_startups_per_peer`` from one address
 (a newcomer evicts that address's oldest, so idle sockets cannot lock a peer
 out for long); authenticated sessions are counted apart (``max_connections``),
-so unauthenticated ones never starve them (as OpenSSH's MaxStartups).
+so unauthenticated ones never starve them (as OpenSSH's MaxStartups), and the
+CPU they cost (accepting, TLS handshakes, refusals) is left out of the CPU
+share, so a flood cannot make the governor pause the real sessions either.
+A refused or failed connection leaves the pools before its socket is closed
+(a descriptor reused by the next connection must not lose that one's entry).
 """
 
 from __future__ import annotations
@@ -51,6 +55,11 @@ from scmt_cli.transports.wrappers import TokenBucket
 PREAUTH_TIMEOUT = 5.0
 MAX_STARTUPS = 32
 MAX_STARTUPS_PER_PEER = 4
+#: Connections the kernel queues until accepted.  A burst of connections beyond it (a flood) makes the
+#: kernel drop handshakes, which clients retry 1, 2, 4... s later: an authenticated client would wait behind
+#: the flood and an idle one would live seconds past its deadline (measured: 16 let both happen).  128 is
+#: OpenSSH's and Python's default.
+LISTEN_BACKLOG = 128
 MAX_DIGEST_BATCH = 4096
 MAX_EXTENT_RANGE = 64 * 1024 * 1024 * 1024
 
@@ -119,8 +128,12 @@ class AgentServer:
         self._preauth: dict[int, tuple[str, float]] = {}  # socket fd -> (peer address, deadline)
         self._authed: set[int] = set()
         self.preauth_dropped = 0
+        #: CPU seconds spent on connections before they authenticated (accepting, TLS handshakes, refusals):
+        #: left out of the CPU share, or a flood of unauthenticated connections would pause the real sessions.
+        self.preauth_cpu = 0.0
         self.control = Control(config.disks, self.reporter, cpu_share=config.cpu_share,
-                               storage_share=config.storage_share)
+                               storage_share=config.storage_share,
+                               cpu_clock=lambda: time.process_time() - self.preauth_cpu)
 
     # -- lifecycle -----------------------------------------------------------------
     def start(self) -> tuple[str, int]:
@@ -130,7 +143,7 @@ class AgentServer:
             sock = socket.socket(family, socket.SOCK_STREAM)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind(addr)
-            sock.listen(16)
+            sock.listen(LISTEN_BACKLOG)
         except OSError as exc:
             raise SourceUnreachableError(
                 f"cannot listen on {self.config.host}:{self.config.port}: {exc.strerror or exc}") from None
@@ -192,9 +205,11 @@ class AgentServer:
                 conn, peer = self._sock.accept()
             except OSError:
                 return
+            t0 = time.thread_time()
             self._admit(conn, str(peer[0]))
             threading.Thread(target=self._serve_conn, args=(conn, peer), name="scmt-agent-conn",
                              daemon=True).start()
+            self._charge_preauth(time.thread_time() - t0)
 
     def _admit(self, conn: socket.socket, ip: str) -> None:
         """Put ``conn`` in the pre-authentication pool, evicting the oldest of its peer (or of the greediest)."""
@@ -240,13 +255,20 @@ class AgentServer:
             return True
 
     def _refuse(self, conn: socket.socket, code: int, message: str, rid: int = 0) -> None:
+        """Send an ERROR frame; :meth:`_serve_conn` closes the socket, after it left the pools: closed here,
+        its descriptor could be reused by a new connection whose pool entry the old one would then remove."""
         try:
             conn.sendall(p.encode_frame(p.T_ERROR, rid, p.error_payload(code, message)))
         except OSError:
             pass
-        conn.close()
+
+    def _charge_preauth(self, seconds: float) -> None:
+        with self._lock:
+            self.preauth_cpu += seconds
 
     def _serve_conn(self, conn: socket.socket, peer: Any) -> None:
+        cpu0 = time.thread_time()  # this thread's CPU until it authenticates: see preauth_cpu
+        charged = False
         who = f"{peer[0]}:{peer[1]}"
         send_lock = threading.Lock()
         closed = threading.Event()
@@ -256,19 +278,24 @@ class AgentServer:
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             conn.settimeout(self.config.preauth_timeout + 1)
             if self.config.tls is not None:
-                try:
-                    conn = self.config.tls.wrap_socket(conn, server_side=True)
-                except (ssl.SSLError, OSError) as exc:
-                    self.reporter.log("warning", f"agent: TLS handshake with {who} failed: {exc}")
-                    return
+                # The handshake is not done by wrap_socket: a failing one would close the socket there,
+                # before it left the pools (see _refuse); the finally below closes it.
+                conn = self.config.tls.wrap_socket(conn, server_side=True, do_handshake_on_connect=False)
                 with self._lock:
                     self._conns.discard(raw)
                     self._conns.add(conn)
+                try:
+                    conn.do_handshake()
+                except (ssl.SSLError, OSError) as exc:
+                    self.reporter.log("warning", f"agent: TLS handshake with {who} failed: {exc}")
+                    return
             if not self._handshake(conn, who):
                 return
             if not self._authenticated(fd):
                 self._refuse(conn, p.E_BUSY, "too many connections")
                 return
+            self._charge_preauth(time.thread_time() - cpu0)
+            charged = True
             conn.settimeout(None)
             self.reporter.event("agent_client", peer=who, authenticated=True)
             while not self._stopping.is_set():
@@ -292,6 +319,8 @@ class AgentServer:
         except OSError:
             pass
         finally:
+            if not charged:
+                self._charge_preauth(time.thread_time() - cpu0)
             closed.set()
             if self.control.thaw(owner=fd):
                 self.reporter.log("warning", f"agent: the connection from {who} that froze the file systems closed;"
@@ -409,7 +438,7 @@ class AgentServer:
             raise _Request(p.E_BAD_REQUEST, "requests are never compressed")
         body = p.decode_json(frame.payload)
         if frame.type == p.T_LIST:
-            disks = [{"name": d.name, "size": d.size} for d in self.config.disks.values()]
+            disks = [{"name": d.name, "size": d.size, "id": d.identity()} for d in self.config.disks.values()]
             return reply, p.encode_json({"disks": disks}), 0
         if frame.type == p.T_READ:
             disk = self._disk(body)

@@ -53,6 +53,7 @@ from scmt_cli.errors import (
     UsageError,
     redact_url,
 )
+from scmt_cli.secretfile import read_secret_file
 from scmt_cli.transports.base import BlockTarget, Extent, ExtentKind, Identity, Scheme, SourceDefaults, register
 
 DEFAULT_PORT = 20000
@@ -140,10 +141,7 @@ def load_token(*, token_file: str | Path | None = None, token_env: str | None = 
     """The token bytes (surrounding whitespace stripped); a missing/short one is a ConfigError without the value."""
     environ = os.environ if env is None else env
     if token_file is not None:
-        try:
-            raw = Path(token_file).read_bytes().strip()
-        except OSError as exc:
-            raise ConfigError(f"{where}: cannot read the token file {token_file}: {exc.strerror}") from None
+        raw = read_secret_file(token_file, where, "token file").strip()  # a regular file of at most 64 KiB
         origin = f"token file {token_file}"
     elif token_env is not None:
         value = environ.get(token_env)
@@ -170,6 +168,7 @@ class AgentDisk(SourceDefaults):
         try:
             listing = self._conn.json(p.T_LIST, {})
             sizes = {str(d.get("name")): int(d.get("size", 0)) for d in listing.get("disks", [])}
+            ids = {str(d.get("name")): d.get("id") for d in listing.get("disks", [])}
             self._usage0 = self._conn.json(p.T_STATS, {})  # the baseline of agent_usage()
         except BaseException:
             self._conn.close()
@@ -179,6 +178,9 @@ class AgentDisk(SourceDefaults):
             raise UsageError(f"{self._where}: the agent serves no disk named {disk!r} "
                              f"(it serves: {', '.join(sorted(sizes)) or 'none'})")
         self._size = sizes[disk]
+        raw_id = ids.get(disk)
+        self._device = {str(k): int(v) for k, v in raw_id.items() if isinstance(v, int)} \
+            if isinstance(raw_id, dict) else {}
         self.disks = sizes
         self._digest_bytes = 0
 
@@ -297,8 +299,12 @@ class AgentDisk(SourceDefaults):
         return usage_since(self._usage0, self.agent_stats())
 
     def identity(self) -> Identity:
-        """The disk's name and size; a live disk changes while it is read, so no sample is re-read."""
-        return Identity({"disk": self.disk, "size": self._size}, stable=False)
+        """The disk's name, size and the device (or file) the agent serves under that name.
+
+        That is what the agent can prove: a resumed copy still reads the same device.  A live disk
+        changes while it is read, so its content is not sampled (``stable=False``).
+        """
+        return Identity({"disk": self.disk, "size": self._size, **self._device}, stable=False)
 
     def stats(self) -> dict[str, Any]:
         """The interface's transport counters: :meth:`wire_stats`, and ``agent``: :meth:`agent_usage` (left

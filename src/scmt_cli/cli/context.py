@@ -25,7 +25,7 @@ from typing import IO, Any, TextIO
 
 from rich.console import Console
 
-from scmt_cli.errors import ScmtError, redact_text
+from scmt_cli.errors import ScmtError, escape_control, redact_text
 from scmt_cli.events import Level, NullReporter, Reporter
 from scmt_cli.results import Result
 
@@ -54,7 +54,8 @@ def line(console: Console, text: str, style: str | None = None) -> None:
 
 
 def redact_data(value: Any) -> Any:
-    """``value`` with every string redacted (URL passwords, ``token=...``), structure kept.
+    """``value`` with every string (keys too) passed through :func:`redact_text` (URL passwords,
+    ``token=...`` redacted, control characters escaped), structure kept.
 
     Redacting the encoded JSON text instead could eat a closing quote and
     print invalid JSON; redacting the values keeps every line parseable.
@@ -62,7 +63,7 @@ def redact_data(value: Any) -> Any:
     if isinstance(value, str):
         return redact_text(value)
     if isinstance(value, dict):
-        return {k: redact_data(v) for k, v in value.items()}
+        return {redact_text(k) if isinstance(k, str) else k: redact_data(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [redact_data(v) for v in value]
     return value
@@ -210,6 +211,14 @@ class _CollectingReporter:
         self.inner.event(kind, **fields)
 
 
+class SafeConsole(Console):
+    """A rich Console that escapes control characters in every string it is given to print (a
+    VM name with an ESC sequence in a table stays visible text; rich's own styling is untouched)."""
+
+    def render_str(self, text: str, **kw: Any) -> Any:
+        return super().render_str(escape_control(text), **kw)
+
+
 class Ui:
     def __init__(self, opts: GlobalOptions, stdout: TextIO | None = None, stderr: TextIO | None = None) -> None:
         self.opts = opts
@@ -219,8 +228,8 @@ class Ui:
         color: dict[str, Any] = {"color_system": None, "no_color": True} if no_color else {}
         # markup=False: strings (VM names, datastore paths like "[ds1] vm/vm.vmdk", error
         # messages) are printed as they are; views style with rich.text.Text, never markup.
-        self.console = Console(file=self.stdout, highlight=False, soft_wrap=False, markup=False, **color)
-        self.err_console = Console(file=self.stderr, highlight=False, stderr=True, markup=False, **color)
+        self.console = SafeConsole(file=self.stdout, highlight=False, soft_wrap=False, markup=False, **color)
+        self.err_console = SafeConsole(file=self.stderr, highlight=False, stderr=True, markup=False, **color)
         self.exit_code = 0
         self.finished = False
         self.command = "scmt"  # the command run, as 'scmt schema' names it ("plan validate"); set by the contract

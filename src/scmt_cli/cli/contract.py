@@ -70,7 +70,7 @@ COMMANDS: dict[str, CommandDoc] = {
     "boot": CommandDoc((0, 5, 31, 41, 42, 53), (
         "scmt boot plan.yaml --vm web01", "scmt boot plan.yaml --vm web01 --accel tcg --timeout 20m")),
     "status": CommandDoc((0, 1, 41), ("scmt status plan.yaml", "scmt status plan.yaml --watch --interval 5s")),
-    "copy": CommandDoc((0, 1, 3, 5, 10, 11, 12, 14, 30, 31, 32, 33, 35, 40, 41, 143), (
+    "copy": CommandDoc((0, 1, 3, 5, 10, 11, 12, 14, 30, 31, 32, 33, 34, 35, 40, 41, 42, 143), (
         "scmt copy disk.img out.img --verify",
         "scmt copy nbd://esx01:10809/disk0 file:///var/lib/scmt/disk0.raw --bandwidth 200MiB/s")),
     "agent": CommandDoc((0,), ("scmt agent serve --disk disk0=/dev/sda",

@@ -26,9 +26,11 @@ def copy(
     bandwidth: Annotated[Optional[str], typer.Option(
         "--bandwidth", help="Read at most this rate, e.g. 300Mbit, 50MiB/s (default: unlimited).",
         metavar="RATE")] = None,
-    verify: Annotated[bool, typer.Option("--verify", help="Re-read DST afterwards and compare digests.")] = False,
+    verify: Annotated[bool, typer.Option(
+        "--verify", help="Afterwards re-read SRC and DST and compare them chunk by chunk.")] = False,
     resume: Annotated[bool, typer.Option(
-        "--resume", help="Continue an interrupted copy from its last checkpoint.")] = False,
+        "--resume", help="Continue an interrupted copy from its last checkpoint (refused, exit 34, when SRC "
+        "is not what that copy read).")] = False,
     chunk_size: Annotated[Optional[str], typer.Option(
         "--chunk-size", help="Chunk size, 1MiB to 8MiB (default 4MiB, or the --since manifest's).",
         metavar="SIZE")] = None,

@@ -25,6 +25,9 @@ def sync(
     fleet: Annotated[bool, typer.Option(
         "--fleet", help="Share the VMs with other scmt processes on this state store through leases "
                         "(always on with a postgresql:// store).")] = False,
+    remove_foreign_snapshots: Annotated[bool, typer.Option(
+        "--remove-foreign-snapshots", help="Also remove scmt snapshots another state store made (by default "
+        "they are reported and left alone: a run on that store may be reading them).")] = False,
 ) -> None:
     """First run seeds (full copy); later runs copy only changed blocks."""
     from scmt_cli.domain.units import parse_duration
@@ -45,7 +48,7 @@ def sync(
         raise UsageError("--until needs --every or --until-ready (a single sync stops by itself)")
     stop_at = future_time(until, option="--until") if until is not None else None
     req = SyncRequest(plan=plan, vms=tuple(vm or ()), every=interval, until=stop_at, until_ready=until_ready,
-                      fleet=fleet)
+                      fleet=fleet, remove_foreign_snapshots=remove_foreign_snapshots)
     with StateStore.open(ui.opts.state) as store:
         result = sync_service(req, store, ui.reporter)
     ui.finish(result, render)

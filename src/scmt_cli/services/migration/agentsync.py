@@ -143,8 +143,7 @@ def _copy_one(ctx: MigrationContext, vm: str, lock: VmLock, disk: AgentDisk, ind
     prog = store.get_checkpoint(key) or {}
     cs = AGENT_CHUNK_SIZE
     base: Manifest | None = None
-    recorded = prog.get("target") or next(
-        (d.target for d in store.list_disks(plan, vm) if d.label == disk.disk), None)  # older records
+    recorded = prog.get("target")
     if prog.get("manifest") and not fresh and recorded is not None and recorded != target_url:
         # The manifest describes another file (a disk before this one is no longer copied: indexes shifted).
         ctx.reporter.log("warning", f"{vm}: {disk.disk} now maps to target {target_url} (it was copied to "
@@ -186,11 +185,12 @@ def _copy_one(ctx: MigrationContext, vm: str, lock: VmLock, disk: AgentDisk, ind
             mode = "seed"
             if undo is not None:
                 undo.mark_unrestorable(index)
-            params = {"vm": vm, "disk": disk.disk, "size": disk.size, "chunk_size": cs, "target": target_url}
+            params = {"vm": vm, "disk": disk.disk, "size": disk.size, "chunk_size": cs, "target": target_url,
+                      "source_id": disk.identity().to_json()}
             ckpt = Checkpointer(store, key + "/seed", params)
             saved = store.get_checkpoint(key + "/seed")
-            # A seed interrupted before the disk was resized (or the target moved) cannot be resumed:
-            # start it over rather than fail every pass on the parameter check.
+            # A seed interrupted before the disk was resized, the target moved or the agent began serving
+            # another device under this name cannot be resumed: start it over (a sync pass never fails on it).
             resume = saved is not None and not fresh and saved.get("params") == params
             if saved is not None and not fresh and not resume:
                 ctx.reporter.log("warning", f"{vm}: {disk.disk}: the interrupted seed was made for another "
@@ -221,6 +221,7 @@ def _copy_one(ctx: MigrationContext, vm: str, lock: VmLock, disk: AgentDisk, ind
         dst.close()
         if disk_lock is not None:
             disk_lock.release()
+    outcome.manifest.target = target_url
     store.put_checkpoint(key, {"manifest": outcome.manifest.to_dict(), "attempt": None, "target": target_url,
                                "track": track.cursor})
     store.upsert_disk(plan, vm, index, label=disk.disk, capacity_bytes=disk.size, target=target_url)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -30,6 +31,7 @@ from scmt_cli.domain.plan import Effective, Plan, load_plan
 from scmt_cli.domain.vmstate import VmState, VmStatus, is_state
 from scmt_cli.errors import BlockedByAssessmentError, Interrupted, PlanError, ScmtError, UsageError
 from scmt_cli.events import Reporter
+from scmt_cli.services.migration.snapshots import SnapshotOwner
 from scmt_cli.state import StateStore, vm_resource
 from scmt_cli.state.locks import VmLock
 from scmt_cli.targets import PlatformSpec, TargetPlatform, open_platform
@@ -116,6 +118,18 @@ class MigrationContext:
         self._platform_lock = threading.Lock()
         self._buckets: dict[float, TokenBucket] = {}
         self._closers: list[Callable[[], None]] = []
+        #: This command run's id: with the store's id, the owner tag of the snapshots it creates.
+        self.run_id = uuid.uuid4().hex[:12]
+        #: ``scmt sync --remove-foreign-snapshots``: also remove tool snapshots another store made.
+        self.remove_foreign_snapshots = False
+        self._owner: SnapshotOwner | None = None
+
+    @property
+    def snapshot_owner(self) -> SnapshotOwner:
+        """The owner tag of the snapshots this run creates (this store's id, this run's id)."""
+        if self._owner is None:
+            self._owner = SnapshotOwner(self.store.store_id, self.run_id)
+        return self._owner
 
     # -- factories -----------------------------------------------------------------
     def vcenter(self) -> VCenter:
