@@ -162,11 +162,12 @@ def sync_pass(ctx: MigrationContext, vm: str, lock: VmLock, *, final: bool = Fal
         refuse_foreign(vm, shlex.quote(str(ctx.plan.file)), cleanup)
         if ctx.plan.source.enable_cbt:
             stun_started(store, plan, vm, owner)  # a kill inside the stun cycle leaves a snapshot we must own
-            if vcenter.enable_cbt(vm):  # a change to the VM: said in the result
-                out.warnings.append(f"{vm}: changed block tracking was off: turned it on (source.enable_cbt: "
-                                    "true; the VM was stunned while a snapshot was taken and removed)")
-                ctx.reporter.log("info", out.warnings[-1], vm=vm)
+            if vcenter.enable_cbt(vm):  # a change the plan allowed: said in the result, not a warning
+                change = ("changed block tracking was off: turned it on (source.enable_cbt: true; the VM was "
+                          "stunned while a snapshot was taken and removed)")
                 out.data["cbt_enabled"] = True
+                out.data.setdefault("source_changes", []).append(change)
+                ctx.reporter.log("info", f"{vm}: {change}", vm=vm)
             stun_finished(store, plan, vm)
         target_name = eff.target_name
         fresh = {d.index: not _copy_file_exists(ctx, target_name, d.index) for d in disks}
