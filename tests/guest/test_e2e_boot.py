@@ -16,11 +16,12 @@ import pytest
 from scmt_cli.errors import BootError
 from scmt_cli.events import CallbackReporter
 from scmt_cli.lab.guest import GuestImage, copy_sparse
-from scmt_cli.services.migration.boot import BootRequest, run_boot, run_test_cleanup, run_test_failover
+from scmt_cli.services.migration.boot import BootRequest, run_boot
 from scmt_cli.services.migration.context import open_context
 from scmt_cli.services.migration.failover import FailoverRequest, run_failover
 from scmt_cli.services.migration.status import StatusRequest, status_service
 from scmt_cli.services.migration.sync import SyncRequest, run_sync
+from scmt_cli.services.migration.testfailover import run_test_cleanup, run_test_failover
 from scmt_cli.state import StateStore
 from scmt_cli.targets.qemu import QemuDisk, QemuMachine, boot
 from tests.guest.conftest import VM, GuestLab, need

@@ -44,7 +44,7 @@ def boot(
     """
     from scmt_cli.services.migration.boot import BootRequest, boot_service
     from scmt_cli.state import StateStore
-    from scmt_cli.targets.qemu import DEFAULT_READY
+    from scmt_cli.targets.console import DEFAULT_READY
 
     ui = current()
     req = BootRequest(plan=plan, vm=vm, accel=accel, expect=expect, ready=ready or DEFAULT_READY,

@@ -85,7 +85,7 @@ def _test(plan: Path, vm: Optional[list[str]], *, direct: bool, cleanup: bool, a
     from scmt_cli.errors import UsageError
     from scmt_cli.services.migration.boot import BootRequest, boot_service
     from scmt_cli.state import StateStore
-    from scmt_cli.targets.qemu import DEFAULT_READY
+    from scmt_cli.targets.console import DEFAULT_READY
 
     if not vm or len(vm) != 1:
         raise UsageError("--test needs exactly one --vm NAME")
