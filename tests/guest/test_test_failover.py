@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import signal
 import stat
 import subprocess
@@ -23,6 +24,7 @@ import pytest
 
 from tests.conversion import fakev2v
 from tests.e2e.faultlab import RemoteLab, start_remote_lab
+from tests.guest.conftest import need
 
 VM = "web01"
 
@@ -172,9 +174,8 @@ def test_an_interrupted_sync_leaves_no_point_in_time_to_test(lab: RemoteLab) -> 
 
 def test_a_test_failover_killed_during_its_conversion_commit_cannot_skip_the_real_conversion(
         lab: RemoteLab) -> None:
-    real = subprocess.run(["sh", "-c", "command -v qemu-img"], capture_output=True, text=True).stdout.strip()
-    if not real:
-        pytest.skip("needs qemu-img")
+    need("qemu-img")
+    real = shutil.which("qemu-img") or ""
     _script(lab.root / "fakeimg" / "qemu-img", FAKE_QEMU_IMG)
     commits = lab.root / "commit.pids"
     env = _env(lab, REAL_QEMU_IMG=real, FAKE_COMMIT_PIDS=str(commits))
