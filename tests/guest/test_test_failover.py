@@ -156,8 +156,11 @@ def test_a_second_test_or_a_cleanup_while_a_test_runs_is_refused(lab: RemoteLab)
         assert r.returncode == 40, r.stdout + r.stderr
         assert "a test failover of this VM is running" in json.loads(r.stdout)["message"]
     go.touch()
-    p.communicate(timeout=120)
-    assert p.returncode == 0
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 0, err
+    assert "web01: test copy booted in" in out and "guest says: SCMT-GUEST-READY cafe" in out
+    assert "test copy: a sparse copy of the synced disks" in out or "test copy: a reflink" in out
+    assert "--test --cleanup" in out
 
 
 def test_an_interrupted_sync_leaves_no_point_in_time_to_test(lab: RemoteLab) -> None:
