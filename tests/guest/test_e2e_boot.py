@@ -78,7 +78,19 @@ def test_failover_with_real_conversion_then_boot_sees_the_data_of_quiesce(
             fo = run_failover(FailoverRequest(lab.plan, vms=(VM,), source_action="shutdown"), ctx)
             out = fo.outcomes[0]
             assert out.ok, out.error
-            assert out.data["conversion"]["ran"] is True
+            conv = out.data["conversion"]
+            assert conv["ran"] is True and conv["ok"] is True and conv["seconds"] > 0
+            # what the converter found and did, read from its own output
+            assert conv["guest"], conv  # the OS it converted ("Converting <guest> to run on KVM")
+            assert conv["virtio_drivers"] is True
+            assert "virtio drivers available in the guest (block, network)" in conv["changes"]
+            assert any("Guest Agent" in c for c in conv["changes"]), conv["changes"]  # installed at first boot
+            assert conv["steps"][0].startswith("Setting up the source") and conv["steps"][-1] == "Finishing off"
+            assert any(s.startswith("Converting ") for s in conv["steps"])
+            log = Path(conv["log"])
+            assert log.parent == lab.root / "v2v" / "demo" / VM  # beside the state store, one file per run
+            text = log.read_text()
+            assert "This guest has virtio drivers installed" in text and f"Converting {conv['guest']}" in text
             expected = at_quiesce[VM]
             assert len(lab.files.written) == 6  # the last two files reached the target in the final sync
             booted = run_boot(BootRequest(lab.plan, VM, accel="auto", expect=expected, timeout_s=900,
