@@ -1,6 +1,7 @@
 """The proof that a migrated VM runs: seed, incrementals with in-guest writes, failover with real
 conversion (virt-v2v-in-place, TCG), boot on QEMU virtio, the guest's checksum equal to the source's at
-quiesce.  And a test failover that leaves every byte of the source and the synced disks as it was.
+quiesce.  And a test failover that leaves every byte of the source and the synced disks as it was (a sync
+during its boot: tests/guest/test_test_failover.py).
 
 Slow (minutes under TCG on a loaded machine); timeouts are generous on purpose.
 """
@@ -127,7 +128,8 @@ def test_test_failover_boots_a_throwaway_copy_and_changes_nothing(guest_lab: Gue
             assert res.outcome is not None and res.outcome.booted and res.data_verified is True
             print(f"\nfigures: test copy booted in {res.outcome.seconds} s: {res.outcome.ready_line}")
             test_dir = Path(res.test_dir or "")
-            assert (test_dir / "disk0.qcow2").exists()
+            assert (test_dir / "disk0.raw").exists()  # the point-in-time clone it booted
+            assert res.clone is not None and res.clone["disks"] == [str(test_dir / "disk0.raw")]
             assert _sha(lab.source_disk) == source_before
             assert _sha(lab.target_disk) == synced_before
             assert ctx.status(VM)[0] == state_before
