@@ -251,8 +251,13 @@ def test_a_transient_test_domain_is_gone_once_powered_off(platform: LibvirtPlatf
     assert all(i.find("link").get("state") == "down"
                for i in ET.fromstring(dom.XMLDesc(0)).findall("devices/interface"))
     assert platform.run_transient(spec, tmp_path / "t" / "console.log") == name  # a leftover is replaced
-    platform.power_off(name)
+    assert platform.stop_transient(name) is True
     assert not platform.is_active(name) and platform.state(name).defined is False
+    assert platform.stop_transient(name) is False  # idempotent
     platform.define(spec_for(vm_name, disks))
     with pytest.raises(TargetPlatformError, match="persistent domain of this name exists"):
         platform.run_transient(spec_for(vm_name, disks), tmp_path / "t" / "console.log")
+    platform.start(vm_name)
+    with pytest.raises(TargetPlatformError, match="not a test copy of scmt"):
+        platform.stop_transient(vm_name)
+    assert platform.is_active(vm_name)

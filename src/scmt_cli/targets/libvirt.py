@@ -345,6 +345,21 @@ class LibvirtPlatform:
                 if dom.isActive():
                     dom.destroy()
 
+    def stop_transient(self, name: str) -> bool:
+        """Stop the transient domain ``name`` (so it is gone); False when there is none.  A persistent domain
+        of that name is not scmt's: TargetPlatformError."""
+        dom = self._lookup(name)
+        if dom is None:
+            return False
+        with self._step(name, "stop"):
+            if dom.isPersistent():
+                raise TargetPlatformError(f"{name}: a persistent domain of this name exists on {self.describe()}; "
+                                          "it is not a test copy of scmt, so scmt leaves it alone")
+            if dom.isActive():
+                dom.destroy()
+        self.reporter.event("target_state", vm=name, action="stop-transient", platform=self.kind)
+        return True
+
     def run_transient(self, spec: TargetVmSpec, console_log: Path, *, domain_type: str | None = None) -> str:
         """Start a transient domain (gone once it stops) from ``spec``; its console is logged to ``console_log``.
 

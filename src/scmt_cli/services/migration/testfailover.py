@@ -187,8 +187,7 @@ def run_test_cleanup(req: BootRequest, ctx: MigrationContext) -> BootResult:
     try:
         if ctx.platform.kind == "libvirt":
             domain = ctx.effective(vm).target_name + TEST_DOMAIN_SUFFIX
-            if ctx.platform.is_active(domain):  # type: ignore[attr-defined]
-                ctx.platform.power_off(domain)  # type: ignore[attr-defined]
+            if ctx.platform.stop_transient(domain):  # type: ignore[attr-defined]
                 result.removed.append(f"domain {domain}")
         if test_dir.exists():
             shutil.rmtree(test_dir)
