@@ -304,6 +304,8 @@ def platform_spec(plan: Plan) -> PlatformSpec:
                             "v2v_stall_timeout_s": t.v2v_stall_timeout, "v2v_accel": t.v2v_accel}
     if t.uri:
         data["uri"] = t.uri
+    if t.type == "libvirt":
+        data["domain_type"] = t.domain_type
     if t.path is not None:
         data["path"] = str(t.path)
     elif t.type == "libvirt":

@@ -190,7 +190,7 @@ class _Cutover:
         Raises PlanError before anything is done to the source (no downtime for a typo in a map), and
         InvalidStateError while a test failover copy of the VM exists (``failover --test --cleanup``).
         """
-        from scmt_cli.services.migration.boot import test_copy_exists
+        from scmt_cli.services.migration.testfailover import test_copy_exists
 
         record = test_copy_exists(self.ctx, self.vm)
         if record is not None:
