@@ -42,8 +42,8 @@ def boot(
     no NIC, console to <vm>/console.log, and stops QEMU afterwards.  type: libvirt: starts the domain through
     libvirt when it is off, or watches the one failover started (the time then counts from that start),
     reading <vm>/console.log; the VM keeps running.  Reports booted, seconds to the ready line and the guest's
-    line; the boot time is recorded and shown by 'scmt status'.  Exit codes: 0 ok, 5 qemu not installed, 31
-    the guest's value differs from --expect, 42 the VM has not failed over, 53 the boot failed.
+    line; the boot time is recorded and shown by 'scmt status'.  A guest value other than --expect is exit
+    31; a VM that has not failed over, 42; a boot that fails, 53.
     """
     from scmt_cli.services.migration.boot import BootRequest, boot_service
     from scmt_cli.state import StateStore

@@ -29,7 +29,8 @@ GLOBAL_OPTIONS: tuple[tuple[str, str], ...] = (
     ("--log-json", "stderr as JSON lines with a 'type' field"),
     ("-q, --quiet", "only warnings and errors"),
     ("-v, --verbose", "debug messages too"),
-    ("--state PATH", "state store (default: $XDG_STATE_HOME/scmt/state.db; env SCMT_STATE)"),
+    ("--state PATH|URL", "state store: a SQLite file (default: $XDG_STATE_HOME/scmt/state.db) or "
+                         "postgresql://user@host/db; env SCMT_STATE"),
     ("--debug", "tracebacks of internal errors"),
     ("--no-color", "no colours (NO_COLOR is honoured too)"),
 )
@@ -67,7 +68,7 @@ COMMANDS: dict[str, CommandDoc] = {
     "rollback": CommandDoc(_PLAN_RUN + (42, 50, 51), ("scmt rollback plan.yaml --vm web01",)),
     "migrate": CommandDoc(_PLAN_RUN + (20, 30, 31, 32, 33, 35, 42, 50, 51, 52), ("scmt migrate plan.yaml --vm web01",)),
     "finalize": CommandDoc(_PLAN_RUN + (42, 50), ("scmt finalize plan.yaml --vm web01 --disable-cbt",)),
-    "boot": CommandDoc((0, 5, 31, 41, 42, 53), (
+    "boot": CommandDoc((0, 1, 5, 14, 30, 31, 40, 41, 42, 50, 53), (
         "scmt boot plan.yaml --vm web01", "scmt boot plan.yaml --vm web01 --accel tcg --timeout 20m")),
     "status": CommandDoc((0, 1, 41), ("scmt status plan.yaml", "scmt status plan.yaml --watch --interval 5s")),
     "copy": CommandDoc((0, 1, 3, 5, 10, 11, 12, 14, 30, 31, 32, 33, 34, 35, 40, 41, 42, 143), (
