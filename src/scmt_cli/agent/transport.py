@@ -249,10 +249,10 @@ class AgentDisk(SourceDefaults):
             got = body.get("digests", [])
             if not isinstance(got, list) or len(got) != n or not all(isinstance(d, str) for d in got):
                 raise SizeMismatchError(f"{self._where}: the agent returned {len(got)} digests, {n} expected")
-            first = len(out) * chunk_size
             nread = body.get("bytes_read")
-            self._digest_bytes += nread if isinstance(nread, int) and nread >= 0 else \
-                min(n * chunk_size, self._size - first)  # an older agent: count every byte
+            if not isinstance(nread, int) or isinstance(nread, bool) or nread < 0:
+                raise TransportError(f"{self._where}: the agent's DIGESTS reply has no valid bytes_read")
+            self._digest_bytes += nread
             out.extend(got)
         return out
 
@@ -261,12 +261,7 @@ class AgentDisk(SourceDefaults):
         body: dict[str, Any] = {"disk": self.disk, "chunk_size": chunk_size}
         if cursor:
             body.update(epoch=cursor.get("epoch"), seq=cursor.get("seq"))
-        try:
-            reply = self._conn.json(p.T_CHANGES, body)
-        except TransportError as exc:
-            if "unexpected frame type" in exc.message or "unknown frame type" in exc.message:
-                return TrackedChanges(None, None, "the agent is too old to track changes")
-            raise
+        reply = self._conn.json(p.T_CHANGES, body)
         if not reply.get("tracking"):
             return TrackedChanges(None, None, str(reply.get("reason") or "not tracked")[:300])
         new = {"epoch": str(reply.get("epoch")), "seq": int(reply.get("seq", 0))}
