@@ -31,11 +31,13 @@ def typecheck(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Benchmarks against cp, qemu-img and nbdcopy, measured in the same run, and the state store's cost.
+    """Benchmarks against cp, qemu-img and nbdcopy, measured in the same run, the state store's cost and the
+    agent's hot-backup rounds.
 
     Needs qemu-utils, nbdkit (file plugin; delay and rate filters), libnbd-bin (nbdcopy) and postgresql
-    (see .ci/run).  `-- --only remote` runs one part; `-- --only inflight` the --in-flight sweep behind the
-    defaults; `-- --size 1GiB --repeat 3` a shorter run.
+    (see .ci/run); the agent rows need root and tracefs (else they are skipped, with the reason).
+    `-- --only remote` (or store, agent...) runs one part; `-- --only inflight` the --in-flight sweep behind
+    the defaults; `-- --size 1GiB --repeat 3` a shorter run.
     """
     session.install("-e", ".[postgresql]")
     session.run("python", "bench/run.py", *session.posargs)

@@ -49,7 +49,12 @@ Rows (targets from issue 10; every ratio is against tools timed in the same run)
   its runs (for a ``sh -c 'tool && sync'`` row, the largest process of it);
   every scmt row must stay <= 150 MiB (an ERROR note otherwise);
 * state store (``--only store``, :mod:`store`): operations per second on
-  SQLite and PostgreSQL and the store's time per VM pass.
+  SQLite and PostgreSQL and the store's time per VM pass;
+* agent hot backup (``--only agent``, ``bench/agent.py``, root only): on a
+  4 GiB loop device with 1% of the chunks changed, a tracked round against a
+  digest-scan round, with the agent's defaults and without limits; targets: a
+  tracked round reads <= 2% of the disk on the source and takes <= 1/20 of the
+  scan round; agent peak RSS <= 100 MiB; agent CPU per round reported.
 """
 
 from __future__ import annotations
@@ -255,12 +260,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--dir", default=None, help="work directory (default: a new one under /var/tmp)")
     ap.add_argument("--keep", action="store_true")
-    ap.add_argument("--only", choices=["file", "nbd", "remote", "inflight", "incremental", "store"],
+    ap.add_argument("--only", choices=["file", "nbd", "remote", "inflight", "incremental", "store", "agent"],
                     action="append", help="run only these parts (repeatable; default: all but inflight)")
+    ap.add_argument("--agent-size", default="4GiB", help="size of the agent rows' loop device (bench/agent.py)")
     ap.add_argument("--in-flight", type=int, default=None,
                     help="scmt copy --in-flight for every scmt row (default: scmt's own default)")
     args = ap.parse_args(argv)
-    parts = set(args.only or ["file", "nbd", "remote", "incremental", "store"])
+    parts = set(args.only or ["file", "nbd", "remote", "incremental", "store", "agent"])
     if args.in_flight:
         IN_FLIGHT[:] = ["--in-flight", str(args.in_flight)]
     size = parse_size(args.size)
@@ -272,16 +278,18 @@ def main(argv: list[str] | None = None) -> int:
     full_rate = 0.0
     try:
         compile_package()
-        t0 = time.perf_counter()
-        allocated = make_fixture(src, size)
-        print(f"fixture {src}: {size / MiB:.0f} MiB, {allocated / MiB:.0f} MiB allocated "
-              f"({time.perf_counter() - t0:.1f} s to build); {args.repeat} runs per tool", flush=True)
+        allocated = 0
         small = work / "small.img"
-        with open(small, "wb") as fh:
-            fh.truncate(64 * MiB)
-            fh.write(os.urandom(MiB))
-        warm(src)
-        warm(small)
+        if parts - {"agent", "store"}:  # the store and agent rows need no copy fixture
+            t0 = time.perf_counter()
+            allocated = make_fixture(src, size)
+            print(f"fixture {src}: {size / MiB:.0f} MiB, {allocated / MiB:.0f} MiB allocated "
+                  f"({time.perf_counter() - t0:.1f} s to build); {args.repeat} runs per tool", flush=True)
+            with open(small, "wb") as fh:
+                fh.truncate(64 * MiB)
+                fh.write(os.urandom(MiB))
+            warm(src)
+            warm(small)
 
         def prep() -> None:
             drop(dst)
@@ -350,6 +358,14 @@ def main(argv: list[str] | None = None) -> int:
             from store import run as run_store
 
             rows.extend((name, a, b, "", note) for name, a, b, note in run_store(400, 3, want_pg=True))
+
+        if "agent" in parts:
+            from agent import run_agent
+
+            drop(dst)
+            agent_rows: list[tuple[str, str, str, str]] = []  # its rows carry their RSS in the note
+            run_agent(work, parse_size(args.agent_size), args.repeat, agent_rows, notes)
+            rows.extend((name, a, b, "", note) for name, a, b, note in agent_rows)
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)

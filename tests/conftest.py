@@ -18,6 +18,13 @@ settings.register_profile("dev", deadline=None)
 settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 
+@pytest.fixture(autouse=True)
+def _private_default_state(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test (and the scmt subprocesses it starts) gets its own default state store location, so a
+    test that gives no --state neither writes the user's ~/.local/state/scmt/state.db nor reads one."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path_factory.mktemp("xdg-state")))
+
+
 def _pg_required() -> bool:
     return os.environ.get("SCMT_REQUIRE_PG", "").strip().lower() in ("1", "true", "yes")
 

@@ -37,13 +37,15 @@ EXIT_CODES: dict[int, str] = {
     14: "target unreachable (an NBD target, a libvirt host)",
     20: "blocked by assessment",
     21: "network preflight failed",
+    22: "assessment incomplete (the inventory lacks data that checks able to block a VM need, e.g. no vDisk tab)",
     30: "transport or I/O error during a copy, or no space left on the target (a checkpoint was kept: rerun to resume)",
     31: "verification mismatch",
     32: "size mismatch (target smaller than source, source shrank)",
     33: "target is read-only",
+    34: "source changed since the interrupted copy (resume refused: rerun without --resume to start over)",
     35: "target location missing (a target directory or storage pool does not exist)",
     40: "locked by another run (another job drives this VM)",
-    41: "state store error (corrupt file, newer schema)",
+    41: "state store error (corrupt file, another schema version)",
     42: "invalid state for this command (nothing to roll back, not in sync)",
     50: "target platform error",
     51: "hook failed",
@@ -197,6 +199,13 @@ class PreflightError(ScmtError):
     kind = "preflight"
 
 
+class AssessmentIncompleteError(ScmtError):
+    """Assessment could not run every check able to block a VM (the verdict ``incomplete``)."""
+
+    exit_code = 22
+    kind = "assessment_incomplete"
+
+
 class TransportError(ScmtError):
     """An I/O error while reading or writing blocks.
 
@@ -275,6 +284,17 @@ class SizeMismatchError(ScmtError):
 class ReadOnlyTargetError(ScmtError):
     exit_code = 33
     kind = "read_only_target"
+
+
+class SourceChangedError(ScmtError):
+    """A resume found the source is not the disk (or not the content) the interrupted copy read.
+
+    Its own code: the only remedy is to copy again from the beginning, which a script should be
+    able to tell from a bad argument (2), a wrong state (42) or a target that differs (31).
+    """
+
+    exit_code = 34
+    kind = "source_changed"
 
 
 class TargetMissingError(ScmtError):
@@ -394,13 +414,33 @@ def redact_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
+#: C0 controls but tab and newline, DEL, and C1 controls (0x9b is a CSI on some terminals).
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def escape_control(text: str) -> str:
+    """``text`` with every control character but tab and newline shown as ``\\xNN``.
+
+    Input from a plan, an inventory, a file name or a server (an ESC sequence in a
+    YAML key, a VM name) must never reach a terminal raw, where it could recolour,
+    retitle or rewrite what scmt printed.
+    """
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
 def redact_text(text: str) -> str:
-    """Redact URL passwords and secret-looking ``key=value`` pairs in free text."""
+    """Make free text fit to show: URL passwords and secret-looking ``key=value`` pairs
+    redacted, control characters escaped (:func:`escape_control`).
+
+    The one place user text passes through on its way into a message: every
+    ScmtError message and hint, every log line (text and ``--log-json``) and
+    every string of a ``--json`` document.
+    """
 
     def _userinfo(m: re.Match[str]) -> str:
         user = m.group("userinfo").split(":", 1)[0]
         sep = ":***" if ":" in m.group("userinfo") else ""
         return f"{m.group('scheme')}{user}{sep}@"
 
-    text = _USERINFO.sub(_userinfo, text)
+    text = _USERINFO.sub(_userinfo, escape_control(text))
     return _SECRET_QUERY.sub(lambda m: f"{m.group('key')}=***", text)

@@ -5,12 +5,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from scmt_cli.agent.client import ClientTLS
 from scmt_cli.agent.server import AgentServer
@@ -18,6 +20,12 @@ from scmt_cli.agent.service import ServeRequest, build_config
 from scmt_cli.events import RecordingReporter
 
 TOKEN = "test-token-0123456789abcdef"  # noqa: S105 - a test token
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def write_token(directory: Path, token: str = TOKEN) -> Path:
@@ -48,13 +56,22 @@ class InProcessAgent:
 
 
 @contextlib.contextmanager
-def running_agent(disks: dict[str, Path], directory: Path, **kw: object) -> Iterator[InProcessAgent]:
-    """An agent in this process on 127.0.0.1 (free port) serving ``disks``; stopped on exit."""
+def running_agent(disks: dict[str, Path], directory: Path, *, port: int = 0, config: dict[str, Any] | None = None,
+                  **kw: object) -> Iterator[InProcessAgent]:
+    """An agent in this process on 127.0.0.1 (``port``, 0: a free one) serving ``disks``; stopped on exit.
+
+    ``kw`` are :class:`ServeRequest` fields, ``config`` overrides :class:`AgentConfig` fields (test knobs).
+    No CPU limit unless ``cpu_limit`` is given: in this process it would count the test's own CPU time.
+    """
+    kw.setdefault("cpu_limit", 100.0)
     token_file = write_token(directory)
-    req = ServeRequest("127.0.0.1:0", tuple(f"{n}={p}" for n, p in disks.items()), token_file,
+    req = ServeRequest(f"127.0.0.1:{port}", tuple(f"{n}={p}" for n, p in disks.items()), token_file,
                        **kw)  # type: ignore[arg-type]
     rep = RecordingReporter()
-    server = AgentServer(build_config(req), rep)
+    cfg = build_config(req)
+    for key, value in (config or {}).items():
+        setattr(cfg, key, value)
+    server = AgentServer(cfg, rep)
     _, port = server.start()
     try:
         yield InProcessAgent(server, port, token_file, rep)
@@ -80,6 +97,10 @@ class AgentProcess:
     def url(self, disk: str) -> str:
         pin = f"fingerprint={self.fingerprint}" if self.fingerprint else "plaintext=1"
         return f"agent://127.0.0.1:{self.port}/{disk}?token_file={self.token_file}&{pin}"
+
+    @property
+    def tls(self) -> ClientTLS | None:
+        return ClientTLS(self.fingerprint) if self.fingerprint else None
 
     def stderr(self) -> str:
         return self.stderr_path.read_text(encoding="utf-8")

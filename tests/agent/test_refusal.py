@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from scmt_cli.errors import NotAvailableError
+from scmt_cli.errors import NotAvailableError, UsageError
 from scmt_cli.events import RecordingReporter
 from scmt_cli.lab.estate import FakeEstate
 from scmt_cli.services.migration import source
@@ -39,8 +39,8 @@ def test_unwired_method_is_refused_by_sync_failover_and_migrate(tmp_path: Path, 
         assert only.exit_code == 4
         fo = run_failover(FailoverRequest(plan, vms=("db01",)), ctx)
         assert fo.exit_code == 4 and "hot-backup" in (fo.outcomes[0].error or "")
-        mig = run_migrate(MigrateRequest(plan, vms=("db01",)), ctx)
-        assert mig.exit_code == 4
+        with pytest.raises(UsageError, match="managed method only"):  # migrate refuses every unmanaged VM first
+            run_migrate(MigrateRequest(plan, vms=("db01",)), ctx)
         assert ctx.status("db01")[0].state == "planned"
     finally:
         ctx.close()

@@ -106,7 +106,8 @@ def test_unreliable_cursors_answer_lost_with_a_reason(case: str) -> None:
 # -- on a real loop device -------------------------------------------------------------------------
 @contextlib.contextmanager
 def tracked_agent(dev: Path, directory: Path, **cfg: object) -> Iterator[AgentServer]:
-    req = ServeRequest("127.0.0.1:0", (f"d={dev}",), write_token(directory), plaintext=True)
+    req = ServeRequest("127.0.0.1:0", (f"d={dev}",), write_token(directory), plaintext=True,
+                       cpu_limit=100.0)  # in this process a CPU limit would count the test's own CPU time
     config = build_config(req)
     for k, v in cfg.items():
         setattr(config, k, v)
@@ -177,3 +178,17 @@ def test_lost_events_are_reported_then_tracking_resumes(tmp_path: Path) -> None:
             assert again.changed == [5]
         finally:
             disk.close()
+
+
+def test_missing_kernel_facilities_fail_instead_of_skipping_under_scmt_require_kernel(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("tests.agent.kernel.find_tracefs", lambda: None)
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)  # not root: nothing to mount tracefs with
+    monkeypatch.setenv("SCMT_REQUIRE_KERNEL", "1")
+    with pytest.raises(pytest.fail.Exception, match="SCMT_REQUIRE_KERNEL=1 but no tracefs"):
+        ensure_tracefs()
+    with pytest.raises(pytest.fail.Exception, match="loop devices need root"), loop_device(Path("x"), 1):
+        pass
+    monkeypatch.delenv("SCMT_REQUIRE_KERNEL")
+    with pytest.raises(pytest.skip.Exception):
+        ensure_tracefs()

@@ -35,14 +35,14 @@ def test_lab_json_shape_and_blocked_exit(capsys):
     rc, doc = run_json(capsys, ["assess", "--lab", str(LAB)])
     assert rc == 20
     assert doc["exit_code"] == 20
-    names = {v["name"] for v in doc["vms"]}
+    names = {v["vm"] for v in doc["vms"]}
     assert {"win2019-app01", "centos7-legacy01"} <= names
     for v in doc["vms"]:
         assert v["verdict"] in ("ready", "warnings", "blocked")
         assert v["recommended_method"] in ("managed", "agentless", "agent", "hot-backup")
         for f in v["findings"]:
             assert set(f) >= {"id", "severity", "message", "remedy"}
-    legacy = next(v for v in doc["vms"] if v["name"] == "centos7-legacy01")
+    legacy = next(v for v in doc["vms"] if v["vm"] == "centos7-legacy01")
     assert legacy["verdict"] == "blocked"
     assert "disk.rdm.physical" in {f["id"] for f in legacy["findings"]}
     assert doc["summary"]["vms"] == len(doc["vms"])
@@ -203,7 +203,7 @@ def plan(tmp_path, listening):
 
 def test_assess_plan_uses_its_method_tolerance_and_groups(plan, capsys):
     rc, doc = run_json(capsys, ["assess", str(plan), "--no-network"])
-    by = {v["name"]: v for v in doc["vms"]}
+    by = {v["vm"]: v for v in doc["vms"]}
     assert set(by) == {"redis-a", "redis-b", "win2019-app01"}
     assert by["redis-a"]["method"] == "agentless"
     assert by["redis-a"]["verdict"] == "blocked"  # shared disk under a snapshot method
@@ -215,9 +215,9 @@ def test_assess_plan_uses_its_method_tolerance_and_groups(plan, capsys):
 def test_estimate_plan_json(plan, capsys):
     rc, doc = run_json(capsys, ["plan", "estimate", str(plan)])
     assert rc == 0
-    assert [v["name"] for v in doc["vms"]] == ["redis-a", "redis-b", "win2019-app01"]
+    assert [v["vm"] for v in doc["vms"]] == ["redis-a", "redis-b", "win2019-app01"]
     for v in doc["vms"]:
-        assert set(v) >= {"name", "transfer_minutes", "switch_minutes", "downtime_minutes", "total_minutes", "inputs"}
+        assert set(v) >= {"vm", "transfer_minutes", "switch_minutes", "downtime_minutes", "total_minutes", "inputs"}
         assert v["total_minutes"] == v["transfer_minutes"] + v["downtime_minutes"]
     win = doc["vms"][2]
     assert win["switch_minutes"] == 6  # the seed's lab: Windows agentless 5m07s

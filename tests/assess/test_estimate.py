@@ -87,7 +87,7 @@ def test_cli_what_if_json(capsys):
     vm = out["vms"][0]
     assert {k: vm[k] for k in ("transfer_minutes", "switch_minutes", "downtime_minutes", "total_minutes")} == {
         "transfer_minutes": 164, "switch_minutes": 5, "downtime_minutes": 5, "total_minutes": 169}
-    assert vm["name"] == "what-if"
+    assert vm["vm"] == "what-if"
     assert vm["inputs"]["compression"] == 0.6
     assert vm["inputs"]["effective_mbit_per_s"] == 300
 

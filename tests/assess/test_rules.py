@@ -152,7 +152,7 @@ def test_verdicts_by_method_and_json_shape():
     assert a.verdicts["agent"] == "warnings"
     assert a.recommended_method == "agent"
     d = a.to_dict()
-    assert set(d) >= {"name", "verdict", "recommended_method", "findings"}
+    assert set(d) >= {"vm", "verdict", "recommended_method", "findings"}
     assert set(d["findings"][0]) >= {"id", "severity", "message", "remedy"}
 
 
@@ -176,3 +176,16 @@ def test_existing_snapshots_are_only_a_warning_with_vddk():
                  if f.id == "snapshot.existing"]
     assert [f.severity for f in over_folder] == ["blocker"]
     assert [f.severity for f in with_vddk] == ["warning"]
+
+
+def test_cbt_off_is_a_blocker_when_the_plan_forbids_turning_it_on() -> None:
+    vm = dataclasses.replace(clean_vm(), cbt_enabled=False)
+    allowed = [f for f in assess_vm(vm, ctx_for(vm), method="agentless").findings if f.id == "cbt.disabled"]
+    assert [f.severity for f in allowed] == ["warning"] and "will turn it on" in allowed[0].message
+    forbidden = assess_vm(vm, ctx_for(vm, enable_cbt=False), method="agentless")
+    found = [f for f in forbidden.findings if f.id == "cbt.disabled"]
+    assert [f.severity for f in found] == ["blocker"] and forbidden.verdict == "blocked"
+    assert "source.enable_cbt is false" in found[0].message
+    one_disk = dataclasses.replace(clean_vm(), disks=disk(cbt_enabled=False))
+    assert [f.severity for f in assess_vm(one_disk, ctx_for(one_disk, enable_cbt=False),
+                                          method="agentless").findings if f.id == "cbt.disabled"] == ["blocker"]

@@ -103,10 +103,12 @@ def test_digest_is_xxh3_128_hex():
         (lambda d: d.update(chunk_size="4M"), "chunk_size"),
         (lambda d: d["chunks"].pop(), "chunks"),
         (lambda d: d["chunks"].__setitem__(1, "xyz"), "chunks[1]"),
+        (lambda d: d.pop("target"), "target"),  # one format: a manifest names its target
+        (lambda d: d.update(target=None), "target"),
     ],
 )
 def test_bad_manifest_names_the_field(tmp_path, mutate, field):
-    m = Manifest(3 * 1024 * KiB, 1024 * KiB, ["0", "a" * 32, None])
+    m = Manifest(3 * 1024 * KiB, 1024 * KiB, ["0", "a" * 32, None], target="file:///t/disk.img")
     raw = m.to_dict()
     mutate(raw)
     p = tmp_path / "m.json"

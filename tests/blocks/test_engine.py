@@ -260,6 +260,7 @@ def test_changed_extents_copy_reads_only_changed_chunks():
 def test_manifest_save_load_round_trip(tmp_path):
     src = sparse_disk(2, 9 * CS)
     m = full_copy(src, MemTarget(src.size), options=opts()).manifest
+    m.target = "mem://t"
     m.save(tmp_path / "m.json")
     assert Manifest.load(tmp_path / "m.json") == m
 

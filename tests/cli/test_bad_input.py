@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import socket
 from pathlib import Path
 
@@ -56,6 +57,10 @@ vms:
     (root / "ghost.yaml").write_text(body.replace("- name: win2019-app01", "- name: ghost-vm"))
     with open(root / "disk.img", "wb") as fh:
         fh.truncate(2 * 1024 * 1024)
+    os.mkfifo(root / "fifo")
+    (root / "random.bin").write_bytes(bytes(random.Random(15).randrange(256) for _ in range(4096)))
+    (root / "zero-password.yaml").write_text(body.replace("password_env: SCMT_VCENTER_PASSWORD",
+                                                          "password_file: /dev/zero"))
     return root
 
 
@@ -148,6 +153,25 @@ CASES: list[tuple[str, list[str], int]] = [
     ("agent-queue-depth-zero", ["agent", "serve", "--disk", "sda={d}/disk.img", "--queue-depth", "0"], 2),
     ("agent-token-file-missing", ["agent", "serve", "--disk", "sda={d}/disk.img",
                                   "--token-file", "{d}/nosuch.token"], 5),
+    # hostile inputs (issue 15.5): unbounded or sizeless files, rates below the floor
+    ("copy-source-char-device", ["copy", "file:///dev/zero", "file://{d}/out.img"], 2),
+    ("copy-source-fifo", ["copy", "{d}/fifo", "{d}/out.img"], 2),
+    ("copy-since-random-bytes", ["copy", "file://{d}/disk.img", "file://{d}/out.img", "--since", "{d}/random.bin"],
+     3),
+    ("copy-since-dev-zero", ["copy", "file://{d}/disk.img", "file://{d}/out.img", "--since", "/dev/zero"], 3),
+    ("copy-since-fifo", ["copy", "file://{d}/disk.img", "file://{d}/out.img", "--since", "{d}/fifo"], 3),
+    ("copy-bandwidth-1bit", ["copy", "file://{d}/disk.img", "file://{d}/out.img", "--bandwidth", "1bit"], 2),
+    ("copy-bandwidth-400-digits", ["copy", "file://{d}/disk.img", "file://{d}/out.img", "--bandwidth", "9" * 400],
+     2),
+    ("copy-agent-token-dev-zero", ["copy", "agent://127.0.0.1:{port}/sda?token_file=/dev/zero&plaintext=1",
+                                   "{d}/out.img"], 5),
+    ("agent-bandwidth-1bit", ["agent", "serve", "--disk", "sda={d}/disk.img", "--bandwidth", "1bit"], 2),
+    ("agent-token-file-fifo", ["agent", "serve", "--disk", "sda={d}/disk.img", "--token-file", "{d}/fifo",
+                               "--allow-open-token-file"], 5),
+    ("estimate-bandwidth-1bit", ["plan", "estimate", "--data", "5GiB", "--bandwidth", "1bit"], 2),
+    ("assess-password-file-urandom", ["assess", "--vcenter", "https://127.0.0.1:{port}/sdk", "--vcenter-user", "u",
+                                      "--vcenter-password-file", "/dev/urandom"], 5),
+    ("plan-password-file-dev-zero", ["sync", "{d}/zero-password.yaml"], 2),
     ("state-is-a-directory", ["--state", "{d}", "status", "{d}/plan.yaml"], 41),
     ("demo-keep-not-empty", ["demo", "--keep", "{d}"], 2),
 ]

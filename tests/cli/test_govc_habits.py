@@ -49,7 +49,7 @@ def test_a_missing_plan_is_the_same_code_and_hint_for_every_command(capsys, tmp_
     missing = str(tmp_path / "nosuch.yaml")
     for argv in (["status", missing], ["sync", missing], ["failover", missing], ["rollback", missing],
                  ["finalize", missing], ["migrate", missing], ["assess", missing], ["plan", "show", missing],
-                 ["plan", "estimate", missing]):
+                 ["plan", "estimate", missing], ["plan", "validate", missing]):
         code, out, _ = run(capsys, "--json", *argv)
         doc = json.loads(out)
         assert (code, doc["error"]) == (2, "missing_file"), argv

@@ -35,6 +35,7 @@ RANKS = {
     "results": 0,
     "extensions": 0,
     "procs": 0,
+    "secretfile": 0,
     "__init__": 0,
     "__main__": 5,
 }

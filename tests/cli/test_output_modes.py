@@ -116,8 +116,8 @@ def test_sync_view_does_not_tell_to_rerun_a_vm_blocked_by_assessment() -> None:
     render(Console(file=buf, width=200, color_system=None), result)
     text = buf.getvalue()
     assert "1 VM(s) blocked by assessment: legacy; 'scmt assess PLAN' lists the remedies" in text
-    assert "1 VM(s) failed: web; run scmt sync again to resume them" in text
-    assert "1 VM(s) failed: ghost; fix the error shown, then run scmt sync again" in text
+    assert "1 VM(s) failed: web; run 'scmt sync PLAN' again to resume them" in text
+    assert "1 VM(s) failed: ghost; fix the error shown, then run 'scmt sync PLAN' again" in text
 
 
 def test_quiet_does_not_repeat_a_warning_already_logged(capsys: pytest.CaptureFixture[str]) -> None:

@@ -48,7 +48,8 @@ def test_parse_size_rejects(bad):
         ("2Gbit", 250_000_000.0),
         ("50MB/s", 50_000_000.0),
         ("50MiB/s", 50 * 1024**2),
-        ("1000", 1000.0),
+        ("125000", 125_000.0),
+        ("1Mbit", 125_000.0),
     ],
 )
 def test_parse_rate(text, expected):
@@ -64,6 +65,28 @@ def test_parse_rate_unlimited(text):
 def test_parse_rate_rejects(bad):
     with pytest.raises(ValueError):
         parse_rate(bad)
+
+
+@pytest.mark.parametrize("low", ["1bit", "1000", 100, "999Kbit", "100KB/s"])
+def test_a_rate_below_the_floor_is_refused_with_the_reason(low):
+    with pytest.raises(ValueError, match=r"below the floor of 1 Mbit/s \(125 kB/s\): at such a rate one 4 MiB chunk"):
+        parse_rate(low)
+
+
+BIG = int("9" * 400)
+
+
+@pytest.mark.parametrize(
+    ("fn", "value", "why"),
+    [(parse_rate, BIG, "too large"), (parse_rate, str(BIG), "too large"), (parse_rate, f"{BIG}Mbit", "too large"),
+     (parse_rate, 1e300, "too large"), (parse_duration, BIG, "too long"), (parse_duration, str(BIG), "too long"),
+     (parse_duration, f"{BIG}h", "too long"), (parse_duration, "1e999", "too long"), (parse_duration, "367d", "too long"),
+     (parse_size, BIG, "too large"), (parse_size, f"{BIG}GiB", "too large"), (parse_size, -BIG, "negative")],
+)
+def test_huge_numbers_are_value_errors_with_a_short_message(fn, value, why):
+    with pytest.raises(ValueError, match=why) as info:
+        fn(value)
+    assert len(str(info.value)) < 200  # the 400 digits are not echoed whole
 
 
 @pytest.mark.parametrize(
@@ -86,7 +109,7 @@ def test_size_integers_roundtrip(n):
     assert parse_size(f"{n}B") == n
 
 
-@given(st.text(max_size=20))
+@given(st.one_of(st.text(max_size=20), st.integers(), st.floats(), st.from_regex(r"[0-9]{300,420}[A-Za-z/]{0,5}")))
 def test_parsers_only_raise_value_error(text):
     for fn in (parse_size, parse_rate, parse_duration):
         try:

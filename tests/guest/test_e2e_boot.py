@@ -1,6 +1,7 @@
 """The proof that a migrated VM runs: seed, incrementals with in-guest writes, failover with real
 conversion (virt-v2v-in-place, TCG), boot on QEMU virtio, the guest's checksum equal to the source's at
-quiesce.  And a test failover that leaves every byte of the source and the synced disks as it was.
+quiesce.  And a test failover that leaves every byte of the source and the synced disks as it was (a sync
+during its boot: tests/guest/test_test_failover.py).
 
 Slow (minutes under TCG on a loaded machine); timeouts are generous on purpose.
 """
@@ -16,11 +17,12 @@ import pytest
 from scmt_cli.errors import BootError
 from scmt_cli.events import CallbackReporter
 from scmt_cli.lab.guest import GuestImage, copy_sparse
-from scmt_cli.services.migration.boot import BootRequest, run_boot, run_test_cleanup, run_test_failover
+from scmt_cli.services.migration.boot import BootRequest, run_boot
 from scmt_cli.services.migration.context import open_context
 from scmt_cli.services.migration.failover import FailoverRequest, run_failover
 from scmt_cli.services.migration.status import StatusRequest, status_service
 from scmt_cli.services.migration.sync import SyncRequest, run_sync
+from scmt_cli.services.migration.testfailover import run_test_cleanup, run_test_failover
 from scmt_cli.state import StateStore
 from scmt_cli.targets.qemu import QemuDisk, QemuMachine, boot
 from tests.guest.conftest import VM, GuestLab, need
@@ -77,7 +79,19 @@ def test_failover_with_real_conversion_then_boot_sees_the_data_of_quiesce(
             fo = run_failover(FailoverRequest(lab.plan, vms=(VM,), source_action="shutdown"), ctx)
             out = fo.outcomes[0]
             assert out.ok, out.error
-            assert out.data["conversion"]["ran"] is True
+            conv = out.data["conversion"]
+            assert conv["ran"] is True and conv["ok"] is True and conv["seconds"] > 0
+            # what the converter found and did, read from its own output
+            assert conv["guest"], conv  # the OS it converted ("Converting <guest> to run on KVM")
+            assert conv["virtio_drivers"] is True
+            assert "virtio drivers available in the guest (block, network)" in conv["changes"]
+            assert any("Guest Agent" in c for c in conv["changes"]), conv["changes"]  # installed at first boot
+            assert conv["steps"][0].startswith("Setting up the source") and conv["steps"][-1] == "Finishing off"
+            assert any(s.startswith("Converting ") for s in conv["steps"])
+            log = Path(conv["log"])
+            assert log.parent == lab.root / "v2v" / "demo" / VM  # beside the state store, one file per run
+            text = log.read_text()
+            assert "This guest has virtio drivers installed" in text and f"Converting {conv['guest']}" in text
             expected = at_quiesce[VM]
             assert len(lab.files.written) == 6  # the last two files reached the target in the final sync
             booted = run_boot(BootRequest(lab.plan, VM, accel="auto", expect=expected, timeout_s=900,
@@ -114,7 +128,8 @@ def test_test_failover_boots_a_throwaway_copy_and_changes_nothing(guest_lab: Gue
             assert res.outcome is not None and res.outcome.booted and res.data_verified is True
             print(f"\nfigures: test copy booted in {res.outcome.seconds} s: {res.outcome.ready_line}")
             test_dir = Path(res.test_dir or "")
-            assert (test_dir / "disk0.qcow2").exists()
+            assert (test_dir / "disk0.raw").exists()  # the point-in-time clone it booted
+            assert res.clone is not None and res.clone["disks"] == [str(test_dir / "disk0.raw")]
             assert _sha(lab.source_disk) == source_before
             assert _sha(lab.target_disk) == synced_before
             assert ctx.status(VM)[0] == state_before

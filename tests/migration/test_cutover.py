@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from scmt_cli.errors import InvalidStateError, TargetPlatformError
+from scmt_cli.errors import InvalidStateError, TargetPlatformError, UsageError
 from scmt_cli.lab.workload import Workload
-from scmt_cli.services.migration.context import MigrationContext
+from scmt_cli.services.migration.context import MigrationContext, open_context
 from scmt_cli.services.migration.failover import FailoverRequest, run_failover
 from scmt_cli.services.migration.finalize import FinalizeRequest, run_finalize
 from scmt_cli.services.migration.migrate import MigrateRequest, run_migrate
 from scmt_cli.services.migration.rollback import RollbackRequest, run_rollback
+from scmt_cli.services.migration.snapshots import SnapshotOwner
 from scmt_cli.services.migration.status import StatusRequest, status_service
 from scmt_cli.services.migration.sync import SyncRequest, run_sync
 from tests.migration.conftest import Lab
@@ -130,7 +131,8 @@ def test_rollback_refuses_when_there_is_nothing_to_roll_back(lab: Lab, ctx: Migr
 def test_finalize_commits_removes_tool_snapshots_and_keeps_the_source_off(lab: Lab, ctx: MigrationContext) -> None:
     run_sync(SyncRequest(lab.plan, vms=("redis-a",)), ctx)
     run_failover(FailoverRequest(lab.plan, vms=("redis-a",)), ctx)
-    lab.estate.create_snapshot("redis-a", "scmt-sync-demo-g77", False, "")
+    lab.estate.create_snapshot("redis-a", "scmt-sync-demo-g77", False,
+                               SnapshotOwner(ctx.store.store_id, "0123456789ab").tag)
     res = run_finalize(FinalizeRequest(lab.plan, vms=("redis-a",), disable_cbt=True), ctx)
     out = res.outcomes[0]
     assert out.ok and out.state == "committed"
@@ -141,16 +143,67 @@ def test_finalize_commits_removes_tool_snapshots_and_keeps_the_source_off(lab: L
         run_rollback(RollbackRequest(lab.plan, vms=("redis-a",)), ctx)
 
 
-def test_migrate_runs_the_managed_method_unattended(lab: Lab, ctx: MigrationContext) -> None:
-    with Workload(lab.estate, "web01", rate=1024 * 1024, seed=5):
-        res = run_migrate(MigrateRequest(lab.plan, vms=("web01", "redis-b")), ctx)
-    assert all(o.ok for o in res.outcomes), [o.error for o in res.outcomes]
-    for o in res.outcomes:
-        assert o.state == "cut-over" and o.data["passes"][0]["kind"] == "seed"
-        assert lab.estate.vm(o.vm).power == "poweredOff"
-        assert lab.target_digests(o.vm) == lab.source_digests(o.vm)
-        assert ctx.platform.state(o.vm).power == "running"
-    assert run_migrate(MigrateRequest(lab.plan, vms=("web01",)), ctx).outcomes[0].action == "already cut over"
+def _managed(lab: Lab, *vms: str) -> None:
+    """Make ``vms`` of the lab's plan ``method: managed`` (the others stay agentless)."""
+    text = lab.plan.read_text()
+    for vm in vms:
+        text = text.replace(f"  - name: {vm}\n", f"  - name: {vm}\n    method: managed\n", 1)
+        assert f"name: {vm}\n    method: managed" in text
+    lab.plan.write_text(text)
+
+
+def test_migrate_runs_the_managed_method_unattended(lab: Lab) -> None:
+    _managed(lab, "web01", "redis-b")
+    store = lab.store()
+    ctx = open_context(lab.plan, store, lab.reporter)
+    try:
+        with Workload(lab.estate, "web01", rate=1024 * 1024, seed=5):
+            res = run_migrate(MigrateRequest(lab.plan, vms=("web01", "redis-b")), ctx)
+        assert all(o.ok for o in res.outcomes), [o.error for o in res.outcomes]
+        for o in res.outcomes:
+            assert o.state == "cut-over" and o.data["passes"][0]["kind"] == "seed"
+            assert lab.estate.vm(o.vm).power == "poweredOff"
+            assert lab.target_digests(o.vm) == lab.source_digests(o.vm)
+            assert ctx.platform.state(o.vm).power == "running"
+        assert run_migrate(MigrateRequest(lab.plan, vms=("web01",)), ctx).outcomes[0].action == "already cut over"
+    finally:
+        ctx.close()
+        store.close()
+
+
+def test_migrate_never_applies_its_cutover_to_a_vm_of_another_method(lab: Lab, ctx: MigrationContext) -> None:
+    """An agentless VM whose plan says disconnect-network is never shut down by migrate."""
+    with pytest.raises(UsageError) as info:
+        run_migrate(MigrateRequest(lab.plan, vms=("db01",)), ctx)
+    msg = info.value.message
+    assert "method agentless" in msg and "disconnect-network" in msg and "managed method only" in msg
+    assert f"scmt sync {lab.plan} --vm db01" in msg and f"scmt failover {lab.plan} --vm db01" in msg
+    with pytest.raises(UsageError, match="no VM with method managed"):
+        run_migrate(MigrateRequest(lab.plan), ctx)
+    vm = lab.estate.vm("db01")
+    assert vm.power == "poweredOn" and all(n.connected for n in vm.nics)
+    assert ctx.store.generations("demo", "db01") == []  # not even synced
+    status = status_service(StatusRequest(lab.plan, vms=("db01",)), ctx.store, lab.reporter)
+    assert "migrate" not in status.vms[0].next_commands and "sync" in status.vms[0].next_commands
+
+
+def test_migrate_of_a_mixed_plan_migrates_the_managed_vms_and_skips_the_others(lab: Lab) -> None:
+    _managed(lab, "redis-b")
+    store = lab.store()
+    ctx = open_context(lab.plan, store, lab.reporter)
+    try:
+        res = run_migrate(MigrateRequest(lab.plan), ctx)
+        assert [o.vm for o in res.outcomes] == ["redis-b"] and res.outcomes[0].ok
+        skipped = [w for w in res.warnings if w.startswith("skipped ")]
+        assert len(skipped) == 3 and all("managed method only" in w for w in skipped)
+        assert res.exit_code == 1
+        for vm in ("web01", "db01", "redis-a"):
+            assert lab.estate.vm(vm).power == "poweredOn"
+        status = status_service(StatusRequest(lab.plan, vms=("redis-b",)), ctx.store, lab.reporter)
+        assert status.vms[0].state == "cut-over"
+    finally:
+        ctx.close()
+        store.close()
 
 
 def test_status_reports_state_lag_estimates_and_warnings(lab: Lab, ctx: MigrationContext) -> None:
@@ -165,7 +218,7 @@ def test_status_reports_state_lag_estimates_and_warnings(lab: Lab, ctx: Migratio
     assert db.lag_seconds is not None and db.lag_seconds >= 0
     assert db.est_downtime_seconds is not None and db.est_downtime_seconds >= 30
     assert db.plan_downtime_minutes is not None and "failover" in db.next_commands
-    assert views["web01"].state == "failed" and any("failed while seeding" in w for w in views["web01"].warnings)
+    assert views["web01"].state == "failed" and any("failed while planned" in w for w in views["web01"].warnings)
     assert res.exit_code == 1
     data = res.to_dict()
     assert data["vms"][1]["vm"] == "db01" and data["vms"][1]["last_sync_at"].endswith("Z")

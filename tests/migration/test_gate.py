@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from scmt_cli.services.migration.context import MigrationContext
+from scmt_cli.services.migration.snapshots import SnapshotOwner
 from scmt_cli.services.migration.sync import SyncRequest, run_sync
 from tests.migration.conftest import Lab
 
@@ -20,7 +21,8 @@ def test_a_user_snapshot_blocks_the_agentless_seed(lab: Lab, ctx: MigrationConte
 
 
 def test_the_tools_own_leftover_snapshot_does_not_block(lab: Lab, ctx: MigrationContext) -> None:
-    lab.estate.create_snapshot("web01", "scmt-sync-demo-g9", False, "")
+    lab.estate.create_snapshot("web01", "scmt-sync-demo-g9", False,
+                               SnapshotOwner(ctx.store.store_id, "0123456789ab").tag)
     res = run_sync(SyncRequest(lab.plan, vms=("web01",)), ctx)
     out = res.last["web01"]
     assert out.ok, out.error

@@ -34,21 +34,6 @@ def test_a_disk_resized_between_syncs_is_copied_whole_not_from_cbt(lab: Lab, ctx
     assert lab.target_digests("web01") == lab.source_digests("web01")
 
 
-def test_a_resize_is_detected_with_a_progress_record_written_before_sizes_were_recorded(
-        lab: Lab, ctx: MigrationContext) -> None:
-    assert run_sync(SyncRequest(lab.plan, vms=("web01",)), ctx).last["web01"].ok
-    key = diskcopy.progress_key("demo", "web01", 2000)
-    prog = ctx.store.get_checkpoint(key)
-    assert prog is not None and prog.pop("size") > 0
-    ctx.store.put_checkpoint(key, prog)  # as an older scmt wrote it: the disk record has the size
-    old = lab.estate.vm("web01").disks[2000].capacity
-    lab.estate.resize_disk("web01", 2000, old + 2 * MIB)
-    out = run_sync(SyncRequest(lab.plan, vms=("web01",)), ctx).last["web01"]
-    assert out.ok, out.error
-    assert out.data["disks"][0]["mode"] == "full-resync"
-    assert lab.target_digests("web01") == lab.source_digests("web01")
-
-
 def test_a_target_disk_deleted_between_syncs_is_seeded_again(lab: Lab, ctx: MigrationContext) -> None:
     """The progress record says "the target equals the source as of C": not true of a recreated (empty) file."""
     assert run_sync(SyncRequest(lab.plan, vms=("db01",)), ctx).last["db01"].ok
@@ -177,24 +162,60 @@ def test_a_disk_excluded_between_syncs_keeps_the_others_on_their_target_files(
     assert lab.target_digests("db01") == lab.source_digests("db01")
 
 
-def test_state_without_a_recorded_index_map_derives_it_from_the_included_order_and_records_it(
-        lab: Lab, ctx: MigrationContext) -> None:
-    assert run_sync(SyncRequest(lab.plan, vms=("db01",)), ctx).last["db01"].ok
-    first, second = sorted(lab.estate.vm("db01").disks)
-    key = diskcopy.index_map_key("demo", "db01", "vsphere")
-    assert ctx.store.get_checkpoint(key) == {"indexes": {str(first): 0, str(second): 1}}
-    ctx.store.delete_checkpoint(key)  # as an older scmt left the state
-    lab.write("db01", 4096, b"o" * 4096, key=second)
-    out = run_sync(SyncRequest(lab.plan, vms=("db01",)), ctx).last["db01"]
-    assert out.ok and not out.warnings, out
-    assert [(d["index"], d["mode"]) for d in out.data["disks"]] == [(0, "incremental"), (1, "incremental")]
-    assert ctx.store.get_checkpoint(key) == {"indexes": {str(first): 0, str(second): 1}}
-    assert lab.target_digests("db01") == lab.source_digests("db01")
-
-
 def test_stable_indexes_give_a_new_disk_the_lowest_free_index(lab: Lab, ctx: MigrationContext) -> None:
     store = ctx.store
     assert diskcopy.stable_indexes(store, "p", "v", ["a", "b", "c"], space="vsphere") == [0, 1, 2]
     assert diskcopy.stable_indexes(store, "p", "v", ["c", "d"], space="vsphere") == [2, 3]
     assert diskcopy.stable_indexes(store, "p", "v", ["a", "e", "c"], space="vsphere") == [0, 4, 2]
     assert diskcopy.stable_indexes(store, "p", "v", ["x"], space="agent") == [0]
+
+
+def test_a_seed_killed_mid_copy_then_cbt_reset_is_copied_whole_not_resumed(
+        lab: Lab, ctx: MigrationContext, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sync's resume is bound to its source like copy --resume (issue 15.2): the interrupted attempt is folded
+    in against its snapshot's change id, so when that id no longer describes the disk (CBT reset: another
+    lineage, as after a storage vMotion or a replaced disk) the next pass copies the whole disk instead of
+    trusting the chunks the dead attempt copied."""
+    real_copy_disk = sync_mod.copy_disk
+    calls = {"n": 0}
+
+    def killing_copy_disk(**kw: object) -> object:
+        calls["n"] += 1
+        if calls["n"] == 2:  # db01's second disk: die after a few reads, with checkpoints below the kill
+            from scmt_cli.services.migration import sync as s
+
+            real_readinto = s._CancellableSource.readinto
+            reads = {"n": 0}
+
+            def dying(self: object, offset: int, buf: memoryview) -> None:
+                reads["n"] += 1
+                if reads["n"] == 12:
+                    raise _Killed
+                real_readinto(self, offset, buf)  # type: ignore[arg-type]
+
+            monkeypatch.setattr(s._CancellableSource, "readinto", dying)
+        return real_copy_disk(**kw)
+
+    from scmt_cli.blocks.engine import CopyOptions
+
+    kill_state["dead"] = False
+    with monkeypatch.context() as m:
+        m.setattr(sync_mod, "copy_disk", killing_copy_disk)
+        m.setattr(diskcopy, "CopyOptions",  # one read at a time, a checkpoint every 2 chunks
+                  lambda **kw: CopyOptions(**{**kw, "checkpoint_bytes": 2 * MIB, "in_flight": 1}))
+        _hard_kill(m, ctx)
+        with pytest.raises(_Killed):
+            run_sync(SyncRequest(lab.plan, vms=("db01",)), ctx)
+    kill_state["dead"] = False
+    second = sorted(lab.estate.vm("db01").disks)[1]
+    attempt = ctx.store.get_checkpoint(diskcopy.attempt_key("demo", "db01", second))
+    assert attempt is not None
+    engine_ckpt = ctx.store.get_checkpoint(attempt["engine_key"])
+    assert engine_ckpt is not None and engine_ckpt["watermark"] >= 4  # chunks the dead attempt had copied
+    lab.estate.reset_cbt("db01")
+    lab.write("db01", 0, b"R" * 65536, key=second)  # in the part the dead attempt had copied
+    out = run_sync(SyncRequest(lab.plan, vms=("db01",)), ctx).last["db01"]
+    assert out.ok, out.error
+    by_key = {d["key"]: d for d in out.data["disks"]}
+    assert by_key[second]["mode"] == "full-resync", by_key[second]
+    assert lab.target_digests("db01") == lab.source_digests("db01")

@@ -10,6 +10,7 @@ import pytest
 from scmt_cli.errors import InvalidStateError, ScmtError
 from scmt_cli.services.migration import sync as sync_mod
 from scmt_cli.services.migration.context import MigrationContext
+from scmt_cli.services.migration.snapshots import SnapshotOwner
 from scmt_cli.services.migration.sync import SyncRequest, run_sync
 from tests.migration.conftest import Lab
 
@@ -57,7 +58,8 @@ def test_cbt_off_is_turned_on_and_a_reset_forces_a_full_resync(lab: Lab, ctx: Mi
 
 
 def test_leftover_tool_snapshots_are_removed_and_reported(lab: Lab, ctx: MigrationContext) -> None:
-    lab.estate.create_snapshot("redis-a", "scmt-sync-demo-g99", False, "left by a killed run")
+    dead_run = SnapshotOwner(ctx.store.store_id, "0123456789ab")  # a run of this store that was killed
+    lab.estate.create_snapshot("redis-a", "scmt-sync-demo-g99", False, f"left by a killed run {dead_run.tag}")
     res = run_sync(SyncRequest(lab.plan, vms=("redis-a",)), ctx)
     out = res.last["redis-a"]
     assert out.ok and out.data["leftover_snapshots_removed"]
@@ -71,7 +73,7 @@ def test_one_failing_vm_does_not_stop_the_others_and_exit_is_60(lab: Lab, ctx: M
     assert res.failed == ["web01"] and res.exit_code == 60
     assert res.last["db01"].ok and res.last["db01"].state == "syncing"
     status, _ = ctx.status("web01")
-    assert status.state == "failed" and status.failed_from == "seeding"
+    assert status.state == "failed" and status.failed_from == "planned"  # it never started seeding
     assert res.to_dict()["failed"] == ["web01"]
 
 
@@ -204,3 +206,58 @@ def test_a_pass_whose_lease_lapsed_writes_nothing_more_and_says_so(lab: Lab, ctx
     assert not out.ok and out.error_code == 40 and "could not be renewed in time" in (out.error or "")
     assert set(fenced) == {"vm:demo/db01"}
     assert out.data.get("bytes_written", 0) <= 3 * MIB  # at most the three writes let through
+
+
+def test_cbt_is_turned_on_only_when_the_plan_allows_it_and_the_result_says_so(lab: Lab,
+                                                                             ctx: MigrationContext) -> None:
+    assert lab.estate.vm("web01").cbt_config is False  # the lab's web01 starts without CBT
+    res = run_sync(SyncRequest(lab.plan, vms=("web01",)), ctx)
+    out = res.last["web01"]
+    assert out.ok and out.data["cbt_enabled"] is True and res.exit_code == 0  # a decision the plan made
+    assert any("turned it on (source.enable_cbt: true" in c for c in out.data["source_changes"])
+
+
+def test_enable_cbt_false_blocks_a_vm_without_cbt_and_leaves_it_untouched(lab: Lab) -> None:
+    from scmt_cli.services.migration.context import open_context
+
+    lab.plan.write_text(lab.plan.read_text().replace("source:\n", "source:\n  enable_cbt: false\n", 1))
+    store = lab.store()
+    ctx = open_context(lab.plan, store, lab.reporter)
+    try:
+        res = run_sync(SyncRequest(lab.plan, vms=("web01",)), ctx)
+    finally:
+        ctx.close()
+        store.close()
+    out = res.last["web01"]
+    assert not out.ok and out.error_code == 20 and "cbt.disabled" in (out.error or "")
+    assert "source.enable_cbt is false" in (out.error or "")
+    assert lab.estate.vm("web01").cbt_config is False and lab.tool_snapshots("web01") == []
+
+
+def test_a_vm_assessment_blocks_is_blocked_with_its_rule_ids_not_failed(lab: Lab, ctx: MigrationContext) -> None:
+    from scmt_cli.services.migration.failover import FailoverRequest, run_failover
+    from scmt_cli.services.migration.status import StatusRequest, status_service
+
+    assert run_sync(SyncRequest(lab.plan, vms=("db01",)), ctx).last["db01"].state == "syncing"
+    snap = lab.estate.create_snapshot("db01", "before-patching", False, "an admin's snapshot")
+    res = run_sync(SyncRequest(lab.plan, vms=("db01",)), ctx)
+    out = res.last["db01"]
+    assert not out.ok and out.error_code == 20 and out.state == "blocked" and res.exit_code == 20
+    status, _ = ctx.status("db01")
+    assert status.state == "blocked" and status.failed_from == "syncing" and "snapshot" in (status.error or "")
+    view = status_service(StatusRequest(lab.plan, vms=("db01",)), ctx.store, lab.reporter).vms[0]
+    assert view.state == "blocked" and view.next_commands == ["sync"]
+    assert any("blocked by assessment" in w and "scmt assess PLAN" in w for w in view.warnings)
+    fo = run_failover(FailoverRequest(lab.plan, vms=("db01",)), ctx)
+    assert fo.exit_code == 42 and "'blocked' by assessment (while 'syncing')" in (fo.outcomes[0].error or "")
+    assert lab.estate.vm("db01").power == "poweredOn" and all(n.connected for n in lab.estate.vm("db01").nics)
+    lab.estate.remove_snapshot("db01", snap)  # the cause is gone: the next sync carries on where it was
+    again = run_sync(SyncRequest(lab.plan, vms=("db01",)), ctx).last["db01"]
+    assert again.ok and again.state == "syncing" and again.data["kind"] == "incremental"
+
+
+def test_a_blocked_vm_that_never_seeded_is_blocked_while_planned(lab: Lab, ctx: MigrationContext) -> None:
+    lab.estate.create_snapshot("redis-a", "someone-elses", False, "")
+    out = run_sync(SyncRequest(lab.plan, vms=("redis-a",)), ctx).last["redis-a"]
+    assert out.state == "blocked" and ctx.status("redis-a")[0].failed_from == "planned"
+    assert ctx.store.generations("demo", "redis-a") == []

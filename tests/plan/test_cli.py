@@ -42,12 +42,15 @@ def test_example_plans_validate():
 
 
 def test_example_plans_validate_against_the_lab_inventory():
+    """Valid, and the lab VMs that assessment blocks for the plan's method are named with their rule ids."""
     lab = REPO / "examples" / "lab.yaml"
     if not lab.exists():
         pytest.skip("examples/lab.yaml not present")
     code, out, err = run_cli("plan", "validate", "--inventory", str(lab), *EXAMPLES)
-    assert code == 0, out + err
-    assert "not checked" not in out
+    assert code == 1, out + err
+    assert out.count(": valid") == len(EXAMPLES) and "not checked" not in out
+    assert "redis-a is blocked for method agentless by disk.shared" in err
+    assert "win2012-report01 is blocked for method managed by device.usb" in err
 
 
 def test_valid_plan_exits_0(good):
@@ -57,9 +60,9 @@ def test_valid_plan_exits_0(good):
 
 
 def test_warnings_exit_1(warned):
-    code, out, _ = run_cli("plan", "validate", str(warned))
+    code, out, err = run_cli("plan", "validate", str(warned))
     assert code == 1
-    assert "valid with warnings" in out and "insecure: true" in out
+    assert "valid with warnings" in out and "insecure: true" in err  # warnings go to stderr, once
 
 
 def test_invalid_plan_exits_2_with_one_line_per_problem(bad):

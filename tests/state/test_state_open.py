@@ -1,4 +1,4 @@
-"""Opening the state file: location, permissions, WAL, migrations, refusal of bad files."""
+"""Opening the state file: location, permissions, WAL, the one schema, the store id, refusal of bad files."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 
 from scmt_cli.errors import StateStoreError
 from scmt_cli.state import SCHEMA_VERSION, StateStore, default_state_path, resolve_state_path
-from scmt_cli.state.migrations import APPLICATION_ID, MIGRATIONS, migrate
+from scmt_cli.state.schema import APPLICATION_ID
 
 from .conftest import DIGEST
 
@@ -58,46 +58,41 @@ def test_reopen_keeps_data_and_version(db: Path) -> None:
         assert store.schema_version == SCHEMA_VERSION
 
 
-def _build_old(db: Path, version: int) -> None:
+def test_store_id_is_made_once_and_kept(db: Path, tmp_path: Path) -> None:
+    with StateStore.open(db) as store:
+        first = store.store_id
+    with StateStore.open(db) as store:
+        assert store.store_id == first
+    assert len(first) == 32 and int(first, 16) >= 0
+    with StateStore.open(tmp_path / "other.db") as other:
+        assert other.store_id != first
+
+
+def _build_dev_store(db: Path, version: int) -> None:
+    """A store as a development build before the one schema wrote it (tables, data, an older user_version)."""
     db.parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(db, isolation_level=None)
     try:
-        migrate(conn, str(db), target=version)
-        if version >= 1:
-            conn.execute("INSERT INTO plans VALUES ('old', '/p.yaml', ?, 1.0)", (DIGEST,))
-            conn.execute("INSERT INTO vms (plan, name, state, updated_at) VALUES ('old', 'vm1', 'syncing', 1.0)")
-            conn.execute("INSERT INTO checkpoints VALUES ('ck', '{\"offset\": 42}', 1.0)")
-            conn.execute("INSERT INTO events (at, plan, vm, kind, data) VALUES (1.0, 'old', 'vm1', 'old_event', '{}')")
-        if version >= 2:
-            conn.execute("INSERT INTO generations (plan, vm, kind, started_at) VALUES ('old', 'vm1', 'seed', 1.0)")
+        conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+        conn.execute("CREATE TABLE plans (name TEXT PRIMARY KEY, path TEXT, digest TEXT, recorded_at REAL)")
+        conn.execute("CREATE TABLE checkpoints (key TEXT PRIMARY KEY, data TEXT, updated_at REAL)")
+        conn.execute("INSERT INTO checkpoints VALUES ('ck', '{\"offset\": 42}', 1.0)")
+        conn.execute(f"PRAGMA user_version = {version}")
     finally:
         conn.close()
+
+
+@pytest.mark.parametrize("version", [1, 2, SCHEMA_VERSION - 1])
+def test_older_format_is_refused_and_file_untouched(db: Path, version: int) -> None:
+    _build_dev_store(db, version)
+    before = db.read_bytes()
+    with pytest.raises(StateStoreError) as info:
+        StateStore.open(db)
+    assert info.value.exit_code == 41
+    assert str(db) in info.value.message and f"schema version {version}" in info.value.message
+    assert info.value.hint is not None and "--state" in info.value.hint
+    assert db.read_bytes() == before  # no upgrade step ran, nothing was written
     assert _raw_pragma(db, "user_version") == version
-
-
-@pytest.mark.parametrize("version", range(SCHEMA_VERSION))
-def test_migration_from_each_older_version(db: Path, version: int) -> None:
-    _build_old(db, version)
-    with StateStore.open(db) as store:
-        assert store.schema_version == SCHEMA_VERSION
-        if version >= 1:
-            vm = store.get_vm("old", "vm1")
-            assert vm is not None and vm.state == "syncing"
-            assert store.get_checkpoint("ck") == {"offset": 42}
-            assert [e.kind for e in store.events()] == ["old_event"]
-            assert len(store.generations("old", "vm1")) == (1 if version >= 2 else 0)
-        # every table of the latest schema works after the upgrade
-        store.record_plan("new", "/n.yaml", DIGEST)
-        store.upsert_vm("new", "vm2")
-        gen = store.begin_generation("new", "vm2", "seed", {})
-        store.finish_generation(gen, ok=True, stats={})
-        with store.lock("vm:new/vm2"):
-            pass
-
-
-def test_migrations_are_ordered_and_nonempty() -> None:
-    assert len(MIGRATIONS) == SCHEMA_VERSION >= 1
-    assert all(steps for steps in MIGRATIONS)
 
 
 def test_newer_version_is_refused_and_file_untouched(db: Path) -> None:

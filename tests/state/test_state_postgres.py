@@ -101,8 +101,7 @@ def test_schema_matches_sqlite(pg_cluster: Any, tmp_path: Path) -> None:
             " WHERE table_schema = current_schema() ORDER BY table_name, ordinal_position").fetchall()
     pg: dict[str, list[tuple[str, bool]]] = {}
     for table, column, nullable in rows:
-        if table != "scmt_meta":
-            pg.setdefault(table, []).append((column, nullable == "NO"))
+        pg.setdefault(table, []).append((column, nullable == "NO"))
     sq = _sqlite_columns(tmp_path)
     # the same tables and columns in the same order; NOT NULL (or key) where SQLite has it
     assert {t: [c for c, _ in cols] for t, cols in pg.items()} == {t: [c for c, _ in cols] for t, cols in sq.items()}
@@ -130,6 +129,25 @@ def test_newer_schema_is_refused(pg_cluster: Any) -> None:
     raw_execute(url, "UPDATE scmt_meta SET value = '99' WHERE key = 'schema_version'")
     with pytest.raises(StateStoreError, match="schema version 99, newer"):
         StateStore.open(url)
+
+
+def test_older_schema_is_refused(pg_cluster: Any) -> None:
+    url = pg_cluster.new_schema()
+    StateStore.open(url).close()
+    raw_execute(url, "UPDATE scmt_meta SET value = '3' WHERE key = 'schema_version'")
+    with pytest.raises(StateStoreError, match="schema version 3, written by a development build") as info:
+        StateStore.open(url)
+    assert info.value.hint is not None and "--state" in info.value.hint
+
+
+def test_store_id_is_made_once_per_database(pg_cluster: Any) -> None:
+    url, other = pg_cluster.new_schema(), pg_cluster.new_schema()
+    with StateStore.open(url) as store:
+        first = store.store_id
+    with StateStore.open(url) as store:
+        assert store.store_id == first and len(first) == 32
+    with StateStore.open(other) as store:
+        assert store.store_id != first
 
 
 def test_reconnects_after_server_restart(pg_cluster: Any) -> None:

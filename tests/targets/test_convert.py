@@ -201,8 +201,11 @@ def test_the_outcome_is_read_from_the_converter_output() -> None:
              "[  12.2] Inspecting the source", "[  31.0] Checking for sufficient free disk space in the guest",
              "[  31.0] Converting Debian GNU/Linux 12 (bookworm) to run on KVM",
              "virt-v2v-in-place: warning: could not determine a way to update the configuration of Grub2",
+             "virt-v2v-in-place: The QEMU Guest Agent will be installed for this guest at first boot.",
              "virt-v2v-in-place: This guest has virtio drivers installed.", "[ 123.4] Finishing off"]
     out = convert.parse_outcome(lines)
+    assert out["changes"] == ["The QEMU Guest Agent will be installed for this guest at first boot.",
+                              "virtio drivers available in the guest (block, network)"]
     assert out["guest"] == "Debian GNU/Linux 12 (bookworm)"
     assert out["virtio_drivers"] is True
     assert out["warnings"] == ["could not determine a way to update the configuration of Grub2"]

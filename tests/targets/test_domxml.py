@@ -104,3 +104,23 @@ def test_link_state_round_trip() -> None:
 def test_malformed_xml_is_a_platform_error() -> None:
     with pytest.raises(TargetPlatformError, match="web01: domain XML is not well-formed"):
         link_is_up("<domain>", vm="web01")
+
+
+def test_a_logged_serial_console_validates_against_libvirts_schema(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    xml = build_domain_xml(_spec(), domain_type="qemu", console_log="/t/web01/console & log")
+    root = ET.fromstring(xml)
+    log = root.find("devices/serial/log")
+    assert log is not None and (log.get("file"), log.get("append")) == ("/t/web01/console & log", "off")
+    assert root.find("devices/console/log") is None  # the console is the same port: logged once
+    assert ET.fromstring(build_domain_xml(_spec())).find("devices/serial/log") is None
+    rng = Path("/usr/share/libvirt/schemas/domain.rng")
+    if shutil.which("xmllint") is None or not rng.exists():
+        pytest.skip("needs xmllint and libvirt's schemas")
+    path = tmp_path / "d.xml"
+    path.write_text(xml)
+    run = subprocess.run(["xmllint", "--noout", "--relaxng", str(rng), str(path)], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr

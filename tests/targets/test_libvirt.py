@@ -169,3 +169,95 @@ def test_domain_type_option(tmp_path: Path, vm_name: str) -> None:
 def test_convert_on_libvirt_skips_when_direct(platform: LibvirtPlatform, vm_name: str) -> None:
     disks = platform.prepare_disks(vm_name, TWO_DISKS)
     assert platform.convert(spec_for(vm_name, disks), direct=True).ran is False
+
+
+# -- domain type auto, console log, transient domains --------------------------------------------------------
+CAPS = """<capabilities><host><cpu><arch>x86_64</arch><model>EPYC</model>{features}</cpu></host>
+  <guest><os_type>hvm</os_type><arch name='x86_64'><domain type='qemu'/>{kvm}</arch></guest></capabilities>"""
+
+
+class _QemuConn:
+    """What _auto_domain_type asks a QEMU-driver connection."""
+
+    def __init__(self, kvm: bool, features: tuple[str, ...]) -> None:
+        self.caps = CAPS.format(kvm="<domain type='kvm'/>" if kvm else "",
+                                features="".join(f"<feature name='{f}'/>" for f in features))
+
+    def getType(self) -> str:  # noqa: N802 - libvirt's name
+        return "QEMU"
+
+    def getCapabilities(self) -> str:  # noqa: N802 - libvirt's name
+        return self.caps
+
+
+@pytest.mark.parametrize(("uri", "kvm", "features", "local_ok", "want"), [
+    ("qemu+ssh://kvm01/system", True, ("vmx", "avx"), True, "kvm"),
+    ("qemu+ssh://kvm01/system", True, ("svm",), True, "kvm"),
+    ("qemu+ssh://kvm01/system", True, ("avx", "hypervisor"), True, "qemu"),  # nested virtualization off
+    ("qemu+ssh://kvm01/system", False, ("vmx",), True, "qemu"),  # no /dev/kvm there
+    ("qemu:///system", True, (), True, "kvm"),  # local: the same check as scmt boot decides
+    ("qemu+unix:///system?socket=/x/sock", True, ("vmx",), False, "qemu"),
+])
+def test_domain_type_auto_picks_kvm_only_where_kvm_works(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, uri: str, kvm: bool, features: tuple[str, ...],
+        local_ok: bool, want: str) -> None:
+    import scmt_cli.targets.qemu as qemu
+
+    monkeypatch.setattr(qemu, "kvm_usable", lambda: (local_ok, "" if local_ok else "/dev/kvm opens but no vmx/svm"))
+    reporter = RecordingReporter()
+    with LibvirtPlatform(URI, tmp_path, reporter=reporter) as p:
+        real, p.uri = p.conn, uri
+        p.conn = _QemuConn(kvm, features)
+        assert p.domain_type == want
+        p.conn = real
+    warned = [m["message"] for m in reporter.of_type("log") if "KVM does not work there" in m["message"]]
+    assert bool(warned) == (want == "qemu")
+
+
+def test_domain_type_auto_on_other_drivers_is_kvm(platform: LibvirtPlatform) -> None:
+    assert platform.domain_type == "kvm"  # libvirt's test driver
+
+
+def test_the_serial_console_is_logged_to_the_vm_folder(platform: LibvirtPlatform, vm_name: str,
+                                                       tmp_path: Path) -> None:
+    disks = platform.prepare_disks(vm_name, TWO_DISKS)
+    platform.define(spec_for(vm_name, disks))
+    root = ET.fromstring(platform.conn.lookupByName(vm_name).XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+    log = root.find("devices/serial/log")
+    assert log is not None and log.get("file") == str(tmp_path / "pool" / vm_name / "console.log")
+    assert log.get("append") == "off"
+    assert platform.console_log(vm_name) == tmp_path / "pool" / vm_name / "console.log"
+
+
+def test_accel_changes_the_domain_type_of_a_stopped_domain(platform: LibvirtPlatform, vm_name: str) -> None:
+    disks = platform.prepare_disks(vm_name, TWO_DISKS)
+    platform.define(spec_for(vm_name, disks))
+    assert platform.domain_info(vm_name) == (False, "kvm")
+    platform.set_domain_type(vm_name, "qemu")
+    assert platform.domain_info(vm_name) == (False, "qemu")
+    platform.start(vm_name)
+    assert platform.is_active(vm_name)
+    platform.power_off(vm_name)
+    assert not platform.is_active(vm_name)
+
+
+def test_a_transient_test_domain_is_gone_once_powered_off(platform: LibvirtPlatform, vm_name: str,
+                                                          tmp_path: Path) -> None:
+    disks = platform.prepare_disks(vm_name, TWO_DISKS)
+    spec = spec_for(vm_name + "-scmt-test", disks)
+    name = platform.run_transient(spec, tmp_path / "t" / "console.log")
+    dom = platform.conn.lookupByName(name)
+    assert dom.isActive() and not dom.isPersistent()
+    assert all(i.find("link").get("state") == "down"
+               for i in ET.fromstring(dom.XMLDesc(0)).findall("devices/interface"))
+    assert platform.run_transient(spec, tmp_path / "t" / "console.log") == name  # a leftover is replaced
+    assert platform.stop_transient(name) is True
+    assert not platform.is_active(name) and platform.state(name).defined is False
+    assert platform.stop_transient(name) is False  # idempotent
+    platform.define(spec_for(vm_name, disks))
+    with pytest.raises(TargetPlatformError, match="persistent domain of this name exists"):
+        platform.run_transient(spec_for(vm_name, disks), tmp_path / "t" / "console.log")
+    platform.start(vm_name)
+    with pytest.raises(TargetPlatformError, match="not a test copy of scmt"):
+        platform.stop_transient(vm_name)
+    assert platform.is_active(vm_name)

@@ -112,7 +112,7 @@ def test_failed_vm_is_resumed_by_the_command_that_failed() -> None:
     assert d.resume
     with pytest.raises(InvalidStateError, match=r"'failed' \(while 'seeding'\); failover needs"):
         plan_command("failover", "failed", failed_from="seeding", vm="web01")
-    with pytest.raises(InvalidStateError, match="state it failed in is unknown"):
+    with pytest.raises(InvalidStateError, match="state it was in is unknown"):
         plan_command("sync", "failed")
 
 
@@ -183,14 +183,14 @@ def test_random_sequences_only_allowed_moves_succeed(seq: list[str]) -> None:
     status = VmStatus("vm")
     for target in seq:
         allowed = set(TRANSITIONS[status.state])
-        if status.state == "failed" and status.failed_from is not None and target != "failed":
+        if status.state in vmstate.SUSPENDED and status.failed_from is not None and target not in vmstate.SUSPENDED:
             allowed &= set(vmstate.RESUME_FROM_FAILED.get(status.failed_from, frozenset()))
         if target in allowed:
             new = status.move(target)  # type: ignore[arg-type]
             assert new.state == target
-            if target == "failed":
+            if target in vmstate.SUSPENDED:
                 assert new.failed_from is not None
-                assert new.failed_from != "failed"
+                assert new.failed_from not in vmstate.SUSPENDED
             status = new
         else:
             with pytest.raises(InvalidStateError):
@@ -238,3 +238,26 @@ def test_reachability_every_state_reachable_from_planned() -> None:
 )
 def test_commands_allowed(state: str, origin: str | None, expected: tuple[str, ...]) -> None:
     assert commands_allowed(state, failed_from=origin) == expected  # type: ignore[arg-type]
+
+
+def test_a_blocked_vm_keeps_its_state_for_sync_and_is_refused_by_everything_else() -> None:
+    blocked = VmStatus("web01", "syncing").move("blocked", error="web01: blocked by assessment: disk.rdm.physical")
+    assert blocked.state == "blocked" and blocked.failed_from == "syncing"
+    d = plan_command("sync", "blocked", failed_from="syncing", vm="web01")
+    assert d.enter == "syncing" and d.resume
+    assert plan_command("sync", "blocked", failed_from="planned").enter == "seeding"
+    for command in ("failover", "rollback", "finalize"):
+        with pytest.raises(InvalidStateError, match=r"'blocked' by assessment \(while 'syncing'\)") as info:
+            plan_command(command, "blocked", failed_from="syncing", vm="web01")  # type: ignore[arg-type]
+        assert "scmt assess PLAN" in (info.value.hint or "")
+    assert commands_allowed("blocked", failed_from="syncing") == ("sync", "migrate")
+    assert blocked.move("syncing").state == "syncing"
+
+
+def test_a_vm_that_failed_during_an_incremental_sync_may_still_fail_over() -> None:
+    """The final pass copies everything since the last complete sync: an outage mid-sync must not strand it."""
+    d = plan_command("failover", "failed", failed_from="syncing", vm="web01")
+    assert d.enter == "cutting-over"
+    assert VmStatus("web01", "failed", "syncing").move("cutting-over").state == "cutting-over"
+    with pytest.raises(InvalidStateError):  # a seed that never finished still cannot
+        plan_command("failover", "failed", failed_from="seeding", vm="web01")

@@ -77,7 +77,7 @@ def test_plan_relative_files_and_pins(tmp_path: Path) -> None:
         ({"url": "vc", "user": "u"}, ConfigError, "no password for u@vc"),
         ({"url": "http://vc", "user": "u"}, UsageError, "plain http"),
         ({"url": "ftp://vc", "user": "u"}, UsageError, "not supported"),
-        ({"url": "vc", "user": "u", "password_file": "/nonexistent/pw"}, ConfigError, "cannot read password file"),
+        ({"url": "vc", "user": "u", "password_file": "/nonexistent/pw"}, ConfigError, "cannot read the password file"),
         ({"source": {"vcenter": "vc", "user": "u", "password_env": "NOPE"}}, ConfigError, "NOPE, which is not set"),
         ({"source": {"vcenter": "vc", "usr": "u"}}, ConfigError, "unknown connection keys usr"),
         (

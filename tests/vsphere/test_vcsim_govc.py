@@ -58,7 +58,7 @@ def test_govc_variables_are_the_source_of_a_bare_assess(sim: vcsim_mod.Vcsim) ->
     doc = json.loads(proc.stdout)
     expected = _all_vm_names(sim)
     assert len(expected) >= 50
-    assert {v["name"] for v in doc["vms"]} == expected
+    assert {v["vm"] for v in doc["vms"]} == expected
     assert doc["source"] == f"vcenter:{sim.host}"
     assert proc.returncode == doc["exit_code"], proc.stderr
     assert sim.password not in proc.stdout + proc.stderr

@@ -12,8 +12,9 @@ partitions or a device stacked on it (``holders`` in sysfs: LVM, dm-crypt), runs
   finally returns, its file system is thawed at once.
 
 The root file system is never frozen (the agent itself, its logs and the
-system's logger write there); it is reported as refused with the seed's advice:
-stop the services writing to it (the plan's hooks) before the final pass.
+system's logger write there); it is reported as refused, like a file system
+whose ``FIFREEZE`` fails, and the caller gives the seed's advice: stop the
+services writing to it (the plan's hooks) before the final pass.
 """
 
 from __future__ import annotations
@@ -23,14 +24,16 @@ import os
 import stat
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 FIFREEZE = 0xC0045877  # _IOWR('X', 119, int)
 FITHAW = 0xC0045878  # _IOWR('X', 120, int)
 MAX_LIMIT = 600.0
-ROOT_ADVICE = ("the root file system cannot be frozen (the agent and the system logger write to it): "
-               "stop the services that write to it before the final pass (plan hooks)")
+ROOT_REASON = "the root file system is never frozen (the agent itself and the system logger write to it)"
+#: What the agent logs beside every file system it leaves unfrozen (the seed's advice).
+ADVICE = "stop the services that write to it before the final pass"
 
 
 def _unescape(path: str) -> str:
@@ -102,6 +105,8 @@ class Freezer:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _watchdog: threading.Timer | None = None
     owner: object | None = None
+    #: Called with the mount points the watchdog thawed at the deadline (the server logs it).
+    on_expire: Callable[[list[str]], None] | None = None
 
     def mounts(self) -> list[tuple[str, str]]:
         """``(mount point, fs type)`` of the file systems on the served disks."""
@@ -124,7 +129,7 @@ class Freezer:
         deadline = time.monotonic() + limit
         for mnt, _fs in self.mounts():
             if mnt == "/":
-                refused.append({"mount": mnt, "reason": ROOT_ADVICE})
+                refused.append({"mount": mnt, "reason": ROOT_REASON})
                 continue
             why = self._freeze_one(mnt, deadline)
             if why:
@@ -174,7 +179,9 @@ class Freezer:
         return ""
 
     def _expire(self) -> None:
-        self.thaw()
+        thawed = self.thaw()
+        if thawed and self.on_expire is not None:
+            self.on_expire(thawed)
 
     def thaw(self, owner: object = None) -> list[str]:
         """Thaw everything this freezer froze (only if ``owner`` froze it, when given)."""

@@ -41,7 +41,11 @@ def changed_extents(remote: list[str], base: Manifest) -> list[Extent]:
 
 def wire_stats(source: BlockSource) -> dict[str, Any]:
     """``bytes_on_wire``/``bytes_of_data``/``compression_ratio`` of an agent source (``{}`` for others)."""
-    stats: dict[str, Any] = dict(source.stats())
+    return with_ratio(dict(source.stats()))
+
+
+def with_ratio(stats: dict[str, Any]) -> dict[str, Any]:
+    """``stats`` with ``compression_ratio`` (data bytes per wire byte) when it has wire counters."""
     if "bytes_on_wire" not in stats:
         return stats
     wire, data = stats.get("bytes_on_wire", 0), stats.get("bytes_of_data", 0)

@@ -47,7 +47,10 @@ served disks for at most ``limit`` seconds (a watchdog on the agent thaws
 them then, or when the connection that froze them closes); the reply is
 {frozen: [mount point, ...], refused: [{mount, reason}, ...]}.  ``THAW`` {}
 thaws them now ({thawed: [...]}).  ``STATS`` {} replies with the agent's
-resource use {peak_rss_bytes, cpu_seconds, disk_bytes_read, ...}.
+totals since it started {peak_rss_bytes, cpu_seconds, disk_bytes_read,
+disk_busy_seconds, throttled_seconds: {cpu, storage}, tracked: [disk, ...],
+preauth_dropped} and its limits {queue_depth, bandwidth_bytes_per_s,
+cpu_limit_pct, storage_share_pct} (null: no limit).
 """
 
 from __future__ import annotations

@@ -21,7 +21,11 @@ included) is closed; at most ``max_startups`` connections may be
 unauthenticated at once, at most ``max_startups_per_peer`` from one address
 (a newcomer evicts that address's oldest, so idle sockets cannot lock a peer
 out for long); authenticated sessions are counted apart (``max_connections``),
-so unauthenticated ones never starve them (as OpenSSH's MaxStartups).
+so unauthenticated ones never starve them (as OpenSSH's MaxStartups), and the
+CPU they cost (accepting, TLS handshakes, refusals) is left out of the CPU
+share, so a flood cannot make the governor pause the real sessions either.
+A refused or failed connection leaves the pools before its socket is closed
+(a descriptor reused by the next connection must not lose that one's entry).
 """
 
 from __future__ import annotations
@@ -37,8 +41,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from scmt_cli.agent import protocol as p
+from scmt_cli.agent.control import Control
 from scmt_cli.agent.disks import ServedDisk
-from scmt_cli.agent.limits import DutyCycle
+from scmt_cli.agent.freeze import Freezer
+from scmt_cli.agent.limits import DEFAULT_CPU_LIMIT, DEFAULT_STORAGE_SHARE
+from scmt_cli.agent.tracking import Tracking
 from scmt_cli.agent.wire import read_frame as _read_frame
 from scmt_cli.blocks.plan import CHUNK_ALIGN, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE
 from scmt_cli.errors import ConfigError, SourceUnreachableError
@@ -48,6 +55,11 @@ from scmt_cli.transports.wrappers import TokenBucket
 PREAUTH_TIMEOUT = 5.0
 MAX_STARTUPS = 32
 MAX_STARTUPS_PER_PEER = 4
+#: Connections the kernel queues until accepted.  A burst of connections beyond it (a flood) makes the
+#: kernel drop handshakes, which clients retry 1, 2, 4... s later: an authenticated client would wait behind
+#: the flood and an idle one would live seconds past its deadline (measured: 16 let both happen).  128 is
+#: OpenSSH's and Python's default.
+LISTEN_BACKLOG = 128
 MAX_DIGEST_BATCH = 4096
 MAX_EXTENT_RANGE = 64 * 1024 * 1024 * 1024
 
@@ -69,9 +81,9 @@ class AgentConfig:
     max_startups: int = MAX_STARTUPS
     max_startups_per_peer: int = MAX_STARTUPS_PER_PEER
     tracking: bool = True
-    #: Agent CPU share (0-1] and share of the storage's busy time spent reading (0-1]; 1 = unlimited.
-    cpu_share: float = 1.0
-    storage_share: float = 1.0
+    #: Agent CPU share (0-1] and share of the time its reads may be in flight (0-1]; 1 = unlimited.
+    cpu_share: float = DEFAULT_CPU_LIMIT / 100
+    storage_share: float = DEFAULT_STORAGE_SHARE / 100
     #: Tests: trace buffer per CPU (KiB) and whether a thread consumes events between cuts.
     track_buffer_kb: int = 4096
     track_reader: bool = True
@@ -116,10 +128,12 @@ class AgentServer:
         self._preauth: dict[int, tuple[str, float]] = {}  # socket fd -> (peer address, deadline)
         self._authed: set[int] = set()
         self.preauth_dropped = 0
-        self.tracking: Any = None
-        self.freezer: Any = None
-        self._cpu = DutyCycle(config.cpu_share, "cpu") if config.cpu_share < 1 else None
-        self._io = DutyCycle(config.storage_share, "io") if config.storage_share < 1 else None
+        #: CPU seconds spent on connections before they authenticated (accepting, TLS handshakes, refusals):
+        #: left out of the CPU share, or a flood of unauthenticated connections would pause the real sessions.
+        self.preauth_cpu = 0.0
+        self.control = Control(config.disks, self.reporter, cpu_share=config.cpu_share,
+                               storage_share=config.storage_share,
+                               cpu_clock=lambda: time.process_time() - self.preauth_cpu)
 
     # -- lifecycle -----------------------------------------------------------------
     def start(self) -> tuple[str, int]:
@@ -129,13 +143,14 @@ class AgentServer:
             sock = socket.socket(family, socket.SOCK_STREAM)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind(addr)
-            sock.listen(16)
+            sock.listen(LISTEN_BACKLOG)
         except OSError as exc:
             raise SourceUnreachableError(
                 f"cannot listen on {self.config.host}:{self.config.port}: {exc.strerror or exc}") from None
         self._sock = sock
         self.address = sock.getsockname()[:2]
-        self._start_tracking()
+        self.control.start(tracking=self.config.tracking, buffer_kb=self.config.track_buffer_kb,
+                           reader=self.config.track_reader)
         self._accept_thread = threading.Thread(target=self._accept_loop, name="scmt-agent-accept", daemon=True)
         self._accept_thread.start()
         threading.Thread(target=self._reap_loop, name="scmt-agent-reaper", daemon=True).start()
@@ -165,32 +180,17 @@ class AgentServer:
         if self._accept_thread is not None:
             self._accept_thread.join(timeout=5)
         self._pool.shutdown(wait=True, cancel_futures=True)
-        if self.freezer is not None:
-            self.freezer.thaw()
-        if self.tracking is not None:
-            self.tracking.close()
+        self.control.close()
         for d in self.config.disks.values():
             d.close()
 
-    def _start_tracking(self) -> None:
-        from scmt_cli.agent.freeze import Freezer
-        from scmt_cli.agent.tracking import Tracking
+    @property
+    def tracking(self) -> Tracking | None:
+        return self.control.tracking
 
-        disks = self.config.disks
-        if self._io is not None:
-            for d in disks.values():
-                d.pacer = self._io.add
-        self.tracking = Tracking({n: d.path for n, d in disks.items()}, enabled=self.config.tracking,
-                                 buffer_kb=self.config.track_buffer_kb, reader=self.config.track_reader)
-        for name, why in sorted(self.tracking.reasons.items()):
-            self.reporter.log("warning", f"agent: {name}: no kernel change tracking ({why}); incremental passes "
-                              "will read and hash the whole disk")
-        tracked = sorted(self.tracking.trackers)
-        if tracked:
-            self.reporter.log("info", "agent: kernel change tracking (block:block_rq_complete) on "
-                              + ", ".join(tracked))
-        self.reporter.event("agent_tracking", tracked=tracked, untracked=dict(self.tracking.reasons))
-        self.freezer = Freezer({n: d.path for n, d in disks.items()})
+    @property
+    def freezer(self) -> Freezer | None:
+        return self.control.freezer
 
     def serve_forever(self) -> None:
         """Block until :meth:`stop` is called from another thread (or a signal handler raises)."""
@@ -205,9 +205,11 @@ class AgentServer:
                 conn, peer = self._sock.accept()
             except OSError:
                 return
+            t0 = time.thread_time()
             self._admit(conn, str(peer[0]))
             threading.Thread(target=self._serve_conn, args=(conn, peer), name="scmt-agent-conn",
                              daemon=True).start()
+            self._charge_preauth(time.thread_time() - t0)
 
     def _admit(self, conn: socket.socket, ip: str) -> None:
         """Put ``conn`` in the pre-authentication pool, evicting the oldest of its peer (or of the greediest)."""
@@ -253,13 +255,20 @@ class AgentServer:
             return True
 
     def _refuse(self, conn: socket.socket, code: int, message: str, rid: int = 0) -> None:
+        """Send an ERROR frame; :meth:`_serve_conn` closes the socket, after it left the pools: closed here,
+        its descriptor could be reused by a new connection whose pool entry the old one would then remove."""
         try:
             conn.sendall(p.encode_frame(p.T_ERROR, rid, p.error_payload(code, message)))
         except OSError:
             pass
-        conn.close()
+
+    def _charge_preauth(self, seconds: float) -> None:
+        with self._lock:
+            self.preauth_cpu += seconds
 
     def _serve_conn(self, conn: socket.socket, peer: Any) -> None:
+        cpu0 = time.thread_time()  # this thread's CPU until it authenticates: see preauth_cpu
+        charged = False
         who = f"{peer[0]}:{peer[1]}"
         send_lock = threading.Lock()
         closed = threading.Event()
@@ -269,19 +278,24 @@ class AgentServer:
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             conn.settimeout(self.config.preauth_timeout + 1)
             if self.config.tls is not None:
-                try:
-                    conn = self.config.tls.wrap_socket(conn, server_side=True)
-                except (ssl.SSLError, OSError) as exc:
-                    self.reporter.log("warning", f"agent: TLS handshake with {who} failed: {exc}")
-                    return
+                # The handshake is not done by wrap_socket: a failing one would close the socket there,
+                # before it left the pools (see _refuse); the finally below closes it.
+                conn = self.config.tls.wrap_socket(conn, server_side=True, do_handshake_on_connect=False)
                 with self._lock:
                     self._conns.discard(raw)
                     self._conns.add(conn)
+                try:
+                    conn.do_handshake()
+                except (ssl.SSLError, OSError) as exc:
+                    self.reporter.log("warning", f"agent: TLS handshake with {who} failed: {exc}")
+                    return
             if not self._handshake(conn, who):
                 return
             if not self._authenticated(fd):
                 self._refuse(conn, p.E_BUSY, "too many connections")
                 return
+            self._charge_preauth(time.thread_time() - cpu0)
+            charged = True
             conn.settimeout(None)
             self.reporter.event("agent_client", peer=who, authenticated=True)
             while not self._stopping.is_set():
@@ -305,8 +319,10 @@ class AgentServer:
         except OSError:
             pass
         finally:
+            if not charged:
+                self._charge_preauth(time.thread_time() - cpu0)
             closed.set()
-            if self.freezer is not None and self.freezer.thaw(owner=fd):
+            if self.control.thaw(owner=fd):
                 self.reporter.log("warning", f"agent: the connection from {who} that froze the file systems closed;"
                                   " thawed them")
             with self._lock:
@@ -374,7 +390,8 @@ class AgentServer:
             code = exc.code if isinstance(exc, _Request) else p.E_BAD_REQUEST
             send(p.encode_frame(p.T_ERROR, frame.request_id, p.error_payload(code, str(exc))))
             return
-        Watcher(disk, chunk, float(interval), frame.request_id, send, self._slots, closed).start()
+        Watcher(disk, chunk, float(interval), frame.request_id, send, self._slots, closed,
+                self.control.pace_cpu).start()
 
     # -- requests ----------------------------------------------------------------------
     def _run_request(self, conn: socket.socket, send_lock: threading.Lock, frame: p.Frame,
@@ -401,8 +418,7 @@ class AgentServer:
                 pass
         finally:
             self._slots.release()
-            if self._cpu is not None:
-                self._cpu.pace()
+            self.control.pace_cpu()
 
     def _disk(self, body: dict[str, Any]) -> ServedDisk:
         name = p.str_field(body, "disk", max_len=64)
@@ -422,7 +438,7 @@ class AgentServer:
             raise _Request(p.E_BAD_REQUEST, "requests are never compressed")
         body = p.decode_json(frame.payload)
         if frame.type == p.T_LIST:
-            disks = [{"name": d.name, "size": d.size} for d in self.config.disks.values()]
+            disks = [{"name": d.name, "size": d.size, "id": d.identity()} for d in self.config.disks.values()]
             return reply, p.encode_json({"disks": disks}), 0
         if frame.type == p.T_READ:
             disk = self._disk(body)
@@ -458,43 +474,22 @@ class AgentServer:
                 dg, n = disk.chunk_digest_counted(off, min(chunk, disk.size - off))
                 out.append(dg)
                 nread += n
+                self.control.pace_cpu()  # a batch hashes up to MAX_DIGEST_BATCH chunks: pace each one
             return reply, p.encode_json({"start": start, "digests": out, "bytes_read": nread}), 0
         if frame.type in (p.T_CHANGES, p.T_FREEZE, p.T_THAW, p.T_STATS):
             return reply, p.encode_json(self._control(frame.type, body, owner)), 0
         raise _Request(p.E_BAD_REQUEST, f"unexpected frame type {frame.type}")
 
     def _control(self, ftype: int, body: dict[str, Any], owner: object) -> dict[str, object]:
-        """Replies of CHANGES, FREEZE, THAW and STATS (see :mod:`scmt_cli.agent.protocol`)."""
+        """Replies of CHANGES, FREEZE, THAW and STATS (see :mod:`scmt_cli.agent.control`)."""
         if ftype == p.T_CHANGES:
-            disk = self._disk(body)
-            chunk = p.int_field(body, "chunk_size", lo=MIN_CHUNK_SIZE, hi=MAX_CHUNK_SIZE)
-            epoch, seq = body.get("epoch"), body.get("seq")
-            if epoch is not None and (not isinstance(epoch, str) or len(epoch) > 64):
-                raise _Request(p.E_BAD_REQUEST, "epoch must be a short string")
-            if seq is not None:
-                seq = p.int_field(body, "seq")
-            answer: dict[str, object] = self.tracking.cut(disk.name, epoch, seq, chunk, disk.current_size())
-            return answer
+            return self.control.changes(self._disk(body), body)
         if ftype == p.T_FREEZE:
-            limit = body.get("limit")
-            if not isinstance(limit, (int, float)) or isinstance(limit, bool) or not 0 < limit <= 600:
-                raise _Request(p.E_BAD_REQUEST, "limit must be 0 to 600 seconds")
-            out: dict[str, Any] = self.freezer.freeze(float(limit), owner)
-            self.reporter.log("info", f"agent: froze {out['frozen'] or 'no file system'} for at most {limit} s")
-            for r in out["refused"]:
-                self.reporter.log("warning", f"agent: cannot freeze {r['mount']}: {r['reason']}")
-            return out
+            return self.control.freeze(body, owner)
         if ftype == p.T_THAW:
-            thawed = self.freezer.thaw()
-            if thawed:
-                self.reporter.log("info", f"agent: thawed {thawed}")
-            return {"thawed": thawed}
-        from scmt_cli.agent.limits import usage
-
-        stats: dict[str, Any] = dict(usage())
-        stats["disk_bytes_read"] = sum(d.bytes_read for d in self.config.disks.values())
+            return {"thawed": self.control.thaw()}
+        stats = self.control.stats(self.config.queue_depth, self.config.bandwidth)
         stats["preauth_dropped"] = self.preauth_dropped
-        stats["tracked"] = sorted(self.tracking.trackers) if self.tracking is not None else []
         return stats
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from scmt_cli.agent.disks import ServedDisk, parse_disk_arg
+from scmt_cli.agent.limits import DEFAULT_CPU_LIMIT, DEFAULT_STORAGE_SHARE
 from scmt_cli.agent.server import AgentConfig, AgentServer
 from scmt_cli.agent.transport import load_token
 from scmt_cli.errors import ConfigError, UsageError
@@ -52,8 +53,8 @@ class ServeRequest:
     plaintext: bool = False
     allow_open_token_file: bool = False
     tracking: bool = True
-    cpu_limit: float | None = None  # percent of one CPU
-    storage_share: float | None = None  # percent of the storage's busy time
+    cpu_limit: float = DEFAULT_CPU_LIMIT  # percent of one CPU; 100: no limit
+    storage_share: float = DEFAULT_STORAGE_SHARE  # percent of the time the agent's reads may be in flight
 
 
 @dataclass
@@ -111,7 +112,7 @@ def build_config(req: ServeRequest, env: dict[str, str] | None = None) -> AgentC
     try:
         tls, fp, created = _tls(req, environ)
         for name, value in (("--cpu-limit", req.cpu_limit), ("--storage-share", req.storage_share)):
-            if value is not None and not 0 < value <= 100:
+            if not 0 < value <= 100:
                 raise UsageError(f"{name} {value}: expected a percentage above 0 and at most 100")
     except BaseException:
         for d in opened.values():
@@ -120,8 +121,8 @@ def build_config(req: ServeRequest, env: dict[str, str] | None = None) -> AgentC
     bw = req.bandwidth if req.bandwidth and req.bandwidth != float("inf") else None
     config = AgentConfig(host, port, opened, token, queue_depth=req.queue_depth, bandwidth=bw,
                          max_connections=req.max_connections, compress=req.compress, tls=tls,
-                         tracking=req.tracking, cpu_share=(req.cpu_limit or 100) / 100,
-                         storage_share=(req.storage_share or 100) / 100)
+                         tracking=req.tracking, cpu_share=req.cpu_limit / 100,
+                         storage_share=req.storage_share / 100)
     config.tls_fingerprint, config.tls_created = fp, created
     return config
 

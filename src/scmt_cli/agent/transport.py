@@ -23,7 +23,10 @@ connection.  Optional capabilities beyond the contract:
   bytes the agent read from the disk to find (digests) and send (reads) data;
 * :meth:`AgentDisk.tracked_changes` - the agent's kernel change tracking
   (chunks written since a cursor, see :mod:`scmt_cli.agent.tracking`);
-* :meth:`AgentDisk.freeze` / :meth:`AgentDisk.thaw` / :meth:`AgentDisk.agent_stats`.
+* :meth:`AgentDisk.freeze` / :meth:`AgentDisk.thaw`;
+* :meth:`AgentDisk.agent_usage` - what the agent used since the disk was
+  opened (CPU seconds, bytes read, pauses for its limits, peak RSS), also
+  in :meth:`AgentDisk.stats` as ``agent``.
 
 Opening it as a target raises ReadOnlyTargetError: the agent never writes.
 """
@@ -40,14 +43,17 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from scmt_cli.agent import protocol as p
 from scmt_cli.agent.client import AgentConnection, ClientTLS
+from scmt_cli.agent.limits import usage_since
 from scmt_cli.errors import (
     ConfigError,
     ReadOnlyTargetError,
+    ScmtError,
     SizeMismatchError,
     TransportError,
     UsageError,
     redact_url,
 )
+from scmt_cli.secretfile import read_secret_file
 from scmt_cli.transports.base import BlockTarget, Extent, ExtentKind, Identity, Scheme, SourceDefaults, register
 
 DEFAULT_PORT = 20000
@@ -135,10 +141,7 @@ def load_token(*, token_file: str | Path | None = None, token_env: str | None = 
     """The token bytes (surrounding whitespace stripped); a missing/short one is a ConfigError without the value."""
     environ = os.environ if env is None else env
     if token_file is not None:
-        try:
-            raw = Path(token_file).read_bytes().strip()
-        except OSError as exc:
-            raise ConfigError(f"{where}: cannot read the token file {token_file}: {exc.strerror}") from None
+        raw = read_secret_file(token_file, where, "token file").strip()  # a regular file of at most 64 KiB
         origin = f"token file {token_file}"
     elif token_env is not None:
         value = environ.get(token_env)
@@ -165,6 +168,8 @@ class AgentDisk(SourceDefaults):
         try:
             listing = self._conn.json(p.T_LIST, {})
             sizes = {str(d.get("name")): int(d.get("size", 0)) for d in listing.get("disks", [])}
+            ids = {str(d.get("name")): d.get("id") for d in listing.get("disks", [])}
+            self._usage0 = self._conn.json(p.T_STATS, {})  # the baseline of agent_usage()
         except BaseException:
             self._conn.close()
             raise
@@ -173,6 +178,9 @@ class AgentDisk(SourceDefaults):
             raise UsageError(f"{self._where}: the agent serves no disk named {disk!r} "
                              f"(it serves: {', '.join(sorted(sizes)) or 'none'})")
         self._size = sizes[disk]
+        raw_id = ids.get(disk)
+        self._device = {str(k): int(v) for k, v in raw_id.items() if isinstance(v, int)} \
+            if isinstance(raw_id, dict) else {}
         self.disks = sizes
         self._digest_bytes = 0
 
@@ -241,10 +249,10 @@ class AgentDisk(SourceDefaults):
             got = body.get("digests", [])
             if not isinstance(got, list) or len(got) != n or not all(isinstance(d, str) for d in got):
                 raise SizeMismatchError(f"{self._where}: the agent returned {len(got)} digests, {n} expected")
-            first = len(out) * chunk_size
             nread = body.get("bytes_read")
-            self._digest_bytes += nread if isinstance(nread, int) and nread >= 0 else \
-                min(n * chunk_size, self._size - first)  # an older agent: count every byte
+            if not isinstance(nread, int) or isinstance(nread, bool) or nread < 0:
+                raise TransportError(f"{self._where}: the agent's DIGESTS reply has no valid bytes_read")
+            self._digest_bytes += nread
             out.extend(got)
         return out
 
@@ -253,12 +261,7 @@ class AgentDisk(SourceDefaults):
         body: dict[str, Any] = {"disk": self.disk, "chunk_size": chunk_size}
         if cursor:
             body.update(epoch=cursor.get("epoch"), seq=cursor.get("seq"))
-        try:
-            reply = self._conn.json(p.T_CHANGES, body)
-        except TransportError as exc:
-            if "unexpected frame type" in exc.message or "unknown frame type" in exc.message:
-                return TrackedChanges(None, None, "the agent is too old to track changes")
-            raise
+        reply = self._conn.json(p.T_CHANGES, body)
         if not reply.get("tracking"):
             return TrackedChanges(None, None, str(reply.get("reason") or "not tracked")[:300])
         new = {"epoch": str(reply.get("epoch")), "seq": int(reply.get("seq", 0))}
@@ -282,16 +285,31 @@ class AgentDisk(SourceDefaults):
         return list(self._conn.json(p.T_THAW, {}).get("thawed", []))
 
     def agent_stats(self) -> dict[str, Any]:
-        """The agent's resource figures (peak RSS, CPU seconds, bytes read from its disks)."""
+        """The agent's ``STATS`` reply: its totals since it started (peak RSS, CPU seconds, bytes read from its
+        disks, seconds paused per limit) and its limits."""
         return self._conn.json(p.T_STATS, {})
 
+    def agent_usage(self) -> dict[str, Any]:
+        """What the agent used since this disk was opened (:func:`~scmt_cli.agent.limits.usage_since`)."""
+        return usage_since(self._usage0, self.agent_stats())
+
     def identity(self) -> Identity:
-        """The disk's name and size; a live disk changes while it is read, so no sample is re-read."""
-        return Identity({"disk": self.disk, "size": self._size}, stable=False)
+        """The disk's name, size and the device (or file) the agent serves under that name.
+
+        That is what the agent can prove: a resumed copy still reads the same device.  A live disk
+        changes while it is read, so its content is not sampled (``stable=False``).
+        """
+        return Identity({"disk": self.disk, "size": self._size, **self._device}, stable=False)
 
     def stats(self) -> dict[str, Any]:
-        """The interface's transport counters: :meth:`wire_stats`."""
-        return dict(self.wire_stats())
+        """The interface's transport counters: :meth:`wire_stats`, and ``agent``: :meth:`agent_usage` (left
+        out when the agent does not answer; the copy is not failed for a figure)."""
+        out: dict[str, Any] = dict(self.wire_stats())
+        try:
+            out["agent"] = self.agent_usage()
+        except ScmtError:
+            pass
+        return out
 
     def wire_stats(self) -> dict[str, int]:
         """DATA bytes received (``bytes_on_wire``, ``bytes_of_data``) and ``source_bytes_read`` so far."""

@@ -5,7 +5,8 @@ disk (the baseline; replied as round 0 with no changes), then every
 ``interval`` seconds hashes them again and pushes the indices of the chunks
 whose digest changed.  Hashing takes the server's read slots one chunk at a
 time, so a watcher never exceeds the agent's read queue depth or memory bound.
-It stops when ``closed`` is set (the connection ended) or a send fails.
+It is paced by the agent's CPU governor after each chunk.  It stops when
+``closed`` is set (the connection ended) or a send fails.
 """
 
 from __future__ import annotations
@@ -24,10 +25,12 @@ MAX_INTERVAL = 3600.0
 
 class Watcher(threading.Thread):
     def __init__(self, disk: ServedDisk, chunk_size: int, interval: float, request_id: int,
-                 send: Callable[[bytes], None], slots: threading.BoundedSemaphore, closed: threading.Event) -> None:
+                 send: Callable[[bytes], None], slots: threading.BoundedSemaphore, closed: threading.Event,
+                 pace: Callable[[], None] | None = None) -> None:
         super().__init__(name=f"scmt-agent-watch-{disk.name}", daemon=True)
         self.disk, self.chunk_size, self.interval = disk, chunk_size, interval
         self.request_id, self.send, self.slots, self.closed = request_id, send, slots, closed
+        self.pace = pace  # the agent's CPU governor, called after each chunk
         self.rounds = 0
 
     def _hash_all(self) -> list[str] | None:
@@ -38,6 +41,8 @@ class Watcher(threading.Thread):
                 return None
             with self.slots:
                 out.append(self.disk.chunk_digest(off, min(cs, size - off)))
+            if self.pace is not None:
+                self.pace()
         return out
 
     def _push(self, rnd: int, changed: list[int]) -> None:

@@ -21,7 +21,16 @@ from collections.abc import Iterable, Iterator
 from scmt_cli.blocks.checkpoint import Checkpointer
 from scmt_cli.blocks.digest import Manifest
 from scmt_cli.blocks.engine import CopyOptions, CopyOutcome, copy_chunks
-from scmt_cli.blocks.plan import Chunk, ChunkPlan, ExtentMapError, ZeroRun, chunk_count, plan_changed, plan_units
+from scmt_cli.blocks.plan import (
+    Chunk,
+    ChunkPlan,
+    ExtentMapError,
+    ZeroRun,
+    chunk_count,
+    plan_changed,
+    plan_chunks,
+    plan_units,
+)
 from scmt_cli.errors import SizeMismatchError, TransportError
 from scmt_cli.events import Reporter
 from scmt_cli.transports.base import BlockSource, BlockTarget, Extent
@@ -46,6 +55,14 @@ def plan_source(source: BlockSource, chunk_size: int) -> ChunkPlan:
             raise bad_map(source, "allocation map", exc) from None
 
     return ChunkPlan(stream(), chunk_count(size, chunk_size), size)
+
+
+def plan_list(source: BlockSource, chunk_size: int) -> list[Chunk]:
+    """Every grid chunk of ``source``'s plan, as a list (holes as zero chunks); errors as :func:`plan_source`."""
+    try:
+        return plan_chunks(source.extents(0, source.size), source.size, chunk_size)
+    except ExtentMapError as exc:
+        raise bad_map(source, "allocation map", exc) from None
 
 
 def bad_map(source: BlockSource, what: str, exc: ExtentMapError) -> TransportError:

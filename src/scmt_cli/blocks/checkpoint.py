@@ -93,6 +93,10 @@ class Checkpointer:
                 f"cannot resume: the interrupted copy used different parameters ({detail})",
                 hint="rerun with the original parameters, or without --resume to start over",
             )
+        watermark, digests = self._digests(data)
+        return watermark, digests, bool(data.get("fresh", False))
+
+    def _digests(self, data: dict[str, Any]) -> tuple[int, dict[int, str | None]]:
         watermark = int(data.get("watermark", 0))
         digests: dict[int, str | None] = {}
         nseg = int(data.get("segments", 0))
@@ -107,7 +111,7 @@ class Checkpointer:
         for k, d in data.get("digests", {}).items():
             digests[int(k)] = d
         self._segments_written = nseg
-        return watermark, digests, bool(data.get("fresh", False))
+        return watermark, digests
 
     def save(self, watermark: int, digests: dict[int, str | None], fresh: bool) -> None:
         """Record that every planned chunk below ``watermark`` is on the target.

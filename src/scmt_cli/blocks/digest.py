@@ -18,8 +18,9 @@ A manifest describes a disk image on the fixed chunk grid (see
 
 Each entry of ``chunks`` is the lowercase hex digest of that chunk's bytes,
 ``"0"`` when the chunk is all zeroes, or ``null`` when unknown (a CBT
-incremental without a base manifest).  ``target`` (optional) names the
+incremental without a base manifest).  ``target`` (required) names the
 target the digests describe; ``scmt copy --since`` refuses another target.
+Every field is required; a manifest without one is refused.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +37,7 @@ from typing import Any
 import xxhash
 
 from scmt_cli.blocks.plan import chunk_count
-from scmt_cli.errors import InputError, MissingFileError, ScmtError
+from scmt_cli.errors import InputError, InternalError, MissingFileError, ScmtError
 
 ALGORITHM = "xxh3_128"
 ZERO = "0"
@@ -129,8 +131,9 @@ class Manifest:
     chunk_size: int
     chunks: list[str | None] = field(default_factory=list)
     algorithm: str = ALGORITHM
-    #: The (redacted) description of the target the digests were taken from, when known: an
-    #: incremental copy trusts that its target still holds these chunks, so it must be that target.
+    #: The (redacted) description of the target the digests describe (None only while a copy builds
+    #: it; required to save or load): an incremental copy trusts that its target still holds these
+    #: chunks, so it must be that target.
     target: str | None = None
 
     @classmethod
@@ -139,17 +142,18 @@ class Manifest:
         return cls(size, chunk_size, [None] * chunk_count(size, chunk_size))
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
+        """The JSON form; the manifest must name its target (InternalError otherwise)."""
+        if not self.target:
+            raise InternalError("a manifest is written without the target it describes")
+        return {
             "format": FORMAT,
             "version": VERSION,
             "algorithm": self.algorithm,
             "size": self.size,
             "chunk_size": self.chunk_size,
+            "target": self.target,
+            "chunks": self.chunks,
         }
-        if self.target is not None:
-            out["target"] = self.target
-        out["chunks"] = self.chunks
-        return out
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write atomically (temporary file + rename)."""
@@ -168,15 +172,34 @@ class Manifest:
         """Read and validate a manifest; every problem is an InputError naming the file and field."""
         p = str(path)
         try:
-            with open(p, encoding="utf-8") as fh:
-                raw = json.load(fh)
+            fd = os.open(p, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)  # a FIFO must not block the open
         except FileNotFoundError:
             raise MissingFileError(f"{p}: manifest not found",
                                    hint="--since takes the file a previous copy wrote with --manifest") from None
         except OSError as exc:
             raise InputError(f"{p}: cannot read manifest: {exc.strerror or exc}") from None
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):  # /dev/zero, a FIFO, a directory: no end, or no file
+                raise InputError(f"{p}: not a regular file; --since takes the manifest file a copy wrote")
+            with os.fdopen(os.dup(fd), "rb") as fh:
+                data = fh.read()
+        except OSError as exc:
+            raise InputError(f"{p}: cannot read manifest: {exc.strerror or exc}") from None
+        finally:
+            os.close(fd)
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            line = data.count(b"\n", 0, exc.start) + 1
+            col = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+            raise InputError(f"{p}:{line}:{col}: not a manifest: not UTF-8 text (byte 0x{data[exc.start]:02x})"
+                             ) from None
+        try:
+            raw = json.loads(text)
         except json.JSONDecodeError as exc:
             raise InputError(f"{p}:{exc.lineno}:{exc.colno}: not valid JSON: {exc.msg}") from None
+        except RecursionError:
+            raise InputError(f"{p}: not a manifest: JSON nested too deep") from None
         return cls.from_dict(raw, p)
 
     @classmethod
@@ -202,8 +225,8 @@ class Manifest:
             if c is not None and not (isinstance(c, str) and (c == ZERO or _is_hex32(c))):
                 raise bad(f"chunks[{i}]", 'a 32-digit hex digest, "0" or null')
         target = raw.get("target")
-        if target is not None and not isinstance(target, str):
-            raise bad("target", "a string")
+        if not isinstance(target, str) or not target:
+            raise bad("target", "the URL of the target the digests describe")
         return cls(size, cs, list(chunks), target=target)
 
     def summary(self) -> dict[str, int]:

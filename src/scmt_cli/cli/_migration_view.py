@@ -13,20 +13,23 @@ def _secs(v: Any) -> str:
 
 def render_outcomes(console: Console, result: Any, *, title: str, columns: list[tuple[str, str]]) -> None:
     """One table row per VM: name, state, the ``columns`` (header, data key) and the result."""
-    from rich.table import Table
     from rich.text import Text
 
-    table = Table(title=title)
-    for col in ["VM", "state", *(h for h, _ in columns), "result"]:
-        table.add_column(col, overflow="fold")
-    for o in result.outcomes:
-        cells = []
-        for _, key in columns:
-            value = o.data.get(key)
-            cells.append(_secs(value) if key.endswith("seconds") else ("-" if value is None else str(value)))
-        verdict = Text(o.action or "ok", style="green") if o.ok else Text.assemble(("failed", "bold red"),
-                                                                                  f" ({o.error})")
-        table.add_row(o.vm, o.state or "-", *cells, verdict)
+    from scmt_cli.cli.tables import Column, fit_table
+
+    rows = result.outcomes
+
+    def cell(o: Any, key: str) -> str:
+        value = o.data.get(key)
+        return _secs(value) if key.endswith("seconds") else ("-" if value is None else str(value))
+
+    cols = [
+        Column("VM", [o.vm for o in rows]),
+        Column("state", [o.state or "-" for o in rows]),
+        *(Column(head, [cell(o, key) for o in rows], keep=len(columns) - i, whole=True)
+          for i, (head, key) in enumerate(columns)),
+        Column("result", [Text(o.action or "ok", style="green") if o.ok
+                          else Text.assemble(("failed", "bold red"), f" ({o.error})") for o in rows]),
+    ]
+    table, _ = fit_table(console.width, cols, title=title)
     console.print(table)
-    for w in result.all_warnings():
-        console.print(f"warning: {w}", style="yellow", markup=False, highlight=False)

@@ -41,11 +41,14 @@ def serve(
         "--allow-open-token-file", help="Accept a token file that group or others can read.")] = False,
     no_tracking: Annotated[bool, typer.Option("--no-tracking", help="No kernel change tracking (scan instead).")
                            ] = False,
-    cpu_limit: Annotated[Optional[float], typer.Option("--cpu-limit", help="Agent CPU, percent of one core.",
-                                                       metavar="PCT")] = None,
-    storage_share: Annotated[Optional[float], typer.Option(
-        "--storage-share", help="Share of the storage's busy time the agent's reads may take, percent.",
-        metavar="PCT")] = None,
+    cpu_limit: Annotated[float, typer.Option(
+        "--cpu-limit", help="CPU time the agent may use, percent of one core, averaged over 2 s (sending "
+        "300Mbit with TLS and zstd takes about 20; hashing for a scan is what it holds back); 100: no limit.",
+        metavar="PCT")] = 25.0,
+    storage_share: Annotated[float, typer.Option(
+        "--storage-share", help="Share of the time the agent's reads may keep its disks busy, percent (the "
+        "seed's storage load: like iostat %util, counted for the agent's reads only; the reads pause to stay "
+        "under it, averaged over 2 s); 100: no limit.", metavar="PCT")] = 30.0,
 ) -> None:
     """Serve block devices or image files read-only to the migration host (authenticated).
 
@@ -66,6 +69,17 @@ def serve(
                        tracking=not no_tracking, cpu_limit=cpu_limit, storage_share=storage_share)
     result = serve_agent(req, ui.reporter)
     ui.finish(result, render)
+
+
+def agent_line(agent: dict[str, Any]) -> str:
+    """An agent's figures (``agent`` in copy and sync results) in one line: CPU, bytes read, pauses, peak RSS."""
+    from scmt_cli.domain.units import format_size
+
+    paused = sum(float(v) for v in (agent.get("throttled_seconds") or {}).values())
+    rss = agent.get("peak_rss_bytes")
+    read = format_size(int(agent.get("disk_bytes_read") or 0))
+    return (f"CPU {float(agent.get('cpu_seconds') or 0):.2f} s, read {read} from its disks, paused {paused:.2f} s "
+            f"for its limits, peak RSS {format_size(rss) if isinstance(rss, int) else '-'}")
 
 
 def render(console: Console, result: Any) -> None:

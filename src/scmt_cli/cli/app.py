@@ -23,6 +23,7 @@ from scmt_cli.cli import (
     migrate,
     plan,
     rollback,
+    schema,
     status,
     sync,
     version,
@@ -101,3 +102,4 @@ app.add_typer(agent.app, name="agent")
 app.command("demo")(demo.demo)
 app.command("version")(version.version)
 app.command("help")(helptopics.help_topic)
+app.command("schema")(schema.schema)

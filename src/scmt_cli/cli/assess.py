@@ -1,7 +1,8 @@
 """``scmt assess``: compatibility findings and a recommended method per VM.
 
 Exit codes: 0 every VM ready, 1 warnings only, 20 some VM blocked, 21 the
-network preflight found a required port not open; 3 unreadable inventory,
+network preflight found a required port not open, 22 some VM's assessment is
+incomplete (the inventory lacks data a blocking check needs); 3 unreadable inventory,
 5 missing vCenter credentials, 10-12 vCenter unreachable / login / TLS.  The full
 report is printed before the exit code is returned.
 """
@@ -15,11 +16,11 @@ import typer
 from rich.console import Console
 
 from scmt_cli.cli._common import duration, url_value
-from scmt_cli.cli.context import current
+from scmt_cli.cli.context import current, line
 from scmt_cli.errors import UsageError
 
 _SEV_STYLE = {"blocker": "bold red", "warning": "yellow", "info": "dim"}
-_VERDICT_STYLE = {"ready": "green", "warnings": "yellow", "blocked": "bold red"}
+_VERDICT_STYLE = {"ready": "green", "warnings": "yellow", "blocked": "bold red", "incomplete": "magenta"}
 
 
 def assess(
@@ -121,38 +122,84 @@ def render_csv(console: Console, result: Any, details: bool) -> None:
     console.file.flush()
 
 
+def _table(console: Console, result: Any) -> Any:
+    """The per-VM table, fitted to the console: whole names and rule ids, low-value columns dropped first.
+
+    Preference: OS, verdict, method, recommended (only when it differs somewhere: the lines below
+    the table say it too), blockers and warnings apart; narrower, the recommended and OS columns go,
+    then blockers and warnings share one column (blockers first).  --format csv and --json keep all.
+    """
+    from rich.text import Text
+
+    from scmt_cli.cli.tables import Column, fit_table, fits
+
+    names = Column("VM", [a.name for a in result.vms])
+    os_col = Column("OS", [a.os or "?" for a in result.vms], keep=2)
+    verdicts = Column("verdict", [Text(a.verdict, style=_VERDICT_STYLE[a.verdict]) for a in result.vms])
+    methods = Column("method", [a.method for a in result.vms])
+    rec = Column("recommended", [a.recommended_method if a.recommended_method == a.method
+                                 else Text(a.recommended_method, style="bold") for a in result.vms], keep=1)
+    blockers = [list(dict.fromkeys(f.id for f in a.findings if f.severity == "blocker")) for a in result.vms]
+    warns = [list(dict.fromkeys(f.id for f in a.findings if f.severity == "warning")) for a in result.vms]
+    b_col = Column("blockers", [", ".join(ids) or "-" for ids in blockers])
+    w_col = Column("warnings", [", ".join(ids) or "-" for ids in warns])
+    differs = any(a.recommended_method != a.method for a in result.vms)
+    merged = [Text(", ").join([*(Text(i, style="bold red") for i in b), *(Text(i) for i in w)]) or Text("-")
+              for b, w in zip(blockers, warns, strict=True)]
+    findings = Column("findings (blockers first)", merged)
+    width = console.width
+    for columns in ([names, os_col, verdicts, methods, *([rec] if differs else []), b_col, w_col],
+                    [names, os_col, verdicts, methods, *([rec] if differs else []), findings]):
+        if fits(width, columns):
+            table, _ = fit_table(width, columns, title=f"Assessment of {result.source}")
+            return table
+    return _vm_list(result, blockers, warns)
+
+
+def _vm_list(result: Any, blockers: list[list[str]], warns: list[list[str]]) -> Any:
+    """A terminal too narrow for any table: one block per VM, each line wrapping between words."""
+    from rich.console import Group
+    from rich.text import Text
+
+    lines: list[Any] = [Text(f"Assessment of {result.source}", style="bold")]
+    for a, b, w in zip(result.vms, blockers, warns, strict=True):
+        lines.append(Text.assemble((a.name, "bold"), " ", (a.verdict, _VERDICT_STYLE[a.verdict]), f" {a.method}"))
+        if b:
+            lines.append(Text.assemble("  blockers: ", (", ".join(b), "bold red")))
+        if w:
+            lines.append(Text(f"  warnings: {', '.join(w)}"))
+    return Group(*lines)
+
+
 def render(console: Console, result: Any, details: bool) -> None:
     from rich.table import Table
     from rich.text import Text
 
-    table = Table(title=f"Assessment of {result.source}", show_lines=False)
-    for col in ("VM", "OS", "verdict", "method", "recommended", "blockers", "warnings"):
-        table.add_column(col, overflow="fold")
-    for a in result.vms:
-        blockers = ", ".join(dict.fromkeys(f.id for f in a.findings if f.severity == "blocker")) or "-"
-        warnings = ", ".join(dict.fromkeys(f.id for f in a.findings if f.severity == "warning")) or "-"
-        rec = a.recommended_method if a.recommended_method == a.method else Text(a.recommended_method, style="bold")
-        table.add_row(
-            a.name, a.os or "?", Text(a.verdict, style=_VERDICT_STYLE[a.verdict]), a.method, rec, blockers, warnings
-        )
-    console.print(table)
+    console.print(_table(console, result))
     c = result.counts()
-    console.print(Text.assemble(
+    summary = Text.assemble(
         f"{c['vms']} VM(s): ", (f"{c['ready']} ready", "green"), ", ", (f"{c['warnings']} with warnings", "yellow"),
-        ", ", (f"{c['blocked']} blocked", "bold red"), f", {c['skipped']} skipped"))
+        ", ", (f"{c['blocked']} blocked", "bold red"))
+    if c["incomplete"]:
+        summary.append(", ").append(f"{c['incomplete']} incomplete", "magenta")
+    console.print(summary.append(f", {c['skipped']} skipped"))
     if details:
+        soft = not console.is_terminal  # wrapped on a terminal only: a saved report keeps one line per finding
         for a in result.vms:
             console.print(Text.assemble("\n", (a.name, "bold"), f" - {a.verdict} under {a.method}; recommended "
-                                        f"{a.recommended_method}: {a.reason}"), highlight=False)
+                                        f"{a.recommended_method}: {a.reason}"), highlight=False, soft_wrap=soft)
+            for gap in a.not_assessed:
+                console.print(Text.assemble("  ", ("not assessed", "magenta"), f": {gap}"), highlight=False,
+                              soft_wrap=soft)
             for f in a.findings:
                 style = _SEV_STYLE[f.severity]
                 console.print(Text.assemble("  ", (f"{f.severity:<7}", style), f" {f.id}: {f.message}"),
-                              highlight=False)
-                console.print(f"          remedy: {f.remedy}", style="dim", markup=False, highlight=False)
+                              highlight=False, soft_wrap=soft)
+                line(console, f"          remedy: {f.remedy}", "dim")
     else:
         for a in result.vms:
             if a.recommended_method != a.method:
-                console.print(f"{a.name}: recommended {a.recommended_method}: {a.reason}", markup=False)
+                line(console, f"{a.name}: recommended {a.recommended_method}: {a.reason}")
     for p in result.preflight:
         pt = Table(title=f"Network preflight ({p.method})")
         for col in ("from", "to", "port", "role", "status", "detail"):
@@ -163,10 +210,8 @@ def render(console: Console, result: Any, details: bool) -> None:
             pt.add_row(r.check.src, r.check.host, port, r.check.role, Text(r.status, style=style), r.detail)
         console.print(pt)
         if p.missing_roles:
-            console.print(f"no address known for: {', '.join(p.missing_roles)} (not checked)", markup=False)
+            line(console, f"no address known for: {', '.join(p.missing_roles)} (not checked)")
     for s in result.skipped:
-        console.print(f"skipped: {s}", style="yellow", markup=False, highlight=False)
-    for w in result.warnings:
-        console.print(f"warning: {w}", style="yellow", markup=False, highlight=False)
+        line(console, f"skipped: {s}", "yellow")
     for n in result.notes:
-        console.print(f"note: {n}", style="dim", markup=False, highlight=False)
+        line(console, f"note: {n}", "dim")

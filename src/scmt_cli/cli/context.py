@@ -3,6 +3,13 @@
 One :class:`Ui` exists per ``scmt`` invocation.  Command modules get it with
 :func:`current`, build a request, call one service with ``ui.reporter`` and hand
 the result to :meth:`Ui.finish`.
+
+One list of warnings per run: every warning a service logs through
+``ui.reporter`` and every warning of the result is kept once, in order; the
+``--json`` document carries that list (an error document too), the exit code is
+at least 1 when it is not empty, and the human view prints each warning once on
+stderr (as it is logged, or after the result's view).  Every ``--json`` document
+also carries ``schema_version`` and ``exit_code`` (``scmt schema COMMAND``).
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ from typing import IO, Any, TextIO
 
 from rich.console import Console
 
-from scmt_cli.errors import ScmtError, redact_text
+from scmt_cli.errors import ScmtError, escape_control, redact_text
 from scmt_cli.events import Level, NullReporter, Reporter
 from scmt_cli.results import Result
 
@@ -37,8 +44,18 @@ class GlobalOptions:
 _LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
 
 
+def line(console: Console, text: str, style: str | None = None) -> None:
+    """Print one message line: wrapped between words on a terminal, never wrapped otherwise.
+
+    A log file (``2> run.log``) or a pipe gets each message on one line, whatever
+    ``COLUMNS`` says, so that grep finds it.
+    """
+    console.print(text, style=style, markup=False, highlight=False, soft_wrap=not console.is_terminal)
+
+
 def redact_data(value: Any) -> Any:
-    """``value`` with every string redacted (URL passwords, ``token=...``), structure kept.
+    """``value`` with every string (keys too) passed through :func:`redact_text` (URL passwords,
+    ``token=...`` redacted, control characters escaped), structure kept.
 
     Redacting the encoded JSON text instead could eat a closing quote and
     print invalid JSON; redacting the values keeps every line parseable.
@@ -46,7 +63,7 @@ def redact_data(value: Any) -> Any:
     if isinstance(value, str):
         return redact_text(value)
     if isinstance(value, dict):
-        return {k: redact_data(v) for k, v in value.items()}
+        return {redact_text(k) if isinstance(k, str) else k: redact_data(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [redact_data(v) for v in value]
     return value
@@ -75,9 +92,9 @@ class JsonLinesReporter:
         self._lock = threading.Lock()
 
     def _write(self, record: dict[str, Any]) -> None:
-        line = _dumps_line(record)
+        text = _dumps_line(record)
         with self._lock:
-            self._stream.write(line + "\n")
+            self._stream.write(text + "\n")
             self._stream.flush()
 
     def log(self, level: Level, message: str, **fields: Any) -> None:
@@ -110,17 +127,15 @@ class HumanReporter:
         self._progress: Any = None
         self._tasks: dict[str, Any] = {}
         self._lock = threading.Lock()
-        self.shown_warnings: set[str] = set()  # so --quiet's closing summary does not repeat them
 
     def log(self, level: Level, message: str, **fields: Any) -> None:
         if _LEVELS[level] < self._min:
             return
-        if level == "warning":
-            self.shown_warnings.add(message)
         prefix = {"warning": "warning: ", "error": "error: ", "debug": "debug: "}.get(level, "")
         style = self._STYLE[level]
         self._console.print(
-            f"{prefix}{redact_text(message)}", style=style or None, markup=False, highlight=False, soft_wrap=True
+            f"{prefix}{redact_text(message)}", style=style or None, markup=False, highlight=False,
+            soft_wrap=not self._console.is_terminal
         )
 
     def _ensure_progress(self) -> Any:
@@ -160,7 +175,7 @@ class HumanReporter:
     def event(self, kind: str, **fields: Any) -> None:
         if _LEVELS["debug"] >= self._min:
             detail = " ".join(f"{k}={v}" for k, v in fields.items())
-            self._console.print(f"event {kind} {detail}", style="dim", markup=False, highlight=False, soft_wrap=True)
+            line(self._console, f"event {kind} {detail}", "dim")
 
     def close(self) -> None:
         with self._lock:
@@ -168,6 +183,40 @@ class HumanReporter:
                 self._progress.stop()
                 self._progress = None
                 self._tasks.clear()
+
+
+class _CollectingReporter:
+    """Forwards to ``inner`` and keeps the text of every warning logged (the run's warning list)."""
+
+    def __init__(self, inner: Reporter) -> None:
+        self.inner = inner
+        self._warnings: dict[str, None] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def warnings(self) -> list[str]:
+        with self._lock:
+            return list(self._warnings)
+
+    def log(self, level: Level, message: str, **fields: Any) -> None:
+        if level == "warning":
+            with self._lock:
+                self._warnings[message] = None
+        self.inner.log(level, message, **fields)
+
+    def progress(self, task: str, done: int, total: int | None, **fields: Any) -> None:
+        self.inner.progress(task, done, total, **fields)
+
+    def event(self, kind: str, **fields: Any) -> None:
+        self.inner.event(kind, **fields)
+
+
+class SafeConsole(Console):
+    """A rich Console that escapes control characters in every string it is given to print (a
+    VM name with an ESC sequence in a table stays visible text; rich's own styling is untouched)."""
+
+    def render_str(self, text: str, **kw: Any) -> Any:
+        return super().render_str(escape_control(text), **kw)
 
 
 class Ui:
@@ -179,40 +228,69 @@ class Ui:
         color: dict[str, Any] = {"color_system": None, "no_color": True} if no_color else {}
         # markup=False: strings (VM names, datastore paths like "[ds1] vm/vm.vmdk", error
         # messages) are printed as they are; views style with rich.text.Text, never markup.
-        self.console = Console(file=self.stdout, highlight=False, soft_wrap=False, markup=False, **color)
-        self.err_console = Console(file=self.stderr, highlight=False, stderr=True, markup=False, **color)
+        self.console = SafeConsole(file=self.stdout, highlight=False, soft_wrap=False, markup=False, **color)
+        self.err_console = SafeConsole(file=self.stderr, highlight=False, stderr=True, markup=False, **color)
         self.exit_code = 0
         self.finished = False
+        self.command = "scmt"  # the command run, as 'scmt schema' names it ("plan validate"); set by the contract
         if opts.verbose or opts.debug:
             min_level = _LEVELS["debug"]
         elif opts.quiet:
             min_level = _LEVELS["warning"]
         else:
             min_level = _LEVELS["info"]
-        self._reporter: Reporter
+        inner: Reporter
         if opts.log_json:
-            self._reporter = JsonLinesReporter(self.stderr, min_level)
+            inner = JsonLinesReporter(self.stderr, min_level)
         else:
             bars = not opts.quiet and not opts.json and self.err_console.is_terminal
-            self._reporter = HumanReporter(self.err_console, min_level, bars)
+            inner = HumanReporter(self.err_console, min_level, bars)
+        self._reporter = _CollectingReporter(inner)
 
     @property
     def reporter(self) -> Reporter:
         return self._reporter
 
-    def finish(self, result: Result, render: Callable[[Console, Any], None]) -> None:
-        """Print ``result``: JSON on stdout under ``--json``, else the human view."""
+    @property
+    def warnings_logged(self) -> list[str]:
+        """The warnings logged through :attr:`reporter` so far (each once, in order)."""
+        return self._reporter.warnings
+
+    def finish(self, result: Result, render: Callable[[Console, Any], None], *, document: str | None = None) -> None:
+        """Print ``result``: JSON on stdout under ``--json``, else the human view; then unshown warnings.
+
+        ``document`` names the JSON Schema of the document (``scmt schema``); default: the command run.
+        A result whose ``raw_document`` is true (``plan schema``, ``schema``) is printed as it is: it is
+        a JSON Schema itself.
+        """
         self.close()
-        self.exit_code = result.exit_code
+        data = result.to_dict()
+        raw = bool(getattr(result, "raw_document", False))
+        logged = self.warnings_logged
+        own = [] if raw else [str(w) for w in data.get("warnings") or ()]
+        warnings = list(dict.fromkeys([*logged, *own]))
+        code = result.exit_code
+        if code == 0 and warnings:
+            code = 1  # a run that warned finished with warnings, whoever noticed them
+        self.exit_code = code
         self.finished = True
         if self.opts.json:
-            self.print_json(result.to_dict())
+            self.print_json(data if raw else self.document(data, document or self.command, code, warnings))
         elif not self.opts.quiet:
             render(self.console, result)
-        elif result.exit_code:
-            rep = self._reporter
-            shown = rep.shown_warnings if isinstance(rep, HumanReporter) else set()
-            render_warnings_only(self.err_console, result, already_shown=shown)
+            self.console.file.flush()
+        shown = set(logged)
+        for w in own:
+            if w not in shown and not self.opts.json:
+                self._reporter.inner.log("warning", w)
+                shown.add(w)
+
+    @staticmethod
+    def document(data: dict[str, Any], name: str, code: int, warnings: list[str]) -> dict[str, Any]:
+        """``data`` as the command's ``--json`` document: ``schema_version`` first, ``exit_code``, ``warnings``."""
+        from scmt_cli.cli.docschema import schema_version
+
+        return {"schema_version": schema_version(name), **data, "exit_code": code, "warnings": warnings}
 
     def print_json(self, data: dict[str, Any]) -> None:
         text = json.dumps(redact_data(json.loads(json.dumps(data, default=str))), indent=2)
@@ -222,7 +300,7 @@ class Ui:
     def report_error(self, err: ScmtError, *, debug_trace: str | None = None) -> None:
         """Show an error: one line per problem; JSON forms under --json/--log-json."""
         self.close()
-        data = err.to_dict()
+        data = self.document(err.to_dict(), "exit_error", err.exit_code, self.warnings_logged)
         if self.opts.log_json:
             self.stderr.write(_dumps_line({"time": _now(), **data}) + "\n")
         else:
@@ -230,11 +308,11 @@ class Ui:
             # message already names file:line) is not printed twice.
             lines = [p.format() for p in err.problems if p.format() != err.message and p.message != err.message]
             head = f"error: {err.message}"
-            self.err_console.print(redact_text(head), style="bold red", markup=False, highlight=False, soft_wrap=True)
-            for line in lines:
-                self.err_console.print(redact_text(line), markup=False, highlight=False, soft_wrap=True)
+            line(self.err_console, redact_text(head), "bold red")
+            for text in lines:
+                line(self.err_console, redact_text(text))
             if err.hint:
-                self.err_console.print(f"hint: {err.hint}", style="dim", markup=False, highlight=False, soft_wrap=True)
+                line(self.err_console, f"hint: {err.hint}", "dim")
             if debug_trace:
                 self.err_console.print(debug_trace, markup=False, highlight=False, soft_wrap=True)
         if self.opts.json:
@@ -242,18 +320,9 @@ class Ui:
         self.stderr.flush()
 
     def close(self) -> None:
-        rep = self._reporter
+        rep = self._reporter.inner
         if isinstance(rep, HumanReporter):
             rep.close()
-
-
-def render_warnings_only(console: Console, result: Result, already_shown: set[str] | None = None) -> None:
-    """``--quiet``'s view of a result: its warnings, minus those already logged during the run."""
-    data = result.to_dict()
-    for w in data.get("warnings", []) or []:
-        if already_shown and w in already_shown:
-            continue
-        console.print(f"warning: {w}", style="yellow", markup=False, highlight=False, soft_wrap=True)
 
 
 _current: Ui | None = None

@@ -29,7 +29,8 @@ GLOBAL_OPTIONS: tuple[tuple[str, str], ...] = (
     ("--log-json", "stderr as JSON lines with a 'type' field"),
     ("-q, --quiet", "only warnings and errors"),
     ("-v, --verbose", "debug messages too"),
-    ("--state PATH", "state store (default: $XDG_STATE_HOME/scmt/state.db; env SCMT_STATE)"),
+    ("--state PATH|URL", "state store: a SQLite file (default: $XDG_STATE_HOME/scmt/state.db) or "
+                         "postgresql://user@host/db; env SCMT_STATE"),
     ("--debug", "tracebacks of internal errors"),
     ("--no-color", "no colours (NO_COLOR is honoured too)"),
 )
@@ -48,12 +49,14 @@ class CommandDoc:
 
 COMMANDS: dict[str, CommandDoc] = {
     "scmt": CommandDoc((), ("scmt assess -i rvtools.xlsx", "scmt demo")),
-    "assess": CommandDoc((0, 1, 3, 5, 10, 11, 12, 20, 21), (
+    "assess": CommandDoc((0, 1, 3, 5, 10, 11, 12, 20, 21, 22), (
         "scmt assess -i rvtools.xlsx --details",
         "GOVC_URL=https://vc.example.com/sdk GOVC_USERNAME=admin GOVC_PASSWORD=... scmt --json assess")),
     "plan": CommandDoc((0, 1), ("scmt plan init plan.yaml", "scmt plan validate plan.yaml -i lab.yaml")),
-    "plan init": CommandDoc((0, 1), ("scmt plan init plan.yaml --method agentless",)),
-    "plan validate": CommandDoc((0, 1, 3), ("scmt plan validate plan.yaml", "scmt plan validate *.yaml -i lab.yaml")),
+    "plan init": CommandDoc((0, 1), ("scmt plan init plan.yaml --method agentless",
+                                     "scmt plan init plan.yaml --target libvirt")),
+    "plan validate": CommandDoc((0, 1, 3, 20), ("scmt plan validate plan.yaml",
+                                                "scmt plan validate *.yaml -i lab.yaml --strict")),
     "plan show": CommandDoc((0, 1, 3), ("scmt plan show plan.yaml",)),
     "plan estimate": CommandDoc((0, 1, 3), (
         "scmt plan estimate plan.yaml -i rvtools.xlsx", "scmt plan estimate --data 500GiB --bandwidth 300Mbit")),
@@ -65,10 +68,10 @@ COMMANDS: dict[str, CommandDoc] = {
     "rollback": CommandDoc(_PLAN_RUN + (42, 50, 51), ("scmt rollback plan.yaml --vm web01",)),
     "migrate": CommandDoc(_PLAN_RUN + (20, 30, 31, 32, 33, 35, 42, 50, 51, 52), ("scmt migrate plan.yaml --vm web01",)),
     "finalize": CommandDoc(_PLAN_RUN + (42, 50), ("scmt finalize plan.yaml --vm web01 --disable-cbt",)),
-    "boot": CommandDoc((0, 5, 31, 41, 42, 53), (
+    "boot": CommandDoc((0, 1, 5, 14, 30, 31, 40, 41, 42, 50, 53), (
         "scmt boot plan.yaml --vm web01", "scmt boot plan.yaml --vm web01 --accel tcg --timeout 20m")),
     "status": CommandDoc((0, 1, 41), ("scmt status plan.yaml", "scmt status plan.yaml --watch --interval 5s")),
-    "copy": CommandDoc((0, 1, 3, 5, 10, 11, 12, 14, 30, 31, 32, 33, 35, 40, 41, 143), (
+    "copy": CommandDoc((0, 1, 3, 5, 10, 11, 12, 14, 30, 31, 32, 33, 34, 35, 40, 41, 42, 143), (
         "scmt copy disk.img out.img --verify",
         "scmt copy nbd://esx01:10809/disk0 file:///var/lib/scmt/disk0.raw --bandwidth 200MiB/s")),
     "agent": CommandDoc((0,), ("scmt agent serve --disk disk0=/dev/sda",
@@ -81,6 +84,7 @@ COMMANDS: dict[str, CommandDoc] = {
     "demo": CommandDoc((0, 1, 5, 31), ("scmt demo", "scmt demo --keep /tmp/scmt-lab")),
     "version": CommandDoc((0,), ("scmt version", "scmt --json version")),
     "help": CommandDoc((0,), ("scmt help exit-codes", "scmt help json")),
+    "schema": CommandDoc((0,), ("scmt schema assess", "scmt schema plan validate > plan-validate.schema.json")),
 }
 
 # Fixed-choice option values: completed by the shell, listed in tests against the domain's values.
@@ -177,6 +181,20 @@ def _complete_vm(ctx: Any, param: Any, incomplete: str) -> list[str]:
     return [n for n in plan_vm_names(plan) if n.startswith(incomplete)]
 
 
+def _named(callback: Callable[..., Any], path: str) -> Callable[..., Any]:
+    """``callback`` that first tells the Ui which command runs (its ``--json`` document's schema)."""
+    import functools
+
+    @functools.wraps(callback)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        from scmt_cli.cli.context import current
+
+        current().command = path
+        return callback(*args, **kwargs)
+
+    return run
+
+
 def decorate(root: Any) -> Any:
     """Apply the contract to ``root`` (the click group of the Typer app) and every subcommand; idempotent."""
     if getattr(root, "_scmt_decorated", False):
@@ -185,6 +203,8 @@ def decorate(root: Any) -> Any:
         cmd._scmt_doc = COMMANDS.get(path)
         cmd._scmt_root = path == "scmt"
         cmd.format_epilog = MethodType(_format_epilog, cmd)
+        if getattr(cmd, "callback", None) is not None and not getattr(cmd, "commands", None):
+            cmd.callback = _named(cmd.callback, path)
         for param in getattr(cmd, "params", []):
             if param.param_type_name == "argument":
                 param.get_usage_pieces = MethodType(_usage_pieces, param)

@@ -26,9 +26,11 @@ def copy(
     bandwidth: Annotated[Optional[str], typer.Option(
         "--bandwidth", help="Read at most this rate, e.g. 300Mbit, 50MiB/s (default: unlimited).",
         metavar="RATE")] = None,
-    verify: Annotated[bool, typer.Option("--verify", help="Re-read DST afterwards and compare digests.")] = False,
+    verify: Annotated[bool, typer.Option(
+        "--verify", help="Afterwards re-read SRC and DST and compare them chunk by chunk.")] = False,
     resume: Annotated[bool, typer.Option(
-        "--resume", help="Continue an interrupted copy from its last checkpoint.")] = False,
+        "--resume", help="Continue an interrupted copy from its last checkpoint (refused, exit 34, when SRC "
+        "is not what that copy read).")] = False,
     chunk_size: Annotated[Optional[str], typer.Option(
         "--chunk-size", help="Chunk size, 1MiB to 8MiB (default 4MiB, or the --since manifest's).",
         metavar="SIZE")] = None,
@@ -118,10 +120,13 @@ def render(console: Console, result: Any) -> None:
         line(f"  already done  {s.chunks_resumed} chunks (before the interruption)")
     if s.extra.get("bytes_on_wire") is not None:  # an agent source: what crossed the network
         line(f"  on the wire   {_size(s.extra['bytes_on_wire'])} (compression x{s.extra.get('compression_ratio')})")
+    agent = s.extra.get("agent")
+    if isinstance(agent, dict):  # what the agent used on the source
+        from scmt_cli.cli.agent import agent_line
+
+        line(f"  agent         {agent_line(agent)}")
     line(f"  time          {secs:.2f} s ({rate})")
     if result.verified:
         line(f"  verified      {s.verified_chunks} chunks match ({s.verify_seconds:.2f} s)")
     if result.manifest_path:
         line(f"  manifest      {result.manifest_path}")
-    for w in result.warnings:
-        line(f"warning: {w}", "yellow")

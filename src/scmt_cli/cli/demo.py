@@ -63,10 +63,10 @@ def render(console: Console, result: Any) -> None:
     console.print(f"{ok}/{len(result.verifications)} verifications passed in {result.seconds:.1f} s",
                   style=style, markup=False)
     if result.exit_code == 0:
-        console.print("every target disk is byte-identical to its source at the moment it was quiesced",
+        console.print("every target disk is byte-identical to its source at the moment it was quiesced"
+                      + (f"; the booted guest {result.boot['vm']} reports exactly its data of that moment"
+                         if result.boot else ""),
                       markup=False)
-    for w in dict.fromkeys(result.warnings):
-        console.print(f"note: {w}", style="dim", markup=False, highlight=False)
     if result.lab_dir:
         console.print(f"lab kept in {result.lab_dir}; explore it with:", markup=False)
         for line in result.explore:

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.console import Console
 
-from scmt_cli.cli.context import current
+from scmt_cli.cli.context import current, line
 from scmt_cli.errors import UsageError
 
 
@@ -96,38 +96,61 @@ def estimate(
     ui.finish(run(req, ui.reporter), render)
 
 
-def render(console: Console, result: Any) -> None:
-    from rich.table import Table
-
+def _table(console: Console, result: Any) -> Any:
+    """The per-VM minutes, fitted to the console: the inputs (redundancy, compressed size, bandwidth,
+    data) give way before the minutes do, and a line under the table repeats what was dropped.
+    """
+    from scmt_cli.cli.tables import Column, fit_table
     from scmt_cli.domain.units import format_rate, format_size
 
-    table = Table(title="Migration time estimate (minutes)")
-    for col in ("VM", "data", "compressed", "bandwidth", "redundancy", "transfer", "switch", "downtime", "total"):
-        table.add_column(col, justify="left" if col == "VM" else "right")
-    for v in result.vms:
-        i = v.inputs
-        table.add_row(
-            v.name, format_size(i.data_bytes), format_size(i.compressed), format_rate(i.rate), f"{i.redundancy:.2f}",
-            str(v.transfer_minutes), str(v.switch_minutes), str(v.downtime_minutes), str(v.total_minutes),
-        )
+    vms = result.vms
+    cols = [
+        Column("VM", [v.name for v in vms]),
+        Column("data", [format_size(v.inputs.data_bytes) for v in vms], keep=4, justify="right", whole=True),
+        Column("compressed", [format_size(v.inputs.compressed) for v in vms], keep=2, justify="right", whole=True),
+        Column("bandwidth", [format_rate(v.inputs.rate).replace(" (", "\n(") for v in vms], keep=3,
+               justify="right", whole=True),
+        Column("redundancy", [f"{v.inputs.redundancy:.2f}" for v in vms], keep=1, justify="right"),
+        *(Column(h, [str(getattr(v, f"{h}_minutes")) for v in vms], justify="right")
+          for h in ("transfer", "switch", "downtime", "total")),
+    ]
+    table, dropped = fit_table(console.width, cols, title="Migration time estimate (minutes)")
+    return table, [c.header for c in dropped]
+
+
+def render(console: Console, result: Any) -> None:
+    from scmt_cli.domain.units import format_rate, format_size
+
+    table, dropped = _table(console, result)
     console.print(table)
+    if dropped:
+        values = {"data": lambda i: format_size(i.data_bytes), "compressed": lambda i: format_size(i.compressed),
+                  "bandwidth": lambda i: format_rate(i.rate), "redundancy": lambda i: f"{i.redundancy:.2f}"}
+        for v in result.vms:
+            parts = ", ".join(f"{h} {values[h](v.inputs)}" for h in ("data", "compressed", "bandwidth", "redundancy")
+                              if h in dropped)
+            line(console, f"{v.name}: {parts}")  # what the table had no room for
     for v in result.vms:
         if v.increment_minutes_exact:
             incs = ", ".join(f"{m:.2f}" for m in v.increment_minutes_exact)
-            console.print(f"{v.name}: incremental syncs take {incs} min while the VM runs", markup=False)
+            line(console, f"{v.name}: incremental syncs take {incs} min while the VM runs")
     if result.waves:
-        wt = Table(title=f"Wave timeline ({result.concurrency} VM(s) at a time on the link)")
-        for col in ("wave", "start", "seeded", "switch", "end", "VMs (seed start-end, incremental cycles)"):
-            wt.add_column(col, justify="left")
-        for w in result.waves:
-            vms = "; ".join(
-                f"{s.name} {s.start_minutes:.0f}-{s.end_minutes:.0f} ({s.incremental_cycles})" for s in w.slots
-            )
-            wt.add_row(w.name, f"{w.start_minutes:.0f}", f"{w.start_minutes + w.seed_minutes:.0f}",
-                       str(w.switch_minutes), f"{w.end_minutes:.0f}", vms)
+        from scmt_cli.cli.tables import Column, fit_table
+
+        waves = result.waves
+        cols = [
+            Column("wave", [w.name for w in waves]),
+            Column("start", [f"{w.start_minutes:.0f}" for w in waves]),
+            Column("seeded", [f"{w.start_minutes + w.seed_minutes:.0f}" for w in waves]),
+            Column("switch", [str(w.switch_minutes) for w in waves]),
+            Column("end", [f"{w.end_minutes:.0f}" for w in waves]),
+            Column("VMs (seed start-end, incremental cycles)", [
+                "; ".join(f"{s.name} {s.start_minutes:.0f}-{s.end_minutes:.0f} ({s.incremental_cycles})"
+                          for s in w.slots) for w in waves]),
+        ]
+        wt, _ = fit_table(console.width, cols, title=f"Wave timeline ({result.concurrency} VM(s) at a time on "
+                                                     "the link)")
         console.print(wt)
-        console.print(f"total: {result.total_minutes} minutes", markup=False)
+        line(console, f"total: {result.total_minutes} minutes")
     for n in result.notes:
-        console.print(f"note: {n}", style="dim", markup=False)
-    for w in result.warnings:
-        console.print(f"warning: {w}", style="yellow", markup=False)
+        line(console, f"note: {n}", "dim")

@@ -33,9 +33,10 @@ def failover(
         "--keep-source-down",
         help="When guest conversion fails, leave the source quiesced for a retry (default: roll it back).")] = False,
     test: Annotated[bool, typer.Option("--test", help=(
-        "Test failover: boot a throw-away copy (qcow2 overlays) of the synced disks, isolated; the source, the "
-        "synced disks and the VM's state are untouched."))] = False,
-    cleanup: Annotated[bool, typer.Option("--cleanup", help="With --test: remove the test copy.")] = False,
+        "Test failover: boot a throw-away, point-in-time clone of the synced disks, isolated; syncs may go on "
+        "meanwhile; the source, the synced disks and the VM's state are untouched."))] = False,
+    cleanup: Annotated[bool, typer.Option("--cleanup", help=(
+        "With --test: stop the test copy (libvirt) and remove it."))] = False,
     accel: AccelOpt = "auto",
     expect: ExpectOpt = None,
     ready: ReadyOpt = None,
@@ -52,8 +53,9 @@ def failover(
     back (unless --keep-source-down).
     A real failover refuses (42) while a test copy exists.
 
-    With --test (one --vm): converts and boots the copy like 'scmt boot' (exit 53 when it does not
-    boot); --test --cleanup removes it.
+    With --test (one --vm): clones the synced disks (reflink, else a sparse copy; exit 30 without room),
+    then converts and boots the clone in <vm>/test-failover/ like 'scmt boot' (exit 53 when it does not
+    boot; on libvirt it keeps running as <vm>-scmt-test); --test --cleanup removes it.
     """
     from scmt_cli.errors import UsageError
     from scmt_cli.services.migration.failover import SOURCE_ACTIONS, FailoverRequest, failover_service
@@ -85,7 +87,7 @@ def _test(plan: Path, vm: Optional[list[str]], *, direct: bool, cleanup: bool, a
     from scmt_cli.errors import UsageError
     from scmt_cli.services.migration.boot import BootRequest, boot_service
     from scmt_cli.state import StateStore
-    from scmt_cli.targets.qemu import DEFAULT_READY
+    from scmt_cli.targets.console import DEFAULT_READY
 
     if not vm or len(vm) != 1:
         raise UsageError("--test needs exactly one --vm NAME")

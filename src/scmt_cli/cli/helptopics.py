@@ -2,32 +2,52 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Optional
 
 import typer
+from rich.console import Console
 
+from scmt_cli.cli.context import current
 from scmt_cli.errors import EXIT_CODES, UsageError
 
 _JSON = """\
 --json prints exactly one JSON document on stdout, also on error.  Every document has:
   schema_version  integer, the version of this command's document format
   exit_code       the process exit code (0 ok, 1 warnings, ...)
-  warnings        list of strings, the warnings of this run (also printed on stderr)
-Error documents have type "exit_error", code, error (a kind), message, and optionally
-problems (file, line, column, path, message) and hint.  Per VM, "vm" is the VM's name in
-every command.  'scmt schema COMMAND' prints the JSON Schema of COMMAND's document;
-'sync --every --json' prints one document per round (JSON lines).
+  warnings        list of strings, every warning of the run (also printed on stderr)
+Error documents have type "exit_error", code (the exit code), error (a kind), message,
+and optionally problems (file, line, column, path, message) and hint.  Per VM, "vm" is
+the VM's name in every command.  'scmt schema COMMAND' prints the JSON Schema of
+COMMAND's document ('scmt schema exit_error' for errors); the schemas are also files in
+the installed package (scmt_cli/cli/schemas/).  'plan schema' and 'schema' print JSON
+Schemas themselves.  'sync --every --json' prints one document when the run ends.
 """
 
 _DURATIONS = """\
-Every option that takes a duration (--every, --interval, --timeout, --checkpoint-every,
---downtime, ...) accepts a number with a unit: 30s, 5m, 1h, 1h30m, 2d; a bare number means
-seconds.  Sizes are binary (KiB, MiB, GiB; 1 GiB = 1024 MiB); rates accept 300Mbit,
-50MiB/s; progress and summaries show binary units of bytes actually moved.
+Durations (sync --every, status --interval, assess --timeout and --downtime, copy
+--checkpoint-every, boot --timeout and --stall, --v2v-timeout, plan estimate --switch and
+--sync-interval): a number with a unit, 500ms, 30s, 5m, 1h, 1h30m, 2d; a bare number means
+seconds.  Times (sync --until, failover --at): HH:MM (the next one) or a full date-time.
+Sizes: 500GiB or 8G (K, M, G, T: powers of 1024), 1.5TB (kB, MB, GB, TB: powers of 1000);
+a bare number is bytes.
+Rates: 300Mbit or 2Gbit (bits per second), 50MB/s or 200MiB/s (bytes per second),
+unlimited (0 also means unlimited).
 """
 
 TOPICS = {"exit-codes": "every exit code and its meaning", "json": "the --json contract",
           "durations": "durations, sizes and rates"}
+
+
+@dataclass
+class HelpPage:
+    topic: str | None
+    text: str
+    data: dict[str, Any] = field(default_factory=dict)
+    exit_code: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"topic": self.topic, "text": self.text, **self.data, "warnings": []}
 
 
 def help_topic(
@@ -35,20 +55,24 @@ def help_topic(
 ) -> None:
     """Show a help page: exit codes, the --json contract, durations and units."""
     if topic is None:
-        for name, what in TOPICS.items():
-            typer.echo(f"  {name:<12} {what}")
-        typer.echo("Commands: 'scmt --help', 'scmt COMMAND --help'.")
-        return
-    if topic == "exit-codes":
-        for code, meaning in EXIT_CODES.items():
-            typer.echo(f"{code:>4}  {meaning}")
+        text = "".join(f"  {name:<12} {what}\n" for name, what in TOPICS.items())
+        text += "Commands: 'scmt --help', 'scmt COMMAND --help'.\n"
+        page = HelpPage(None, text, {"topics": [{"topic": k, "description": v} for k, v in TOPICS.items()]})
+    elif topic == "exit-codes":
+        text = "".join(f"{code:>4}  {meaning}\n" for code, meaning in EXIT_CODES.items())
+        page = HelpPage(topic, text, {"exit_codes": [{"code": c, "meaning": m} for c, m in EXIT_CODES.items()]})
     elif topic == "json":
-        typer.echo(_JSON, nl=False)
+        page = HelpPage(topic, _JSON)
     elif topic == "durations":
-        typer.echo(_DURATIONS, nl=False)
+        page = HelpPage(topic, _DURATIONS)
     else:
         import difflib
 
         close = difflib.get_close_matches(topic, TOPICS, n=1)
         raise UsageError(f"no help topic {topic!r}" + (f"; did you mean {close[0]!r}?" if close else ""),
                          hint=f"topics: {', '.join(TOPICS)}")
+    current().finish(page, _render)
+
+
+def _render(console: Console, page: Any) -> None:
+    console.file.write(page.text)

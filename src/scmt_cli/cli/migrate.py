@@ -20,8 +20,11 @@ def migrate(
     v2v_timeout: V2vTimeoutOpt = None,
     v2v_stall_timeout: V2vStallOpt = None,
 ) -> None:
-    """Seed, sync, shut the source down, final sync, boot the target (2 VMs at a time).
+    """The managed method: seed, sync, shut the source down, final sync, boot the target (2 VMs at a time).
 
+    Only VMs with method: managed; the others (they cut over when you say,
+    with the plan's source action) are skipped with a warning, or refused
+    (exit 2) when named with --vm: use sync and failover for them.
     Rerun after an interruption: every VM continues where it stopped.
     """
     from scmt_cli.services.migration.migrate import MigrateRequest, migrate_service

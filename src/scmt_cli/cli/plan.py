@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 
 from scmt_cli.cli import estimate
-from scmt_cli.cli.context import current
+from scmt_cli.cli.context import current, line
 
 app = typer.Typer(help="Create, validate, show and estimate migration plans.", no_args_is_help=True)
 
@@ -28,29 +28,38 @@ def init(
     out: Annotated[Path, typer.Argument(help="Where to write the new plan.", metavar="FILE")],
     method: Annotated[str, typer.Option("--method", help="managed | agentless | agent | hot-backup.",
                                                        metavar="METHOD")] = "agentless",
+    target: Annotated[str, typer.Option(
+        "--target", help="dir: disk files and a domain XML in a folder (works anywhere; the default) | "
+                         "libvirt: domains on a libvirt host (qemu:///system).", metavar="TYPE")] = "dir",
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
 ) -> None:
     """Write a commented starter plan that validates as written."""
     from scmt_cli.services.plan import init_plan
 
     ui = current()
-    ui.finish(init_plan(out, method=method, force=force, reporter=ui.reporter), _render_init)
+    ui.finish(init_plan(out, method=method, target=target, force=force, reporter=ui.reporter), _render_init)
 
 
 @app.command("validate")
 def validate(
     plans: Annotated[list[Path], typer.Argument(help="Plan files.", metavar="PLAN")],
     inventory: InventoryOpt = None,
+    strict: Annotated[bool, typer.Option(
+        "--strict", help="With an inventory: a VM that assessment blocks for its method fails validation "
+                         "(exit 20) instead of being a warning.")] = False,
 ) -> None:
     """Check plans against the schema and the semantic rules.
 
-    Exit 0: all valid; 1: valid with warnings; 2: at least one plan is invalid
-    (every problem of every file is listed, one line each).
+    With an inventory (--inventory or the plan's source.inventory) every VM is also assessed under
+    its method, as sync will: a blocked VM is a warning naming the rule ids (exit 1), or with
+    --strict an error (exit 20).  Exit 0: all valid; 1: valid with warnings; 2: at least one plan
+    is invalid (every problem of every file is listed, one line each).
     """
     from scmt_cli.services.plan import validate_plans
 
     ui = current()
-    ui.finish(validate_plans(plans, inventory_path=inventory, reporter=ui.reporter), _render_validate)
+    ui.finish(validate_plans(plans, inventory_path=inventory, reporter=ui.reporter, strict=strict),
+              _render_validate)
 
 
 @app.command("show")
@@ -78,12 +87,13 @@ app.command("estimate")(estimate.estimate)
 
 
 def _plain(console: Console, text: str, style: str | None = None) -> None:
-    console.print(text, style=style, markup=False, highlight=False, soft_wrap=True)
+    line(console, text, style)
 
 
 def _render_init(console: Console, result: Any) -> None:
     verb = "replaced" if result.overwritten else "wrote"
-    _plain(console, f"{verb} {result.file} (method {result.method}); edit it, then: scmt plan validate {result.file}")
+    _plain(console, f"{verb} {result.file} (method {result.method}, target {result.target}); edit it, then: "
+                    f"scmt plan validate {result.file}")
 
 
 def _render_validate(console: Console, report: Any) -> None:
@@ -94,8 +104,6 @@ def _render_validate(console: Console, report: Any) -> None:
         status = "valid with warnings" if verdict.warnings else "valid"
         _plain(console, f"{verdict.file}: {status} ({s['vms']} VM{'s' if s['vms'] != 1 else ''}{groups}; "
                         f"method {', '.join(s['methods'])})")
-        for w in verdict.warnings:
-            _plain(console, f"  warning: {w.format()}", "yellow")
         notes += [n for n in verdict.notes if n not in notes]
     for note in notes:
         _plain(console, f"note: {note}", "dim")
@@ -143,7 +151,5 @@ def _render_show(console: Console, view: Any) -> None:
         console.print(grid)
     if view.inventory_source:
         _plain(console, f"sizes checked against {view.inventory_source}", "dim")
-    for w in view.loaded.warnings:
-        _plain(console, f"warning: {w.format()}", "yellow")
     for note in view.loaded.notes:
         _plain(console, f"note: {note}", "dim")

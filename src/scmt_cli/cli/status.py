@@ -39,7 +39,7 @@ def status(
             try:
                 with Live(console=ui.console, auto_refresh=False) as live:
                     while True:
-                        live.update(_table(result), refresh=True)
+                        live.update(_table(result, ui.console.width), refresh=True)
                         time.sleep(interval)
                         result = status_service(req, store, ui.reporter)
             except KeyboardInterrupt:  # Ctrl-C ends a watch normally; the table on screen is the last one
@@ -57,34 +57,53 @@ def _fmt_secs(v: Any) -> str:
     return format_duration(float(v)) if v >= 1 else f"{float(v):.2f}s"
 
 
-def _table(result: Any) -> Any:
-    from rich.table import Table
+def _table(result: Any, width: int) -> Any:
+    """Per VM: state, last sync, size, lag, host, downtime (measured or estimated, with the plan's
+    estimate), next commands; fitted to ``width`` (host, size and lag give way first: the size and
+    the lag also rather than wrap the others; the last sync's time ago says the lag).  A measured
+    downtime over its estimate is marked.
+    """
     from rich.text import Text
 
+    from scmt_cli.cli.tables import Column, fit_table
     from scmt_cli.domain.units import format_size
 
-    table = Table(title=f"status of plan {result.plan}")
-    for col in ("VM", "state"):
-        table.add_column(col, no_wrap=True)
-    for col in ("last sync", "size", "lag", "host", "downtime (plan)", "next"):
-        table.add_column(col, overflow="fold")
     styles = {"syncing": "green", "cut-over": "cyan", "committed": "bold green", "failed": "bold red",
+              "blocked": "bold red",
               "rolled-back": "yellow", "cutting-over": "magenta"}
+    states, downtimes = [], []
     for v in result.vms:
         state = v.state if not v.failed_from else f"{v.state} ({v.failed_from})"
         if v.step is not None:
             state = f"{v.step}, {_fmt_elapsed(v.step_seconds)}"
-        last = "-" if v.last_sync_at is None else f"{v.last_sync_kind} {time_ago(v.last_sync_at)}"
-        size = "-" if v.last_sync_bytes is None else format_size(v.last_sync_bytes)
-        est = _fmt_secs(v.measured_downtime_seconds) + " measured" if v.measured_downtime_seconds is not None \
-            else _fmt_secs(v.est_downtime_seconds)
-        if v.plan_downtime_minutes is not None:
-            est += f" ({v.plan_downtime_minutes} min)"
-        if v.boot_seconds is not None:
-            est += f", booted in {_fmt_secs(v.boot_seconds)}" + (" (data verified)" if v.boot_data_verified else "")
         style = styles.get(v.state) if v.step is None else "magenta"
-        table.add_row(v.vm, Text(state, style=style) if style else state, last, size,
-                      _fmt_secs(v.lag_seconds), v.host or "-", est, ", ".join(v.next_commands) or "-")
+        states.append(Text(state, style=style) if style else state)
+        if v.measured_downtime_seconds is not None:
+            est = Text(_fmt_secs(v.measured_downtime_seconds) + " measured")
+        else:
+            est = Text(_fmt_secs(v.est_downtime_seconds))
+        if v.plan_downtime_minutes is not None:
+            est.append(f" ({v.plan_downtime_minutes} min)")
+        if v.downtime_over_estimate:
+            est.append(" over the estimate", style="bold red")
+        if v.boot_seconds is not None:
+            est.append(f", booted in {_fmt_secs(v.boot_seconds)}" + (" (data verified)" if v.boot_data_verified
+                                                                      else ""))
+        downtimes.append(est)
+    vms = result.vms
+    cols = [
+        Column("VM", [v.vm for v in vms]),
+        Column("state", states),
+        Column("last sync", ["-" if v.last_sync_at is None else f"{v.last_sync_kind} {time_ago(v.last_sync_at)}"
+                             for v in vms], keep=4),
+        Column("size", ["-" if v.last_sync_bytes is None else format_size(v.last_sync_bytes) for v in vms],
+               keep=2, whole=True, optional=True),
+        Column("lag", [_fmt_secs(v.lag_seconds) for v in vms], keep=3, optional=True),
+        *([Column("host", [v.host or "-" for v in vms], keep=1)] if any(v.host for v in vms) else []),
+        Column("downtime (plan)", downtimes),
+        Column("next", [", ".join(v.next_commands) or "-" for v in vms], keep=5),
+    ]
+    table, _ = fit_table(width, cols, title=f"status of plan {result.plan}")
     return table
 
 
@@ -102,6 +121,4 @@ def time_ago(ts: float) -> str:
 
 
 def render(console: Console, result: Any) -> None:
-    console.print(_table(result))
-    for w in result.warnings:
-        console.print(f"warning: {w}", style="yellow", markup=False, highlight=False)
+    console.print(_table(result, console.width))

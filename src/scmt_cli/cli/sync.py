@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 
 from scmt_cli.cli._common import future_time
-from scmt_cli.cli.context import current
+from scmt_cli.cli.context import current, line
 
 
 def sync(
@@ -25,6 +25,9 @@ def sync(
     fleet: Annotated[bool, typer.Option(
         "--fleet", help="Share the VMs with other scmt processes on this state store through leases "
                         "(always on with a postgresql:// store).")] = False,
+    remove_foreign_snapshots: Annotated[bool, typer.Option(
+        "--remove-foreign-snapshots", help="Also remove scmt snapshots another state store made (by default "
+        "they are reported and left alone: a run on that store may be reading them).")] = False,
 ) -> None:
     """First run seeds (full copy); later runs copy only changed blocks."""
     from scmt_cli.domain.units import parse_duration
@@ -45,7 +48,7 @@ def sync(
         raise UsageError("--until needs --every or --until-ready (a single sync stops by itself)")
     stop_at = future_time(until, option="--until") if until is not None else None
     req = SyncRequest(plan=plan, vms=tuple(vm or ()), every=interval, until=stop_at, until_ready=until_ready,
-                      fleet=fleet)
+                      fleet=fleet, remove_foreign_snapshots=remove_foreign_snapshots)
     with StateStore.open(ui.opts.state) as store:
         result = sync_service(req, store, ui.reporter)
     ui.finish(result, render)
@@ -63,41 +66,47 @@ def _size(n: float) -> str:
 
 
 def render(console: Console, result: Any) -> None:
-    from rich.table import Table
     from rich.text import Text
 
-    table = Table(title=f"sync of plan {result.plan}" + (f" ({len(result.rounds)} rounds)" if len(result.rounds) > 1
-                                                           else ""))
-    for col in ("VM", "pass", "state", "read", "written", "time", "throughput", "result"):
-        table.add_column(col, overflow="fold")
-    for o in result.last.values():
-        d = o.data
-        secs = d.get("seconds")
-        rate = d.get("throughput_bytes_per_s")
-        table.add_row(
-            o.vm, str(d.get("kind", o.action or "-")), o.state or "-",
-            _size(d["bytes_read"]) if "bytes_read" in d else "-",
-            _size(d["bytes_written"]) if "bytes_written" in d else "-",
-            f"{secs:.2f} s" if secs is not None else "-",
-            f"{_size(rate)}/s" if rate else "-",
-            Text("ok", style="green") if o.ok else Text.assemble(("failed", "bold red"), f" ({o.error})"),
-        )
+    from scmt_cli.cli.tables import Column, fit_table
+
+    rows = list(result.last.values())
+    data = [o.data for o in rows]
+    cols = [
+        Column("VM", [o.vm for o in rows]),
+        Column("pass", [str(d.get("kind", o.action or "-")) for o, d in zip(rows, data, strict=True)]),
+        Column("state", [o.state or "-" for o in rows]),
+        Column("read", [_size(d["bytes_read"]) if "bytes_read" in d else "-" for d in data], keep=4, whole=True),
+        Column("written", [_size(d["bytes_written"]) if "bytes_written" in d else "-" for d in data], keep=2,
+               whole=True),
+        Column("time", [f"{d['seconds']:.2f} s" if d.get("seconds") is not None else "-" for d in data], keep=3,
+               whole=True),
+        Column("throughput", [f"{_size(d['throughput_bytes_per_s'])}/s" if d.get("throughput_bytes_per_s") else "-"
+                              for d in data], keep=1, whole=True),
+        Column("result", [Text("ok", style="green") if o.ok else Text.assemble(("failed", "bold red"), f" ({o.error})")
+                          for o in rows]),
+    ]
+    rounds = f" ({len(result.rounds)} rounds)" if len(result.rounds) > 1 else ""
+    table, _ = fit_table(console.width, cols, title=f"sync of plan {result.plan}{rounds}")
     console.print(table)
+    for o in result.last.values():
+        if isinstance(o.data.get("agent"), dict):  # agent VMs: what the agent used on the source this pass
+            from scmt_cli.cli.agent import agent_line
+
+            console.print(f"{o.vm}: agent {agent_line(o.data['agent'])}", markup=False, highlight=False)
     if result.stopped:
-        console.print(f"stopped: {result.stopped}", markup=False)
+        line(console, f"stopped: {result.stopped}")
     if result.failed:
         failed = [o for o in result.last.values() if not o.ok]
         blocked = [o.vm for o in failed if o.error_code == 20]
         to_fix = [o.vm for o in failed if o.error_code in _FIX_FIRST]
         resumable = [o.vm for o in failed if o.vm not in blocked and o.vm not in to_fix]
         if blocked:  # rerunning does not help: the assessment blockers must be fixed first
-            console.print(f"{len(blocked)} VM(s) blocked by assessment: {', '.join(blocked)}; 'scmt assess PLAN' "
-                          "lists the remedies (rerunning sync does not help)", style="bold red", markup=False)
+            line(console, f"{len(blocked)} VM(s) blocked by assessment: {', '.join(blocked)}; 'scmt assess PLAN' "
+                          "lists the remedies (rerunning sync does not help)", "bold red")
         if to_fix:
-            console.print(f"{len(to_fix)} VM(s) failed: {', '.join(to_fix)}; fix the error shown, then run scmt sync "
-                          "again", style="bold red", markup=False)
+            line(console, f"{len(to_fix)} VM(s) failed: {', '.join(to_fix)}; fix the error shown, then run "
+                          "'scmt sync PLAN' again", "bold red")
         if resumable:
-            console.print(f"{len(resumable)} VM(s) failed: {', '.join(resumable)}; run scmt sync again to resume "
-                          "them", style="bold red", markup=False)
-    for w in result.to_dict()["warnings"]:
-        console.print(f"warning: {w}", style="yellow", markup=False, highlight=False)
+            line(console, f"{len(resumable)} VM(s) failed: {', '.join(resumable)}; run 'scmt sync PLAN' again to "
+                          "resume them", "bold red")

@@ -127,7 +127,7 @@ class VmEstimate:
     def to_dict(self) -> dict[str, Any]:
         i = self.inputs
         return {
-            "name": self.name,
+            "vm": self.name,
             "transfer_minutes": self.transfer_minutes,
             "switch_minutes": self.switch_minutes,
             "downtime_minutes": self.downtime_minutes,
@@ -194,7 +194,7 @@ class WaveTimeline:
             "total_minutes": _ceil(self.end_minutes - self.start_minutes),
             "vms": [
                 {
-                    "name": s.name,
+                    "vm": s.name,
                     "start_minutes": round(s.start_minutes, 2),
                     "end_minutes": round(s.end_minutes, 2),
                     "incremental_cycles": s.incremental_cycles,

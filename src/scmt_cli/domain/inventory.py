@@ -130,6 +130,14 @@ class VM:
 
 
 @dataclass(frozen=True)
+class NotAssessed:
+    """Data the input lacks: ``what`` (for people) and the ids of the rules that could not run."""
+
+    what: str
+    rules: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Inventory:
     vms: tuple[VM, ...] = ()
     hosts: tuple[Host, ...] = ()
@@ -138,6 +146,9 @@ class Inventory:
     # Problems met while reading (row-level): the other VMs are still usable.
     skipped: tuple[str, ...] = field(default_factory=tuple)
     warnings: tuple[str, ...] = field(default_factory=tuple)
+    # What the input did not let the assessment check for any VM (an RVTools export without its vDisk
+    # tab: no RDM, shared-disk or independent-disk check): a VM not blocked otherwise is "incomplete".
+    not_assessed: tuple[NotAssessed, ...] = field(default_factory=tuple)
 
     def vm(self, name: str) -> VM | None:
         for vm in self.vms:

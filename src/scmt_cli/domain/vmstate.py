@@ -6,6 +6,7 @@ Every VM in a plan is in exactly one :data:`VmState`::
                   ^  |        |  ^         |   |            |
                   |  v        v  |         v   v            v
                   +-- failed (resumable) <-+   rolled-back <+
+    (planned, seeding, syncing, rolled-back) <--> blocked
 
 * ``planned``: nothing copied yet.
 * ``seeding``: the first full copy is running (or was interrupted; a rerun
@@ -21,7 +22,13 @@ Every VM in a plan is in exactly one :data:`VmState`::
   The target may have run and written to its disks, so the next ``sync``
   starts a new seed (``seeding``), which re-verifies every block.
 * ``failed``: a step failed.  The state it failed in is kept separately
-  (``failed_from``); re-running the same command resumes there.
+  (``failed_from``); re-running the same command resumes there, and a VM that
+  failed during an incremental sync may still fail over (the final pass copies
+  everything since the last complete sync).
+* ``blocked``: assessment blocks the VM for its method (its error names the
+  rule ids); the refused pass did nothing.  ``failed_from`` keeps the state it
+  was in, and ``sync`` (or ``migrate``) resumes there once the cause is fixed;
+  every other command refuses it.
 
 The services persist a :class:`VmStatus` in the state store and call
 :func:`plan_command` before acting and :func:`check_transition` before every
@@ -46,6 +53,7 @@ VmState = Literal[
     "committed",
     "rolled-back",
     "failed",
+    "blocked",
 ]
 ALL_STATES: tuple[VmState, ...] = get_args(VmState)
 
@@ -64,25 +72,30 @@ ROLLBACK_STEPS: tuple[RollbackStep, ...] = get_args(RollbackStep)
 #: Allowed state changes.  A state mapping to itself is an idempotent re-entry
 #: (another incremental sync, a resumed seed or failover).
 TRANSITIONS: Mapping[VmState, frozenset[VmState]] = {
-    "planned": frozenset({"seeding", "failed"}),
-    "seeding": frozenset({"seeding", "syncing", "failed"}),
-    "syncing": frozenset({"syncing", "cutting-over", "failed"}),
+    "planned": frozenset({"seeding", "failed", "blocked"}),
+    "seeding": frozenset({"seeding", "syncing", "failed", "blocked"}),
+    "syncing": frozenset({"syncing", "cutting-over", "failed", "blocked"}),
     "cutting-over": frozenset({"cutting-over", "cut-over", "rolled-back", "failed"}),
     "cut-over": frozenset({"committed", "rolled-back"}),
     "committed": frozenset(),
-    "rolled-back": frozenset({"seeding", "failed"}),
-    "failed": frozenset({"seeding", "syncing", "cutting-over", "rolled-back", "failed"}),
+    "rolled-back": frozenset({"seeding", "failed", "blocked"}),
+    "failed": frozenset({"seeding", "syncing", "cutting-over", "rolled-back", "failed", "blocked"}),
+    "blocked": frozenset({"seeding", "syncing", "failed", "blocked"}),
 }
 
-#: Where a failed VM may go, by the state it failed in (``failed_from``).
-#: A resume goes back to that state; a failed cutover may also be rolled back.
+#: Where a failed (or blocked) VM may go, by the state it was in (``failed_from``).
+#: A resume goes back to that state; a failed cutover may also be rolled back, and a
+#: VM that failed during an incremental sync may fail over.
 RESUME_FROM_FAILED: Mapping[VmState, frozenset[VmState]] = {
     "planned": frozenset({"seeding"}),
     "seeding": frozenset({"seeding"}),
-    "syncing": frozenset({"syncing"}),
+    "syncing": frozenset({"syncing", "cutting-over"}),
     "cutting-over": frozenset({"cutting-over", "rolled-back"}),
     "rolled-back": frozenset({"seeding"}),
 }
+
+#: The states that keep ``failed_from`` (where a resume goes back to).
+SUSPENDED: frozenset[VmState] = frozenset({"failed", "blocked"})
 
 
 def _q(state: str) -> str:
@@ -120,12 +133,12 @@ def check_transition(
         bad = current if current not in TRANSITIONS else target
         raise InvalidStateError(f"{vm}: unknown state {_q(bad)}; expected one of {_alternatives(ALL_STATES)}")
     allowed = TRANSITIONS[current]
-    if current == "failed" and failed_from is not None and target != "failed":
+    if current in SUSPENDED and failed_from is not None and target not in SUSPENDED:
         allowed = allowed & RESUME_FROM_FAILED.get(failed_from, frozenset())
     if target not in allowed:
         where = _q(current)
-        if current == "failed" and failed_from:
-            where += f" (failed while {_q(failed_from)})"
+        if current in SUSPENDED and failed_from:
+            where += f" ({current} while {_q(failed_from)})"
         raise InvalidStateError(f"{vm} is {where}; it cannot become {_q(target)} (from here: {_alternatives(allowed)})")
 
 
@@ -212,20 +225,23 @@ def plan_command(
         raise InvalidStateError(f"unknown command {_q(command)}")
     rule = COMMAND_RULES[command]
     effective = current
-    if current == "failed":
-        if failed_from is None or failed_from == "failed":
+    if current in SUSPENDED:
+        if failed_from is None or failed_from in SUSPENDED:
             raise InvalidStateError(
-                f"{vm} is 'failed' and the state it failed in is unknown; {command} needs {rule.needs}"
+                f"{vm} is {_q(current)} and the state it was in is unknown; {command} needs {rule.needs}"
             )
         effective = failed_from
-    if effective in rule.noop and current != "failed":
+    if current == "blocked" and command not in ("sync", "migrate"):
+        raise InvalidStateError(f"{vm} is 'blocked' by assessment (while {_q(effective)}); {command} needs "
+                                f"{rule.needs}", hint=f"fix what 'scmt assess PLAN' reports for {vm}, then sync it")
+    if effective in rule.noop and current not in SUSPENDED:
         return CommandDecision(command, current, None, noop=True, resume=False)
     if effective not in rule.start:
-        shown = f"'failed' (while {_q(effective)})" if current == "failed" else _q(current)
+        shown = f"{_q(current)} (while {_q(effective)})" if current in SUSPENDED else _q(current)
         raise InvalidStateError(f"{vm} is {shown}; {command} needs {rule.needs}")
     enter = rule.start[effective]
     check_transition(current, enter, vm=vm, failed_from=failed_from)
-    resume = current == "failed" or (enter == current and current in ("seeding", "cutting-over"))
+    resume = current in SUSPENDED or (enter == current and current in ("seeding", "cutting-over"))
     return CommandDecision(command, current, enter, noop=False, resume=resume)
 
 
@@ -295,10 +311,10 @@ class VmStatus:
     def move(self, target: VmState, *, error: str | None = None) -> VmStatus:
         """Return the status after ``self.state -> target``; raise if not allowed."""
         check_transition(self.state, target, vm=self.vm, failed_from=self.failed_from)
-        if target == "failed":
-            origin = self.failed_from if self.state == "failed" else self.state
-            return VmStatus(self.vm, "failed", origin, self.steps_done, error)
-        keep_steps = self.state == "failed" and target == self.failed_from
+        if target in SUSPENDED:
+            origin = self.failed_from if self.state in SUSPENDED else self.state
+            return VmStatus(self.vm, target, origin, self.steps_done, error)
+        keep_steps = self.state in SUSPENDED and target == self.failed_from
         keep_steps = keep_steps or (target == self.state == "cutting-over")
         return VmStatus(self.vm, target, None, self.steps_done if keep_steps else (), None)
 

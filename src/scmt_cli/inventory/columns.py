@@ -25,6 +25,8 @@ class TabSpec:
     fields: dict[str, tuple[str, ...]]
     required: bool = False
     feeds: dict[str, str] = field(default_factory=dict)  # field -> what is lost without it
+    # Rules that can block a VM and read only this tab: without the tab the assessment is incomplete.
+    blocking: tuple[str, ...] = ()
 
 
 TABS: dict[str, TabSpec] = {
@@ -89,6 +91,7 @@ TABS: dict[str, TabSpec] = {
             "mode": "disk.independent",
             "sharing": "disk.shared",
         },
+        blocking=("disk.rdm.physical", "disk.independent", "disk.shared", "sizing.shrink"),
     ),
     "vPartition": TabSpec(
         "vPartition",
@@ -129,6 +132,7 @@ TABS: dict[str, TabSpec] = {
             "size_mib": ("Size MiB (total)", "Size MB (total)", "Size MiB (vmsn)", "vSnapshotSizeTotal"),
             "quiesced": ("Quiesced", "vSnapshotQuiesced"),
         },
+        blocking=("snapshot.existing",),
     ),
     "vTools": TabSpec(
         "vTools",
@@ -161,7 +165,8 @@ TABS: dict[str, TabSpec] = {
         },
         feeds={"free_mib": "datastore.free_space"},
     ),
-    "vUSB": TabSpec("vUSB", key="vm", fields={"vm": ("VM", "vUSBVMName", "VM Name")}),
+    "vUSB": TabSpec("vUSB", key="vm", fields={"vm": ("VM", "vUSBVMName", "VM Name")},
+                    blocking=("device.usb",)),
 }
 
 

@@ -5,7 +5,9 @@ Contract:
 * the vInfo tab and its VM column are required: without them
   :class:`InputError` (exit 3) names the file, the tab and the columns tried;
 * every other tab is optional; a missing tab or column is listed in
-  ``Inventory.warnings`` with the rules it leaves unevaluated;
+  ``Inventory.warnings`` with the rules it leaves unevaluated, and a missing
+  tab whose rules can block a VM (vDisk, vSnapshot, vUSB) is also in
+  ``Inventory.not_assessed``: the assessment is then ``incomplete``;
 * a row with an unreadable value (``Memory`` = ``lots``) skips that VM only:
   ``Inventory.skipped`` gets ``file: tab row N column C: ...`` and the other
   VMs are still assessed;
@@ -20,6 +22,7 @@ import math
 import re
 from collections import defaultdict
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -162,6 +165,7 @@ def load_rvtools(path: Path) -> inv.Inventory:
     by_norm = {name.lower(): s for name, s in sheets.items()}
     warnings: list[str] = []
     skipped: list[str] = []
+    not_assessed: list[inv.NotAssessed] = []
     tabs: dict[str, Tab] = {}
     for tname, spec in TABS.items():
         sheet = by_norm.get(tname.lower())
@@ -172,6 +176,8 @@ def load_rvtools(path: Path) -> inv.Inventory:
                     hint="export every tab from RVTools (File > Export all to Excel / CSV)",
                 )
             warnings.append(f"{path}: no {tname} tab: {tname} data not assessed")
+            if spec.blocking:
+                not_assessed.append(inv.NotAssessed(f"no {tname} tab", spec.blocking))
             continue
         tab = Tab(sheet, spec)
         if spec.key in tab.missing:
@@ -186,7 +192,7 @@ def load_rvtools(path: Path) -> inv.Inventory:
                 col = spec.fields[fname][0]
                 warnings.append(f"{sheet.file}: {tname} tab has no {col!r} column: {spec.feeds[fname]} not evaluated")
         tabs[tname] = tab
-    return _build(path, tabs, warnings, skipped)
+    return replace(_build(path, tabs, warnings, skipped), not_assessed=tuple(not_assessed))
 
 
 def _rows_by_vm(tab: Tab | None) -> dict[str, list[tuple[int, list[Any]]]]:

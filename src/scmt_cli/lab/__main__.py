@@ -1,9 +1,17 @@
 """``python -m scmt_cli.lab``: serve a lab's fake vCenter until SIGTERM/SIGINT.
 
 It prints one JSON line (``url``, ``thumbprint``, ``user``, ``rpc``,
-``cert_file``) once the endpoint listens; other processes reach the estate
-through :class:`~scmt_cli.lab.remote.RemoteFakeVCenter` when
-``SCMT_FAKE_VCENTER_RPC`` names that ``rpc`` URL.
+``cert_file``, ``pid``) once the endpoint listens on ``--port`` (default: any
+free port); other processes reach the estate through
+:class:`~scmt_cli.lab.remote.RemoteFakeVCenter` when ``SCMT_FAKE_VCENTER_RPC``
+names that ``rpc`` URL.
+
+``--print-env`` starts the same server in the background (its own session, so
+it outlives the shell's command substitution), waits until it listens and
+prints ``export`` lines for ``eval "$(python -m scmt_cli.lab ... --print-env)"``:
+``SCMT_FAKE_VCENTER_RPC``, ``SCMT_VCENTER_PASSWORD`` (the lab's password: a lab,
+not a secret), ``GOVC_TLS_CA_CERTS`` (the lab's certificate, which scmt trusts
+for a plan that pins none) and ``SCMT_LAB_PID`` (``kill $SCMT_LAB_PID`` stops it).
 
 ``python -m scmt_cli.lab guest build`` builds (or finds in the cache) the
 bootable lab guest and prints its path, size and build times as JSON.
@@ -13,7 +21,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shlex
 import signal
+import subprocess
 import sys
 import tempfile
 import threading
@@ -30,24 +41,63 @@ def serve(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m scmt_cli.lab", description=serve.__doc__)
     parser.add_argument("--lab", required=True, help="lab file (see examples/lab.yaml)")
     parser.add_argument("--workdir", help="directory for disk files (default: a temporary one)")
+    parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: any free port)")
+    parser.add_argument("--print-env", action="store_true",
+                        help="run in the background and print export lines for eval \"$(...)\"")
     parser.add_argument("--no-tls", action="store_true", help="plain HTTP (tests only)")
     args = parser.parse_args(argv)
+    if not 0 <= args.port <= 65535:
+        parser.error(f"--port {args.port}: expected 0 to 65535")
+    if args.print_env:
+        return _background(args)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     with tempfile.TemporaryDirectory(prefix="scmt-fake-vc-") as tmp:
         try:
-            estate = start_estate(Path(args.lab), Path(args.workdir or tmp), tls=not args.no_tls)
+            estate = start_estate(Path(args.lab), Path(args.workdir or tmp), tls=not args.no_tls, port=args.port)
         except ScmtError as exc:
-            sys.stderr.write(f"error: {exc.message}\n")
+            sys.stderr.write(f"error: {exc.message}\n" + (f"hint: {exc.hint}\n" if exc.hint else ""))
             return exc.exit_code
         install_rpc(estate)
         info: dict[str, Any] = {"url": estate.base_url + "/sdk", "thumbprint": estate.http.thumbprint}
-        info.update(user=estate.lab.user, rpc=estate.base_url + "/sdk/rpc", cert_file=str(estate.http.cert_file))
+        info.update(user=estate.lab.user, rpc=estate.base_url + "/sdk/rpc", cert_file=str(estate.http.cert_file),
+                    password=estate.lab.password, pid=os.getpid())
         sys.stdout.write(json.dumps(info) + "\n")
         sys.stdout.flush()
         stop.wait()
         stop_estate(estate)
+    return 0
+
+
+def _background(args: argparse.Namespace) -> int:
+    """Start the server as a detached child, wait for its JSON line, print export lines (see module doc)."""
+    argv = [sys.executable, "-m", "scmt_cli.lab", "--lab", str(Path(args.lab).resolve()), "--port", str(args.port)]
+    if args.workdir:
+        argv += ["--workdir", str(Path(args.workdir).resolve())]
+    if args.no_tls:
+        argv.append("--no-tls")
+    log = Path(tempfile.gettempdir()) / f"scmt-lab-{os.getpid()}.log"
+    with open(log, "w", encoding="utf-8") as err:
+        child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err, text=True,
+                                 start_new_session=True)
+    assert child.stdout is not None
+    first = child.stdout.readline()  # the JSON line once it listens, or "" when it failed
+    if not first:
+        code = child.wait()
+        sys.stderr.write(log.read_text(encoding="utf-8") or f"error: the fake vCenter exited with {code}\n")
+        log.unlink(missing_ok=True)
+        return code or 1
+    info = json.loads(first)
+    exports = {"SCMT_FAKE_VCENTER_RPC": info["rpc"], "SCMT_VCENTER_PASSWORD": info["password"],
+               "SCMT_LAB_PID": str(child.pid)}
+    if info.get("cert_file") and not args.no_tls:
+        exports["GOVC_TLS_CA_CERTS"] = info["cert_file"]
+    for name, value in exports.items():
+        sys.stdout.write(f"export {name}={shlex.quote(value)}\n")
+    sys.stdout.write(f"# fake vCenter {info['url']} (user {info['user']}), pid {child.pid}, log {log}; "
+                     "stop it with: kill $SCMT_LAB_PID\n")
+    sys.stdout.flush()
     return 0
 
 

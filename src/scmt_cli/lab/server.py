@@ -4,7 +4,8 @@ Routes (``/sdk`` is the session path, like vCenter's):
 
 * ``POST /sdk/login`` with JSON ``{"user": .., "password": ..}`` -> 200 and a
   ``vmware_soap_session`` cookie, or 401.  ``POST /sdk/logout`` ends it.
-* ``GET /sdk`` -> 200 ``{"name": .., "version": ..}`` (reachability probe).
+* ``GET /sdk`` -> 200 ``{"name": .., "version": .., "scmt_fake_vcenter": true}`` (reachability
+  probe; the marker lets a client that reached the lab without ``SCMT_FAKE_VCENTER_RPC`` say so).
 * ``GET|HEAD|PUT /folder/<path>?dcPath=<dc>&dsName=<ds>`` with the cookie:
   a VM disk's flat file (``vm/vm-flat.vmdk``) is served from the fake's disk
   model through ``resolve``; other files live under ``root/<ds>/<path>`` (PUT
@@ -108,6 +109,7 @@ class FakeHttpServer:
         self.requests: list[tuple[str, str]] = []  # (method, path) without query
         self.thumbprint: str | None = None
         self.cert_file: Path | None = None
+        self.port = 0  # the port to listen on (127.0.0.1); 0: any free port
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -136,7 +138,11 @@ class FakeHttpServer:
     # -- lifecycle ---------------------------------------------------------------
     def start(self) -> str:
         handler = type("Handler", (_Handler,), {"owner": self})
-        server = _QuietServer(("127.0.0.1", 0), handler)
+        try:
+            server = _QuietServer(("127.0.0.1", self.port), handler)
+        except OSError as exc:
+            raise ConfigError(f"the fake vCenter cannot listen on 127.0.0.1:{self.port}: {exc.strerror or exc}",
+                              hint="choose another --port (or 0 for any free port)") from None
         server.daemon_threads = True
         scheme = "http"
         if self._tls:
@@ -258,7 +264,8 @@ class _Handler(BaseHTTPRequestHandler):
         path = urlsplit(self.path).path
         self.owner.requests.append(("HEAD" if head else "GET", path))
         if path in ("/sdk", "/sdk/"):
-            self._send(200, json.dumps(self.owner._info).encode(), {"Content-Type": "application/json"}, head)
+            info = {**self.owner._info, "scmt_fake_vcenter": True}
+            self._send(200, json.dumps(info).encode(), {"Content-Type": "application/json"}, head)
             return
         if not path.startswith("/folder/"):
             self._send(404, head=head)

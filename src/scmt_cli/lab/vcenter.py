@@ -56,15 +56,17 @@ _ESTATES: dict[tuple[str, int], FakeEstate] = {}
 _ESTATES_LOCK = threading.Lock()
 
 
-def start_estate(lab: Lab | str | Path, workdir: Path, *, tls: bool = True) -> FakeEstate:
-    """Build an estate from a lab, start its HTTP endpoint and register it for :func:`estate_for`."""
+def start_estate(lab: Lab | str | Path, workdir: Path, *, tls: bool = True, port: int = 0) -> FakeEstate:
+    """Build an estate from a lab, start its HTTP endpoint (on ``port``, 0: any) and register it for
+    :func:`estate_for`."""
     if not isinstance(lab, Lab):
         lab = load_lab(lab)
     estate = FakeEstate(lab, workdir, tls=tls)
+    estate.http.port = port
     url = estate.start()
-    host, port = url.split("://", 1)[1].split("/", 1)[0].rsplit(":", 1)
+    host, bound = url.split("://", 1)[1].split("/", 1)[0].rsplit(":", 1)
     with _ESTATES_LOCK:
-        _ESTATES[(host, int(port))] = estate
+        _ESTATES[(host, int(bound))] = estate
     return estate
 
 

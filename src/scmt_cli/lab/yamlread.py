@@ -15,9 +15,14 @@ from typing import NoReturn
 
 import yaml
 
+from scmt_cli.domain.plan.yamlsource import DepthLimited
 from scmt_cli.domain.units import parse_size
 from scmt_cli.domain.yamlerrors import yaml_problems
 from scmt_cli.errors import InputError, MissingFileError, Problem
+
+
+class _SafeLoader(DepthLimited, yaml.SafeLoader):
+    """PyYAML's safe loader, refusing documents nested too deep (instead of a RecursionError)."""
 
 
 class Reader:
@@ -37,7 +42,7 @@ class Reader:
         except (OSError, UnicodeDecodeError) as exc:
             raise InputError(f"{self.file}: cannot read: {exc}") from None
         try:
-            node = yaml.compose(text, Loader=yaml.SafeLoader)
+            node = yaml.compose(text, Loader=_SafeLoader)
         except yaml.MarkedYAMLError as exc:
             problems = yaml_problems(exc, self.file, prefix="not valid YAML")
             raise InputError(problems[0].format(), problems=problems) from None

@@ -15,8 +15,10 @@ Inputs (exactly one source of VMs):
 The result lists every VM with its verdict under the assessed method, the
 recommended method and why, and every finding.  Its ``exit_code`` is 20 when
 any VM is blocked, 21 when the network preflight found a required port not
-open, 1 for warnings (including skipped VMs and inventory warnings), else 0;
-the CLI prints the full report before exiting with it.
+open, 22 when a VM's assessment is ``incomplete`` (the input lacks data that
+rules able to block it need, e.g. an RVTools export without its vDisk tab), 1
+for warnings (including skipped VMs and inventory warnings), else 0; the CLI
+prints the full report before exiting with it.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from urllib.parse import urlsplit
 from scmt_cli.domain.assess import ALL_METHODS, AssessContext, TargetSizing, VmAssessment, assess_vm
 from scmt_cli.domain.inventory import VM, Inventory
 from scmt_cli.errors import (
+    AssessmentIncompleteError,
     BlockedByAssessmentError,
     PreflightError,
     UsageError,
@@ -40,6 +43,7 @@ from scmt_cli.services.preflight import PreflightReport, required_checks, run_pr
 
 EXIT_BLOCKED = BlockedByAssessmentError.exit_code
 EXIT_PREFLIGHT = PreflightError.exit_code
+EXIT_INCOMPLETE = AssessmentIncompleteError.exit_code
 METHOD_SPEED = {m: i for i, m in enumerate(ALL_METHODS)}  # later = shorter switch
 
 
@@ -70,7 +74,8 @@ class AssessResult:
     plan: str | None = None
 
     def counts(self) -> dict[str, int]:
-        out = {"vms": len(self.vms), "ready": 0, "warnings": 0, "blocked": 0, "skipped": len(self.skipped)}
+        out = {"vms": len(self.vms), "ready": 0, "warnings": 0, "blocked": 0, "incomplete": 0,
+               "skipped": len(self.skipped)}
         for a in self.vms:
             out[a.verdict] += 1
         return out
@@ -81,6 +86,8 @@ class AssessResult:
             return EXIT_BLOCKED
         if any(p.failed for p in self.preflight):
             return EXIT_PREFLIGHT
+        if any(a.verdict == "incomplete" for a in self.vms):
+            return EXIT_INCOMPLETE
         if self.skipped or self.warnings or any(a.verdict == "warnings" for a in self.vms):
             return 1
         return 0
@@ -160,7 +167,8 @@ def _load_inventory(path: Path) -> Inventory:
     return load_inventory(path)
 
 
-def _target_sizing(eff: Any) -> TargetSizing:
+def target_sizing(eff: Any) -> TargetSizing:
+    """What the plan asks for on the target for one VM (its effective settings)."""
     disks: dict[str, int] = {}
     for d in eff.disks:
         if d.size is None:
@@ -240,8 +248,8 @@ def assess(req: AssessRequest, reporter: Reporter | None = None) -> AssessResult
         group = None
         if plan is not None and vm.name in plan.effective_by_vm:
             eff = plan.effective(vm.name)
-            ctx = AssessContext(inventory=inventory, target=_target_sizing(eff),
-                                vddk=plan.source.vddk_libdir is not None)
+            ctx = AssessContext(inventory=inventory, target=target_sizing(eff),
+                                vddk=plan.source.vddk_libdir is not None, enable_cbt=plan.source.enable_cbt)
             method = method or eff.method
             tolerance = tolerance if tolerance is not None else eff.downtime_tolerance
             group = eff.group

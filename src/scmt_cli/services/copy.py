@@ -26,7 +26,8 @@ from scmt_cli.blocks.checkpoint import Checkpointer, CheckpointStore, checkpoint
 from scmt_cli.blocks.digest import Manifest
 from scmt_cli.blocks.engine import CopyOptions, CopyOutcome, CopyStats, default_in_flight
 from scmt_cli.blocks.plan import DEFAULT_CHUNK_SIZE, check_chunk_size
-from scmt_cli.blocks.verify import verify_target
+from scmt_cli.blocks.sourcecheck import check_identity, check_sample, identity_json
+from scmt_cli.blocks.verify import verify_copy
 from scmt_cli.errors import InvalidStateError, UsageError
 from scmt_cli.events import Reporter
 from scmt_cli.transports import base as transports
@@ -122,8 +123,8 @@ def run_copy(req: CopyRequest, reporter: Reporter, store: CheckpointStore | None
             outcome.manifest.save(req.manifest_out)
         if req.verify:
             t0 = time.monotonic()
-            stats.verified_chunks = verify_target(dst, outcome.manifest, in_flight=in_flight,
-                                                  reporter=reporter, task=f"verify {_task_name(req.target)}")
+            stats.verified_chunks = verify_copy(src, dst, chunk_size, in_flight=in_flight, reporter=reporter,
+                                                task=f"verify {_task_name(req.target)}")
             stats.verify_seconds = time.monotonic() - t0
         reporter.event("copy_done", target=dst.describe(), bytes_read=stats.bytes_read,
                        bytes_written=stats.bytes_written, verified=req.verify)
@@ -188,7 +189,7 @@ def _choose_mode(req: CopyRequest, base: Manifest | None, dst: BlockTarget, warn
     if base is not None and dst.fresh:
         warnings.append(f"{dst.describe()} did not exist: made a full copy instead of an incremental one")
         return None
-    if base is not None and base.target is not None and base.target != dst.describe():
+    if base is not None and base.target != dst.describe():
         # Chunks equal to the manifest are not written: it must describe what THIS target holds.
         raise InvalidStateError(
             f"{req.since}: the manifest describes target {base.target}, not {dst.describe()}",
@@ -199,7 +200,13 @@ def _choose_mode(req: CopyRequest, base: Manifest | None, dst: BlockTarget, warn
 def _resume_or_start(req: CopyRequest, store: CheckpointStore | None, src: BlockSource, dst: BlockTarget,
                      base: Manifest | None, chunk_size: int, mode: str, reporter: Reporter,
                      warnings: list[str]) -> tuple[Checkpointer | None, bool]:
-    """The checkpointer of this copy (None without a store) and whether an interrupted copy is resumed."""
+    """The checkpointer of this copy (None without a store) and whether an interrupted copy is resumed.
+
+    The checkpoint is bound to both ends: a target that was replaced (or is new) holds none of the
+    checkpointed chunks, so the copy restarts with a warning; a source that is not the disk the
+    interrupted copy read (another identity, or a re-read sample that differs) is refused with
+    SourceChangedError (exit 34): resuming would leave a target made of two disks.
+    """
     if store is None:
         if req.resume:
             raise UsageError("--resume needs a state store to read the checkpoint from")
@@ -208,30 +215,33 @@ def _resume_or_start(req: CopyRequest, store: CheckpointStore | None, src: Block
     target_id = dst.identity()
     params: dict[str, Any] = {"source": src.describe(), "target": dst.describe(), "size": src.size,
                               "chunk_size": chunk_size, "mode": mode,
-                              "base": _file_digest(req.since) if base is not None and req.since else None}
-    if target_id is not None:
-        params["target_id"] = target_id.to_json()
+                              "base": _file_digest(req.since) if base is not None and req.since else None,
+                              "source_id": identity_json(src),
+                              "target_id": target_id.to_json() if target_id is not None else None}
     ckpt = Checkpointer(store, key, params)
     existing = store.get_checkpoint(key)
-    old_id = (existing or {}).get("params", {}).get("target_id")
-    if existing is not None and old_id is None:
-        params.pop("target_id", None)  # a checkpoint of an older scmt: resumable as before
+    old = (existing or {}).get("params", {})
     if existing is not None and req.resume and dst.fresh:
         # The target was just created: whatever the checkpoint says was written is gone.
         warnings.append(f"{dst.describe()} did not exist any more: the interrupted copy was restarted "
                         "from the beginning")
         ckpt.clear()
         existing = None
-    elif existing is not None and req.resume and old_id is not None and old_id != params.get("target_id"):
+    elif existing is not None and req.resume and old.get("target_id") != params["target_id"]:
         # Another file now sits at the target's path: it holds none of the checkpointed chunks.
         warnings.append(f"{dst.describe()} was replaced by another file since the interrupted copy: "
                         "the copy was restarted from the beginning")
         ckpt.clear()
         existing = None
-    elif existing is not None and not req.resume:
+    elif existing is not None and req.resume:
+        current = check_identity(src, old.get("source_id"))  # exit 34 before "other parameters" (42)
+        loaded = ckpt.load()  # the other parameters (42 when they differ)
+        if loaded is not None and (current is None or current.stable):
+            check_sample(src, loaded[0], loaded[1], chunk_size)
+    elif existing is not None:
         reporter.log("warning", "an interrupted copy to this target was found; starting over "
                      "(pass --resume to continue it instead)")
-    elif existing is None and req.resume:
+    elif req.resume:
         reporter.log("info", "no interrupted copy to resume; starting from the beginning")
     return ckpt, existing is not None and req.resume
 

@@ -14,7 +14,6 @@ Typical use (one store per process; one shared connection, thread-safe)::
 
 from scmt_cli.state.guard import secret_key
 from scmt_cli.state.locks import VmLock, vm_resource
-from scmt_cli.state.migrations import SCHEMA_VERSION
 from scmt_cli.state.paths import default_state_path, resolve_state_path
 from scmt_cli.state.records import (
     GENERATION_KINDS,
@@ -27,6 +26,7 @@ from scmt_cli.state.records import (
     VmRecord,
     iso,
 )
+from scmt_cli.state.schema import SCHEMA_VERSION
 from scmt_cli.state.store import StateStore
 
 __all__ = [

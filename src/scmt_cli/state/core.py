@@ -16,7 +16,7 @@ Contract:
   heartbeat and the main thread may call it concurrently).  Open a new store in
   a child process; a store used after ``fork`` raises :class:`StateStoreError`;
 * every failure of the file or the database is a :class:`StateStoreError`
-  (exit 41): a directory, a corrupt file, a file from a newer scmt, a
+  (exit 41): a directory, a corrupt file, a file of another schema version, a
   database locked for longer than the busy timeout.
 """
 
@@ -35,20 +35,12 @@ from typing import Any, Self
 from scmt_cli.errors import StateStoreError, redact_text
 from scmt_cli.state.guard import from_json, to_json
 from scmt_cli.state.locks import VmLock, read_holder
-from scmt_cli.state.migrations import (
-    APPLICATION_ID,
-    SCHEMA_VERSION,
-    application_id,
-    migrate,
-    not_ours_error,
-    schema_version,
-    too_new_error,
-)
 from scmt_cli.state.paths import is_postgres_url, prepare_file, resolve_state_path, tighten_companions
 from scmt_cli.state.records import (
     EventRecord,
     LockInfo,
 )
+from scmt_cli.state.schema import check_existing, check_or_create, schema_version
 
 
 def clean_error(error: str | None) -> str | None:
@@ -81,7 +73,7 @@ class StoreCore:
         busy_timeout: float = 30.0,
         clock: Callable[[], float] = time.time,
     ) -> Self:
-        """Open (creating and migrating as needed) the state file at ``path``.
+        """Open (creating it when new or empty) the state file at ``path``.
 
         ``path`` ``None`` means ``$SCMT_STATE`` or :func:`default_state_path`;
         a ``postgresql://`` URL opens the shared PostgreSQL store instead
@@ -124,10 +116,8 @@ class StoreCore:
     @staticmethod
     def _configure(conn: sqlite3.Connection, path: Path) -> None:
         version = schema_version(conn)  # the first read fails on a file that is not a database
-        if version > SCHEMA_VERSION:
-            raise too_new_error(str(path), version)
-        if version and application_id(conn) != APPLICATION_ID:
-            raise not_ours_error(str(path))
+        if version:
+            check_existing(conn, str(path), version)  # before WAL mode touches a file that is not ours
         mode = str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]).lower()
         if mode != "wal":
             raise StateStoreError(
@@ -136,8 +126,7 @@ class StoreCore:
             )
         conn.execute("PRAGMA synchronous = FULL")
         conn.execute("PRAGMA foreign_keys = ON")
-        if version < SCHEMA_VERSION:
-            migrate(conn, str(path))
+        check_or_create(conn, str(path))
 
     @property
     def path(self) -> Path:
@@ -146,6 +135,14 @@ class StoreCore:
     @property
     def schema_version(self) -> int:
         return int(self._query("PRAGMA user_version")[0][0])
+
+    @property
+    def store_id(self) -> str:
+        """This store's id: made when the store was created, never changed (32 hex digits)."""
+        rows = self._query("SELECT value FROM scmt_meta WHERE key = 'store_id'")
+        if not rows:
+            raise StateStoreError(f"state store {self._path} has no store id", hint="point --state at a new store")
+        return str(rows[0][0])
 
     def close(self) -> None:
         """Release locks still held by this store and close the file.  Idempotent."""

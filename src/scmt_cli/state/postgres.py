@@ -30,7 +30,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.pq import TransactionStatus
 
 from scmt_cli.errors import StateStoreError, redact_text, redact_url
-from scmt_cli.state.pgschema import ADVISORY_CLASS, WRITER_LOCK, migrate_pg, pg_schema_version
+from scmt_cli.state.pgschema import ADVISORY_CLASS, WRITER_LOCK, create_or_check_pg, pg_schema_version
 from scmt_cli.state.store import StateStore
 
 #: Connection parameters scmt sets unless the URL sets them.
@@ -183,7 +183,7 @@ class PostgresStateStore(StateStore):
 
 
 def open_postgres(cls: type, url: str, *, busy_timeout: float, clock: Callable[[], float]) -> PostgresStateStore:
-    """Connect to the PostgreSQL store at ``url``, creating or migrating its tables as needed."""
+    """Connect to the PostgreSQL store at ``url``, creating its tables when the database is new."""
     display = check_url(url)
     try:
         params = conninfo_to_dict(url)
@@ -192,7 +192,7 @@ def open_postgres(cls: type, url: str, *, busy_timeout: float, clock: Callable[[
     conninfo = make_conninfo(url, **{k: v for k, v in _DEFAULT_PARAMS.items() if k not in params})
     conn = _PgConnection(conninfo, display, busy_timeout)
     try:
-        migrate_pg(conn.raw, display)
+        create_or_check_pg(conn.raw, display)
     except psycopg.Error as exc:
         conn.close()
         raise StateStoreError(f"cannot prepare state store {display}: {_first_line(exc)}") from None

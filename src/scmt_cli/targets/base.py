@@ -340,8 +340,13 @@ class TargetPlatform(Protocol):
 
     def state(self, vm: str) -> TargetState: ...
 
-    def convert(self, spec: TargetVmSpec, *, direct: bool = False, job: Any = None) -> ConversionResult:
-        """Guest conversion on the final disks; ``direct`` skips it (the seed's "Directly Fail Over").
+    def convert(self, spec: TargetVmSpec, *, direct: bool = False, job: Any = None,
+                folder: Path | None = None) -> ConversionResult:
+        """Guest conversion on ``spec``'s disks; ``direct`` skips it (the seed's "Directly Fail Over").
+
+        ``folder`` holds the converter's overlays, its input XML and the commit
+        marker (default: the VM's folder); a test failover passes its own
+        folder, so nothing of a test conversion lands beside the real disks.
 
         Call :meth:`finalize_disks` first (conversion works on the final,
         possibly qcow2, disks).  ``job`` is a :class:`scmt_cli.targets.convert.ConvertJob`

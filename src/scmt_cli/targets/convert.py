@@ -57,7 +57,7 @@ COMMIT_MARKER = "v2v-commit.json"
 _STEP = re.compile(r"^\[\s*[\d.]+\]\s+(?P<step>.+)$")
 _CONVERTING = re.compile(r"Converting (?P<os>.+) to run on KVM")
 _WARNING = re.compile(r"warning:\s*(?P<w>.+)$", re.IGNORECASE)
-_CHANGE = re.compile(r"(initrd|initramfs|firstboot|qemu-guest-agent|uninstall|removing|virtio|grub|fstab)",
+_CHANGE = re.compile(r"(initrd|initramfs|first.?boot|qemu.guest.agent|uninstall|removing|virtio|grub|fstab)",
                      re.IGNORECASE)
 
 
@@ -189,13 +189,17 @@ def parse_outcome(lines: Sequence[str]) -> dict[str, object]:
         if "This guest has virtio drivers installed" in text:
             virtio = True
             changes.append("virtio drivers available in the guest (block, network)")
-        elif "does not have virtio drivers installed" in text:
+            continue
+        if "does not have virtio drivers installed" in text:
             virtio = False
+            continue
         w = _WARNING.search(text)
         if w:
             warnings.append(w.group("w"))
-        elif not m and _CHANGE.search(text) and text not in changes:
-            changes.append(text)
+        elif not m and _CHANGE.search(text):
+            change = re.sub(r"^[\w-]+:\s*", "", text)  # without the converter's name
+            if change not in changes:
+                changes.append(change)
     return {"guest": guest, "virtio_drivers": virtio, "steps": steps, "changes": changes, "warnings": warnings}
 
 
@@ -241,7 +245,8 @@ def convert_guest(spec: TargetVmSpec, folder: Path, build_xml: Callable[[TargetV
         exe = shutil.which(command)
         if exe is None:
             warnings = [f"{vm}: guest conversion skipped: {command} is not installed; the guest keeps its VMware "
-                        "drivers and tools (install virt-v2v, or fail over with --direct to silence this)"]
+                        "drivers and tools (install virt-v2v, or set direct: true for this VM in the plan to skip "
+                        "conversion)"]
             if static_ip_options(spec):
                 warnings.append(f"{vm}: the plan's static IP addresses were not set in the guest (that is done "
                                 f"by {command}); configure them by hand after the switch")

@@ -172,12 +172,14 @@ class DirPlatform:
     def state(self, vm: str) -> TargetState:
         return self._to_state(vm, self._record(vm))
 
-    def convert(self, spec: TargetVmSpec, *, direct: bool = False, job: Any = None) -> ConversionResult:
-        """Convert the guest on the final disks (see :mod:`scmt_cli.targets.convert`)."""
+    def convert(self, spec: TargetVmSpec, *, direct: bool = False, job: Any = None,
+                folder: Path | None = None) -> ConversionResult:
+        """Convert the guest on ``spec``'s disks (see :mod:`scmt_cli.targets.convert`) in ``folder``
+        (default: the VM's folder)."""
         from scmt_cli.targets.convert import convert_guest
 
         spec = spec.validated()
-        folder = storage.vm_dir(self.root, spec.name)
+        folder = folder or storage.vm_dir(self.root, spec.name)
         folder.mkdir(parents=True, exist_ok=True)
         return convert_guest(spec, folder, lambda s: build_domain_xml(s), direct=direct,
                              settings=storage.convert_settings(self.spec), job=job, reporter=self.reporter)

@@ -5,7 +5,8 @@ escaped properly.  The document is valid input for ``virsh define``: q35
 machine (``pc`` when a disk sits on an IDE bus, which q35 lacks), UEFI through
 libvirt's firmware auto-selection with secure boot when asked (plus SMM, which
 secure boot needs), virtio disks and NICs, a guest-agent channel (used for
-graceful shutdown) and a serial console.
+graceful shutdown) and a serial console (optionally logged to a file, which
+is how scmt reads a libvirt guest's console).
 """
 
 from __future__ import annotations
@@ -28,11 +29,13 @@ def _dev_name(prefix: str, n: int) -> str:
     return prefix + letters
 
 
-def build_domain_xml(spec: TargetVmSpec, *, domain_type: str = "kvm", link_up: bool = True) -> str:
+def build_domain_xml(spec: TargetVmSpec, *, domain_type: str = "kvm", link_up: bool = True,
+                     console_log: str | None = None) -> str:
     """Return the domain XML for ``spec`` (call ``spec.validated()`` first so every NIC has a MAC).
 
     ``link_up=False`` writes every NIC with ``<link state='down'/>`` (an
-    isolated VM).
+    isolated VM).  ``console_log`` logs the serial console to that file,
+    rewritten at each start (``<log append='off'>``), besides its pty.
     """
     dom = ET.Element("domain", type=domain_type)
     ET.SubElement(dom, "name").text = spec.name
@@ -95,6 +98,8 @@ def build_domain_xml(spec: TargetVmSpec, *, domain_type: str = "kvm", link_up: b
     chan = ET.SubElement(devices, "channel", type="unix")
     ET.SubElement(chan, "target", type="virtio", name="org.qemu.guest_agent.0")
     serial = ET.SubElement(devices, "serial", type="pty")
+    if console_log:
+        ET.SubElement(serial, "log", file=console_log, append="off")
     ET.SubElement(serial, "target", port="0")
     console = ET.SubElement(devices, "console", type="pty")
     ET.SubElement(console, "target", type="serial", port="0")

@@ -11,6 +11,18 @@ Network isolation changes each NIC's link state: live and persistent through
 device updates (libvirt's ``test:///`` driver) gets its persistent definition
 rewritten when the VM is off, and refuses clearly when it runs.
 
+Domain type (``target.domain_type``): ``kvm``, ``qemu`` (TCG, software
+emulation) or ``auto`` (default): on libvirt's QEMU driver ``kvm`` only when
+libvirt offers KVM *and* KVM works there -- for a local URI the same check as
+``scmt boot`` (:func:`scmt_cli.targets.qemu.kvm_usable`: ``/dev/kvm`` opens and
+the CPU shows ``vmx``/``svm``), for a remote one the host CPU features in
+libvirt's capabilities -- else ``qemu``, with a warning (a guest started as
+``kvm`` where nested virtualisation is off hangs).  Other drivers get ``kvm``.
+
+The serial console of every domain scmt defines is also logged to
+``<path>/<vm>/console.log`` (rewritten at each start), which is how ``scmt
+boot`` reads a libvirt guest's ready line; ``virsh console`` keeps working.
+
 libvirt errors become :class:`~scmt_cli.errors.TargetPlatformError` (exit 50)
 naming the VM and the step.  libvirt's own printing of errors to stderr is
 turned off (nothing below ``cli/`` prints).
@@ -21,10 +33,12 @@ from __future__ import annotations
 import dataclasses
 import shutil
 import time
+import xml.etree.ElementTree as ET
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from scmt_cli.errors import ConfigError, PlanError, TargetPlatformError, TargetUnreachableError, redact_text, redact_url
 from scmt_cli.events import NullReporter, Reporter
@@ -49,6 +63,8 @@ except ImportError:  # pragma: no cover - exercised by monkeypatching in tests
 _RUNNING_STATES = {1, 2, 4}  # running, blocked, being shut down
 _PAUSED_STATES = {3, 7}  # paused, pm-suspended
 _POLL_S = 0.2
+DOMAIN_TYPES = ("auto", "kvm", "qemu", "test")
+CONSOLE_LOG = "console.log"
 
 
 def _safe_uri(uri: str) -> str:
@@ -88,15 +104,47 @@ class LibvirtPlatform:
         self.root = Path(root).absolute()
         self.spec = spec or PlatformSpec(type="libvirt", path=str(self.root), uri=uri)
         self.reporter: Reporter = reporter or NullReporter()
-        dtype = self.spec.extra.get("domain_type", "kvm")
-        if dtype not in ("kvm", "qemu", "test"):
-            raise PlanError(f"target.domain_type {dtype!r} is not one of kvm, qemu, test")
-        self.domain_type = str(dtype)
+        dtype = self.spec.extra.get("domain_type") or "auto"
+        if dtype not in DOMAIN_TYPES:
+            raise PlanError(f"target.domain_type {dtype!r} is not one of {', '.join(DOMAIN_TYPES)}")
+        self._domain_type = str(dtype)
         self.lv.registerErrorHandler(lambda _ctx, _err: None, None)
         try:
             self.conn = self.lv.open(uri)
         except self.lv.libvirtError as exc:
             raise TargetUnreachableError(f"cannot connect to libvirt at {_safe_uri(uri)}: {_msg(exc)}") from exc
+
+    @property
+    def domain_type(self) -> str:
+        """The type of the domains scmt defines (``auto`` resolved once; see the module docstring)."""
+        if self._domain_type == "auto":
+            dtype, why = self._auto_domain_type()
+            if why:
+                self.reporter.log("warning", f"{self.describe()}: KVM does not work there ({why}): VMs are defined "
+                                             "with domain type 'qemu' (TCG, software emulation, much slower); set "
+                                             "target.domain_type: kvm to override")
+            self._domain_type = dtype
+        return self._domain_type
+
+    def _auto_domain_type(self) -> tuple[str, str]:
+        """(``kvm`` or ``qemu``, why not KVM)."""
+        with self._step(self.describe(), "read the host's capabilities"):
+            if self.conn.getType() != "QEMU":
+                return "kvm", ""
+            caps = ET.fromstring(self.conn.getCapabilities())  # noqa: S314 - libvirt's own document
+        offered = {d.get("type") for g in caps.iterfind("guest") if g.findtext("os_type") == "hvm"
+                   for a in g.iterfind("arch") if a.get("name") == "x86_64" for d in a.iterfind("domain")}
+        if "kvm" not in offered:
+            return "qemu", "libvirt offers no KVM domain on that host (no usable /dev/kvm)"
+        if not urlsplit(self.uri).hostname:  # this machine: the same check as scmt boot
+            from scmt_cli.targets.qemu import kvm_usable
+
+            ok, why = kvm_usable()
+            return ("kvm", "") if ok else ("qemu", why)
+        features = {f.get("name") for f in caps.iterfind("host/cpu/feature")}
+        if not features & {"vmx", "svm"}:
+            return "qemu", "the host CPU shows no vmx/svm in libvirt's capabilities (nested virtualization is off)"
+        return "kvm", ""
 
     # -- helpers ---------------------------------------------------------
     def describe(self) -> str:
@@ -132,6 +180,19 @@ class LibvirtPlatform:
         power: PowerState = "running" if code in _RUNNING_STATES else "paused" if code in _PAUSED_STATES else "shutoff"
         return TargetState(vm, True, power, link_is_up(xml, vm=vm), self.kind)
 
+    def vm_dir(self, vm: str) -> Path:
+        """The VM's folder under the storage root (disks, ``console.log``)."""
+        return storage.vm_dir(self.root, vm)
+
+    def console_log(self, vm: str) -> Path:
+        """Where the serial console of ``vm`` is logged (see the module docstring)."""
+        return self.vm_dir(vm) / CONSOLE_LOG
+
+    def _xml(self, spec: TargetVmSpec, *, link_up: bool = True, console_log: Path | None = None,
+             domain_type: str | None = None) -> str:
+        return build_domain_xml(spec, domain_type=domain_type or self.domain_type, link_up=link_up,
+                                console_log=str(console_log) if console_log is not None else None)
+
     # -- disks -----------------------------------------------------------
     def prepare_disks(self, vm: str, disks: Sequence[DiskRequest]) -> list[PreparedDisk]:
         return storage.prepare_disks(self.root, vm, disks, self.spec.disk_format, self.reporter)
@@ -157,7 +218,7 @@ class LibvirtPlatform:
                 raise TargetPlatformError(
                     f"{vm}: define: a VM of this name exists with UUID {uuid}, the plan asks for {spec.uuid}"
                 )
-        xml = build_domain_xml(spec, domain_type=self.domain_type, link_up=connected)
+        xml = self._xml(spec, link_up=connected, console_log=self.console_log(vm))
         with self._step(vm, "define"):
             dom = self.conn.defineXML(xml)
         self.reporter.event("target_defined", vm=vm, platform=self.kind, redefined=existing is not None)
@@ -236,15 +297,88 @@ class LibvirtPlatform:
     def state(self, vm: str) -> TargetState:
         return self._state_of(vm, self._lookup(vm))
 
-    def convert(self, spec: TargetVmSpec, *, direct: bool = False, job: Any = None) -> ConversionResult:
-        """Convert the guest on the final disks (see :mod:`scmt_cli.targets.convert`)."""
+    def convert(self, spec: TargetVmSpec, *, direct: bool = False, job: Any = None,
+                folder: Path | None = None) -> ConversionResult:
+        """Convert the guest on ``spec``'s disks (see :mod:`scmt_cli.targets.convert`) in ``folder``
+        (default: the VM's folder)."""
         from scmt_cli.targets.convert import convert_guest
 
         spec = spec.validated()
-        folder = storage.vm_dir(self.root, spec.name)
+        folder = folder or self.vm_dir(spec.name)
         folder.mkdir(parents=True, exist_ok=True)
-        return convert_guest(spec, folder, lambda s: build_domain_xml(s, domain_type=self.domain_type), direct=direct,
+        return convert_guest(spec, folder, lambda s: self._xml(s), direct=direct,
                              settings=storage.convert_settings(self.spec), job=job, reporter=self.reporter)
+
+    # -- booting (scmt boot, test failover; see scmt_cli.targets.libvirtboot) -------------
+    def domain_info(self, vm: str) -> tuple[bool, str]:
+        """(running, domain type) of the defined domain ``vm``."""
+        dom = self._require(vm, "boot")
+        with self._step(vm, "boot"):
+            active = bool(dom.isActive())
+            root = ET.fromstring(dom.XMLDesc(self.lv.VIR_DOMAIN_XML_INACTIVE))  # noqa: S314 - libvirt's XML
+        return active, root.get("type", "kvm")
+
+    def is_active(self, vm: str) -> bool:
+        """Whether the domain ``vm`` runs (False when it is off or gone, e.g. a transient one that stopped)."""
+        dom = self._lookup(vm)
+        if dom is None:
+            return False
+        with self._step(vm, "state"):
+            return bool(dom.isActive())
+
+    def set_domain_type(self, vm: str, dtype: str) -> None:
+        """Redefine the shut-off domain ``vm`` with type ``dtype`` (``kvm`` or ``qemu``)."""
+        dom = self._require(vm, "change the domain type")
+        with self._step(vm, "change the domain type"):
+            root = ET.fromstring(dom.XMLDesc(self.lv.VIR_DOMAIN_XML_INACTIVE))  # noqa: S314 - libvirt's XML
+            if root.get("type") == dtype:
+                return
+            root.set("type", dtype)
+            self.conn.defineXML(ET.tostring(root, encoding="unicode"))
+        self.reporter.event("target_defined", vm=vm, platform=self.kind, redefined=True, domain_type=dtype)
+
+    def power_off(self, vm: str) -> None:
+        """Force ``vm`` off now (no guest shutdown); nothing when it is off or unknown."""
+        dom = self._lookup(vm)
+        if dom is not None:
+            with self._step(vm, "power off"):
+                if dom.isActive():
+                    dom.destroy()
+
+    def stop_transient(self, name: str) -> bool:
+        """Stop the transient domain ``name`` (so it is gone); False when there is none.  A persistent domain
+        of that name is not scmt's: TargetPlatformError."""
+        dom = self._lookup(name)
+        if dom is None:
+            return False
+        with self._step(name, "stop"):
+            if dom.isPersistent():
+                raise TargetPlatformError(f"{name}: a persistent domain of this name exists on {self.describe()}; "
+                                          "it is not a test copy of scmt, so scmt leaves it alone")
+            if dom.isActive():
+                dom.destroy()
+        self.reporter.event("target_state", vm=name, action="stop-transient", platform=self.kind)
+        return True
+
+    def run_transient(self, spec: TargetVmSpec, console_log: Path, *, domain_type: str | None = None) -> str:
+        """Start a transient domain (gone once it stops) from ``spec``; its console is logged to ``console_log``.
+
+        A transient domain of that name left running by an earlier run is stopped first.
+        """
+        spec = spec.validated()
+        old = self._lookup(spec.name)
+        if old is not None:
+            with self._step(spec.name, "start"):
+                persistent = bool(old.isPersistent())
+            if persistent:
+                raise TargetPlatformError(f"{spec.name}: a persistent domain of this name exists on "
+                                          f"{self.describe()}; scmt will not replace it")
+            self.power_off(spec.name)
+        console_log.parent.mkdir(parents=True, exist_ok=True)
+        with self._step(spec.name, "start"):
+            self.conn.createXML(self._xml(spec, link_up=False, console_log=console_log, domain_type=domain_type), 0)
+        self.reporter.event("target_state", vm=spec.name, action="start-transient", platform=self.kind)
+        return spec.name
 
     def close(self) -> None:
         conn, self.conn = self.conn, None

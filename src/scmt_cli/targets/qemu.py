@@ -25,18 +25,16 @@ import shutil
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from scmt_cli import procs
-from scmt_cli.errors import BootError, ConfigError, TargetPlatformError
+from scmt_cli.errors import ConfigError, TargetPlatformError
+from scmt_cli.targets.console import DEFAULT_READY, BootOutcome, boot_error, follow, lines
 
 QEMU = "qemu-system-x86_64"
 QEMU_PACKAGE = "qemu-system-x86"
-DEFAULT_READY = r"SCMT-GUEST-READY\s+(\S+)"
 OVMF_PATHS = ("/usr/share/ovmf/OVMF.fd", "/usr/share/OVMF/OVMF.fd", "/usr/share/qemu/OVMF.fd")
-_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
 @dataclass(frozen=True)
@@ -143,44 +141,6 @@ def qemu_argv(m: QemuMachine, *, exe: str, accel: str, console_log: Path) -> lis
     return argv
 
 
-@dataclass
-class BootOutcome:
-    vm: str
-    booted: bool
-    accel: str
-    seconds: float | None  # QEMU start -> ready line
-    ready_line: str | None
-    guest_value: str | None  # the ready pattern's first group (the guest's data digest)
-    console_log: str
-    powered_off: bool = False
-    warnings: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"booted": self.booted, "accel": self.accel, "seconds": self.seconds, "ready_line": self.ready_line,
-                "guest_value": self.guest_value, "console_log": self.console_log, "powered_off": self.powered_off}
-
-
-_FAILURE_MARKS = ("Gave up waiting for", "Kernel panic", "ALERT!", "No bootable device", "Boot failed",
-                  "error: ", "VFS: Cannot open root device")
-
-
-def _lines(path: Path) -> list[str]:
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return []
-    return [c for c in (_ANSI.sub("", ln).strip() for ln in text.splitlines()) if c]
-
-
-def _tail(path: Path, n: int = 5) -> str:
-    return " | ".join(_lines(path)[-n:])[-600:]
-
-
-def _first_failure(path: Path) -> str | None:
-    """The first console line that says why a boot failed (the initramfs or the kernel naming it)."""
-    return next((ln for ln in _lines(path) if any(m in ln for m in _FAILURE_MARKS)), None)
-
-
 def _attempt(m: QemuMachine, accel: str, console_log: Path, *, ready: re.Pattern[str], timeout_s: float,
              stall_s: float, after_ready_s: float, check: Callable[[], None],
              progress: Callable[[str], None]) -> tuple[str, BootOutcome]:
@@ -193,46 +153,11 @@ def _attempt(m: QemuMachine, accel: str, console_log: Path, *, ready: re.Pattern
     # supervised: its process group is stopped and reaped however scmt ends (scmt_cli.procs)
     proc = procs.spawn(["nice", "-n", "10", *argv], name=QEMU, keep_lines=20)
     out = BootOutcome(m.name, False, accel, None, None, None, str(console_log))
-    started = last_progress = time.monotonic()
-    seen = 0
-    pending = ""
-    how = "timeout"
     try:
-        while True:
-            check()
-            now = time.monotonic()
-            try:
-                size = console_log.stat().st_size
-            except OSError:
-                size = 0
-            if size > seen:
-                with open(console_log, "rb") as f:
-                    f.seek(seen)
-                    chunk = f.read(size - seen)
-                seen = size
-                last_progress = now
-                pending += chunk.decode(errors="replace")
-                *lines, pending = pending.split("\n")
-                for line in lines:
-                    clean = _ANSI.sub("", line).strip()
-                    match = ready.search(clean)
-                    if match and out.ready_line is None:
-                        out.ready_line, out.seconds = clean, round(now - started, 1)
-                        out.guest_value = match.group(1) if match.groups() else None
-                        out.booted = True
-                        progress(f"{m.name}: ready after {out.seconds:.1f} s: {clean}")
-            if out.booted:
-                out.powered_off = proc.wait(after_ready_s) is not None
-                return "ready", out
-            if proc.poll() is not None:
-                how = "exited"
-                break
-            if now - last_progress > stall_s:
-                how = "stalled"
-                break
-            if now - started > timeout_s:
-                break
-            time.sleep(0.5)
+        how = follow(console_log, out, ready=ready, alive=lambda: proc.poll() is None, timeout_s=timeout_s,
+                     stall_s=stall_s, started=time.monotonic(), check=check, progress=progress)
+        if how == "ready":
+            out.powered_off = proc.wait(after_ready_s) is not None
     finally:
         if proc.poll() is None:
             proc.stop(5.0)
@@ -267,15 +192,7 @@ def boot(m: QemuMachine, console_log: Path, *, accel: str = "auto", ready: str =
     out.warnings = warnings
     if how == "ready":
         return out
-    log = Path(console_log)
-    last = _tail(log, 3) or "(no console output)"
-    why = {"exited": "QEMU exited before the guest's ready line",
-           "stalled": f"no console output for {stall_s:.0f} s",
-           "timeout": f"no ready line within {timeout_s:.0f} s"}[how]
-    cause = _first_failure(log)
-    qerr = " | ".join(_lines(log.with_name(log.name + ".qemu"))[1:][-2:]) if how == "exited" else ""
-    raise BootError(f"{m.name}: boot failed ({out.accel}): {why}" + (f"; the guest said: {cause}" if cause else "")
-                    + f"; last console lines: {last}" + (f"; qemu: {qerr}" if qerr else ""),
-                    hint=f"full console log: {console_log}" + (
-                        "; 'Gave up waiting for root' means the guest has no driver for its disk bus (convert it "
-                        "with virt-v2v, or boot it on the bus it had)" if cause and "Gave up" in cause else ""))
+    qlog = console_log.with_name(console_log.name + ".qemu")
+    qerr = " | ".join(lines(qlog)[1:][-2:]) if how == "exited" else ""
+    raise boot_error(out, how, stall_s=stall_s, timeout_s=timeout_s,
+                     exited="QEMU exited before the guest's ready line", extra=f"qemu: {qerr}" if qerr else "")

@@ -24,6 +24,10 @@ CPU) and it evicts the cache the rest of the host is using.
 * Everything uses ``os.pread``/``os.pwrite`` on one descriptor, so objects are
   thread-safe.
 
+Sources are regular files and block devices: a character device
+(``/dev/zero``), a FIFO or a socket has no size to copy and is refused with
+UsageError (2) instead of being copied as an empty disk.
+
 Errors: a missing or unreadable source is SourceUnreachableError (10); a
 target that cannot be opened for writing because of permissions or a
 read-only filesystem is ReadOnlyTargetError (33); a target smaller than the
@@ -35,6 +39,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import fcntl
 import os
 import stat
 import threading
@@ -207,7 +212,8 @@ class FileSource(_FileBase, SourceDefaults):
 
     def __init__(self, path: str, *, direct: bool = False) -> None:
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            # O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused below); cleared after.
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY)
         except FileNotFoundError:
             raise SourceUnreachableError(f"source {path} does not exist") from None
         except PermissionError:
@@ -216,9 +222,16 @@ class FileSource(_FileBase, SourceDefaults):
             raise SourceUnreachableError(f"source {path} is a directory, not a disk image") from None
         except OSError as exc:
             raise SourceUnreachableError(f"cannot open source {path}: {exc.strerror or exc}") from None
-        if stat.S_ISDIR(os.fstat(fd).st_mode):
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
             os.close(fd)
             raise SourceUnreachableError(f"source {path} is a directory, not a disk image")
+        if not (stat.S_ISREG(mode) or stat.S_ISBLK(mode)):
+            os.close(fd)
+            kind = "a character device" if stat.S_ISCHR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "a socket"
+            raise UsageError(f"source {path} is {kind}: its size cannot be known, so it cannot be copied as a disk",
+                             hint="copy a disk image (a regular file) or a block device")
+        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
         super().__init__(path, fd, _open_direct(path, os.O_RDONLY | os.O_CLOEXEC) if direct else None)
 
     def identity(self) -> Identity:

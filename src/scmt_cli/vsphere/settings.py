@@ -26,6 +26,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from scmt_cli.errors import ConfigError, UsageError
+from scmt_cli.secretfile import read_secret_file
 from scmt_cli.vsphere.tls import normalize_thumbprint
 
 PASSWORD_ENV = "SCMT_VCENTER_PASSWORD"  # noqa: S105 - a variable name
@@ -96,9 +97,9 @@ def _read_password_file(path: str, base_dir: Path | None, what: str) -> str:
     if not p.is_absolute() and base_dir is not None:
         p = base_dir / p
     try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{what}: cannot read password file {p}: {exc.strerror or exc}") from None
+        text = read_secret_file(p, what, "password file").decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{what}: password file {p} is not UTF-8 text") from None
     password = text.rstrip("\r\n")
     if not password:
         raise ConfigError(f"{what}: password file {p} is empty")

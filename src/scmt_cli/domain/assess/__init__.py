@@ -41,19 +41,21 @@ class VmAssessment:
     os: str | None = None
     group: str | None = None
     source: str = ""
+    not_assessed: tuple[str, ...] = ()  # what the input lacked for this VM's method (verdict "incomplete")
 
     def count(self, severity: Severity) -> int:
         return sum(1 for f in self.findings if f.severity == severity)
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "name": self.name,
+            "vm": self.name,
             "verdict": self.verdict,
             "method": self.method,
             "recommended_method": self.recommended_method,
             "reason": self.reason,
             "verdicts_by_method": dict(self.verdicts),
             "blockers_by_method": {m: list(ids) for m, ids in self.blockers_by_method.items()},
+            "not_assessed": list(self.not_assessed),
             "os": self.os,
             "group": self.group,
             "source": self.source,
@@ -76,7 +78,8 @@ def assess_vm(
         raise ValueError(f"unknown method {method!r}; expected one of {', '.join(ALL_METHODS)}")
     hits = evaluate(vm, ctx)
     per_method = {m: findings_for(hits, m) for m in ALL_METHODS}
-    verdicts: dict[str, Verdict] = {m: verdict(f) for m, f in per_method.items()}
+    unchecked = {m: _unchecked(ctx, m) for m in ALL_METHODS}
+    verdicts: dict[str, Verdict] = {m: verdict(f, unchecked[m]) for m, f in per_method.items()}
     osm = match_os(vm.guest_id, vm.guest_full_name, vm.tools_guest_full_name)
     rec = recommend(verdicts, osm.os_kind, tolerance_seconds, group)
     blockers = {m: sorted({f.id for f in per_method[m] if f.severity == "blocker"}) for m in ALL_METHODS}
@@ -102,7 +105,18 @@ def assess_vm(
         os=os_label,
         group=group,
         source=vm.source,
+        not_assessed=unchecked[chosen],
     )
+
+
+def _unchecked(ctx: AssessContext, method: str) -> tuple[str, ...]:
+    """What the input lacks to run rules that could block a VM under ``method`` ("no vDisk tab: disk.shared")."""
+    out = []
+    for gap in ctx.inventory.not_assessed:
+        rules = [r for r in gap.rules if r in RULES and RULES[r].severity_for(method) == "blocker"]
+        if rules:
+            out.append(f"{gap.what}: {', '.join(rules)} not checked")
+    return tuple(out)
 
 
 __all__ = [

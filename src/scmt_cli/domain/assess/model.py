@@ -4,7 +4,8 @@ A :class:`Rule` has a stable ``id`` (``disk.rdm.physical``), a default
 severity, the methods it applies to (optionally with a different severity per
 method), and a remedy.  A check turns a VM into zero or more :class:`Finding`
 objects; :func:`verdict` folds the findings that apply to one method into
-``ready`` / ``warnings`` / ``blocked``.
+``ready`` / ``warnings`` / ``blocked``, or ``incomplete`` when a rule that could
+block the VM under that method could not run (the input lacks its data).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Literal
 from scmt_cli.domain.inventory import Inventory
 
 Severity = Literal["blocker", "warning", "info"]
-Verdict = Literal["ready", "warnings", "blocked"]
+Verdict = Literal["ready", "warnings", "blocked", "incomplete"]
 ALL_METHODS: tuple[str, ...] = ("managed", "agentless", "agent", "hot-backup")
 SNAPSHOT_METHODS: tuple[str, ...] = ("managed", "agentless")
 AGENT_METHODS: tuple[str, ...] = ("agent", "hot-backup")
@@ -80,13 +81,18 @@ class AssessContext:
     target: TargetSizing | None = None
     snapshot_reserve: float = 0.10  # share of a VM's provisioned size a datastore must keep free for snapshots
     vddk: bool = False  # disks are read with VDDK (through snapshot chains), not over /folder
+    enable_cbt: bool = True  # the plan lets sync turn CBT on (source.enable_cbt); False: CBT off blocks
 
 
-def verdict(findings: Iterable[Finding]) -> Verdict:
-    """``blocked`` if any blocker, else ``warnings`` if any warning, else ``ready``."""
+def verdict(findings: Iterable[Finding], unchecked: Iterable[str] = ()) -> Verdict:
+    """``blocked`` if any blocker, else ``incomplete`` when ``unchecked`` names a rule that could not run,
+    else ``warnings`` if any warning, else ``ready``.
+    """
     sev = {f.severity for f in findings}
     if "blocker" in sev:
         return "blocked"
+    if any(True for _ in unchecked):
+        return "incomplete"
     if "warning" in sev:
         return "warnings"
     return "ready"

@@ -299,14 +299,18 @@ def _consolidate(vm: VM, ctx: AssessContext) -> Iterator[Hit]:
 
 
 @rule("cbt.disabled", "warning", SNAPSHOT_METHODS, "Changed Block Tracking disabled",
-      "scmt enables CBT at the first sync (it needs a snapshot cycle); or enable ctkEnabled beforehand")
+      "scmt turns CBT on at the first sync (the VM is stunned while a snapshot is taken and removed); with "
+      "source.enable_cbt: false, enable ctkEnabled yourself first")
 def _cbt(vm: VM, ctx: AssessContext) -> Iterator[Hit]:
+    severity: Severity | None = None if ctx.enable_cbt else "blocker"
+    change = ("scmt will turn it on at the first sync (a VM stun)" if ctx.enable_cbt
+              else "source.enable_cbt is false, so scmt will not turn it on")
     if vm.cbt_enabled is False:
-        yield Hit("CBT is disabled: incremental syncs need it")
+        yield Hit(f"CBT is disabled: incremental syncs need it; {change}", severity=severity)
         return
     for d in vm.disks:
         if d.cbt_enabled is False and d.rdm != "physical":
-            yield Hit(f"CBT is disabled on {d.label}", subject=d.label)
+            yield Hit(f"CBT is disabled on {d.label}; {change}", subject=d.label, severity=severity)
 
 
 # ------------------------------------------------------------- guest state

@@ -112,6 +112,7 @@ def _source(raw: dict[str, Any], base: Path) -> Source:
         datacenter=raw.get("datacenter"),
         vddk_libdir=_path(base, raw.get("vddk_libdir")),
         inventory=_path(base, raw.get("inventory")),
+        enable_cbt=bool(raw.get("enable_cbt", True)),
     )
 
 
@@ -132,6 +133,7 @@ def _target(raw: dict[str, Any], base: Path) -> Target:
         v2v_timeout=units.parse_duration(raw["v2v_timeout"]) if "v2v_timeout" in raw else 3600.0,
         v2v_stall_timeout=units.parse_duration(raw["v2v_stall_timeout"]) if "v2v_stall_timeout" in raw else 600.0,
         v2v_accel=raw.get("v2v_accel", "auto"),
+        domain_type=raw.get("domain_type", "auto"),
     )
 
 

@@ -21,6 +21,7 @@ from scmt_cli.domain.inventory import Inventory
 from scmt_cli.domain.plan import schemacheck, semantic
 from scmt_cli.domain.plan.build import build_plan
 from scmt_cli.domain.plan.model import LoadedPlan
+from scmt_cli.domain.plan.secretfiles import secret_file_problems
 from scmt_cli.domain.plan.yamlsource import YamlLoadError, format_path, load_located
 from scmt_cli.errors import MissingFileError, PlanError, Problem
 
@@ -103,6 +104,7 @@ def parse_plan(
     problems += schemacheck.schema_problems(located, skip=secret_paths)
     errors, warnings, notes = semantic.check(located, inventory=inventory, now=now)
     problems += [e for e in errors if not any(_under(e.path, s) for s in secret_paths)]
+    problems += secret_file_problems(located, path.parent if path is not None else None)
     if problems:
         raise _fail(file, _dedupe(problems))
     plan = build_plan(located.data, file=path if path is not None else Path(file))

@@ -61,6 +61,7 @@ class Source:
     datacenter: str | None = None
     vddk_libdir: Path | None = None
     inventory: Path | None = None
+    enable_cbt: bool = True  # sync may turn CBT on (a stun); False: VMs without CBT are blocked
 
     @property
     def host(self) -> str | None:
@@ -91,6 +92,7 @@ class Target:
     v2v_timeout: float = 3600.0  # seconds one guest conversion may run
     v2v_stall_timeout: float = 600.0  # seconds the converter may print nothing
     v2v_accel: str = "auto"  # auto | kvm | tcg
+    domain_type: str = "auto"  # libvirt: auto | kvm | qemu
 
     def network_for(self, vmware_network: str) -> str | None:
         """The KVM network mapped from ``vmware_network`` (None when unmapped)."""

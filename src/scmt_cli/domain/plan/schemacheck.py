@@ -89,7 +89,10 @@ def describe(value: Any, path: PathT) -> str:
     if isinstance(value, bool):
         return f"boolean {'true' if value else 'false'}"
     if isinstance(value, int):
-        return f"integer {value}" if not _secretish(path) else "an integer"
+        digits = str(value)
+        if len(digits) > 24:  # a 400-digit number is not echoed whole
+            digits = f"{digits[:12]}...({len(digits)} digits)"
+        return f"integer {digits}" if not _secretish(path) else "an integer"
     if isinstance(value, float):
         return f"number {value}" if not _secretish(path) else "a number"
     if isinstance(value, str):

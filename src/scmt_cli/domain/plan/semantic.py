@@ -210,6 +210,8 @@ class Checker:
         ttype = target.get("type")
         if ttype == "dir" and "uri" in target:
             self.error(("target", "uri"), "'uri' is for type: libvirt; type: dir uses 'path'", key=True)
+        if ttype == "dir" and "domain_type" in target:
+            self.error(("target", "domain_type"), "'domain_type' is for type: libvirt", key=True)
         if ttype == "libvirt":
             if "path" in target:
                 self.error(("target", "path"), "'path' is for type: dir; type: libvirt uses 'uri'", key=True)

@@ -1,8 +1,10 @@
 """Commented starter plans written by ``scmt plan init``.
 
-Contract: :func:`starter_plan` returns YAML text for one method that passes
-:func:`scmt_cli.domain.plan.parse_plan` unchanged (a test checks every method),
-with comments that explain each field and its alternatives.
+Contract: :func:`starter_plan` returns YAML text for one method and one target
+type that passes :func:`scmt_cli.domain.plan.parse_plan` unchanged (a test
+checks every combination), with comments that explain each field and its
+alternatives.  The default target, ``dir`` (raw/qcow2 files and a domain XML),
+works on a fresh machine; ``libvirt`` needs a libvirt host.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ source:
   # datacenter: DC1
   # vddk_libdir: /opt/vmware-vix-disklib-distrib
   # inventory: inventory.xlsx               # offline inventory (RVTools export)
+  enable_cbt: true                          # turn CBT on at the first sync where it is off (a VM stun);
+                                            # false: such VMs are blocked until you enable it yourself
 
 """
 
@@ -46,7 +50,21 @@ _SOURCE_AGENT = """\
 
 """
 
-_TARGET = """\
+TARGETS: tuple[str, ...] = ("dir", "libvirt")
+
+_TARGET = {
+    "dir": """\
+target:
+  type: dir                      # a folder per VM: disks, domain.xml for 'virsh define', state.json
+  path: kvm                      # next to this file; e.g. /var/lib/scmt/images on a migration host
+  # or: type: libvirt + uri: qemu:///system (scmt plan init FILE --target libvirt)
+  networks:                      # VMware network -> KVM network (named in domain.xml)
+    "VM Network": default
+  disk_format: raw               # raw | qcow2
+  # migration_host: 10.0.0.5     # address the port preflight checks
+
+""",
+    "libvirt": """\
 target:
   type: libvirt                  # or: type: dir  +  path: /var/lib/scmt/images
   uri: qemu:///system
@@ -57,7 +75,8 @@ target:
   disk_format: qcow2             # raw | qcow2
   # migration_host: 10.0.0.5     # address the port preflight checks
 
-"""
+""",
+}
 
 _DEFAULTS = """\
 defaults:
@@ -118,10 +137,15 @@ _WHAT = {
 }
 
 
-def starter_plan(method: str, file: str = "plan.yaml") -> str:
-    """Commented starter plan text for ``method`` (one of :data:`METHODS`); ``file`` is named in its header."""
+def starter_plan(method: str, file: str = "plan.yaml", target: str = "dir") -> str:
+    """Commented starter plan text for ``method`` (one of :data:`METHODS`) and ``target`` (:data:`TARGETS`).
+
+    ``file`` is named in its header.
+    """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
+    if target not in TARGETS:
+        raise ValueError(f"unknown target type {target!r}; expected one of {', '.join(TARGETS)}")
     agent = method in ("agent", "hot-backup")
     if method == "hot-backup":
         method_defaults = "  # hot-backup streams changes continuously: no sync_interval\n"
@@ -130,7 +154,7 @@ def starter_plan(method: str, file: str = "plan.yaml") -> str:
     return (
         _HEADER.format(method=method, what=_WHAT[method], file=file)
         + (_SOURCE_AGENT if agent else _SOURCE)
-        + _TARGET
+        + _TARGET[target]
         + _DEFAULTS.format(
             method=method,
             method_defaults=method_defaults,

@@ -61,7 +61,32 @@ for _tag, _regex, _first in (
     _CoreResolver.add_implicit_resolver(_TAG + _tag, _regex, list(_first))
 
 
+class NestingTooDeep(yaml.MarkedYAMLError):
+    """A document nested deeper than :data:`MAX_DEPTH` levels (``problem_mark``: where it got too deep)."""
+
+    def __init__(self, mark: Any) -> None:
+        super().__init__(problem=f"nesting deeper than {MAX_DEPTH} levels", problem_mark=mark)
+
+
+class DepthLimited:
+    """Mix into a PyYAML loader (before its Composer): PyYAML composes by recursion, a few frames per
+    level, so a document nested a thousand levels deep ends in RecursionError.  This refuses it with
+    :class:`NestingTooDeep` before the recursion gets deeper than :data:`MAX_DEPTH` levels."""
+
+    _depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH + 1:
+                raise NestingTooDeep(self.peek_event().start_mark)  # type: ignore[attr-defined]
+            return super().compose_node(parent, index)  # type: ignore[misc,no-any-return]
+        finally:
+            self._depth -= 1
+
+
 class _Composer(
+    DepthLimited,
     yaml.reader.Reader,
     yaml.scanner.Scanner,
     yaml.parser.Parser,
@@ -243,6 +268,10 @@ def load_located(text: str, file: str) -> Located:
     try:
         loader = _Composer(text)
         node = loader.get_single_node()
+    except NestingTooDeep as deep:
+        mark = deep.problem_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark is not None else (0, 0)
+        raise YamlLoadError([Problem(file, deep.problem or "", "", line, col)]) from None
     except yaml.MarkedYAMLError as err:
         if err.context and err.problem and "expected a single document" in err.context:
             mark = err.problem_mark or err.context_mark

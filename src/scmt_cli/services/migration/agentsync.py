@@ -20,8 +20,9 @@ target equals ``manifest``, except the chunks listed in ``attempt``":
   events may have been lost: it restarted, its trace buffer overflowed, the
   disk was resized): the agent hashes its chunks locally
   (:meth:`~scmt_cli.agent.transport.AgentDisk.remote_digests`); only chunks
-  whose digest differs from the manifest cross the wire.  A warning says why,
-  and the disk's result has ``tracking: "scan"`` and ``tracking_reason``.
+  whose digest differs from the manifest cross the wire.  A warning in the
+  VM's outcome says why, and the disk's result has ``tracking: "scan"`` and
+  ``tracking_reason``.
 
 The chunks about to be copied are recorded in ``attempt`` (with the new cursor)
 first, so a pass killed half way marks them unknown and the next pass copies
@@ -32,8 +33,11 @@ The disk is live (no snapshot), so a pass is crash-consistent only after the
 source is quiesced: failover's final pass asks the agent to flush and freeze
 the file systems on the served disks (:data:`FREEZE_LIMIT` seconds at most;
 the agent thaws by itself at that deadline), reads the last delta and thaws.
-A file system the agent cannot freeze (the root file system) is reported with
-the seed's advice: stop its services (the plan's hooks).
+A file system the agent cannot freeze (the root file system, a failed
+``FIFREEZE``) is a warning with the seed's advice (:data:`FREEZE_ADVICE`).
+
+A pass reports what the agent used meanwhile (``agent``: CPU seconds, bytes
+read, pauses per limit, peak RSS; :meth:`~scmt_cli.agent.transport.AgentDisk.agent_usage`).
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ from typing import Any
 
 from scmt_cli.agent import protocol as p
 from scmt_cli.agent.client import AgentConnection, ClientTLS
-from scmt_cli.agent.incremental import changed_extents, wire_stats
+from scmt_cli.agent.incremental import changed_extents, with_ratio
 from scmt_cli.agent.transport import AgentDisk, load_token
 from scmt_cli.blocks.api import changed_copy, plan_source
 from scmt_cli.blocks.checkpoint import Checkpointer
@@ -69,6 +73,9 @@ from scmt_cli.transports.wrappers import GuardedTarget
 AGENT_CHUNK_SIZE = 1024 * 1024
 #: Hard limit of the final pass's freeze (seconds); the agent thaws by itself then.
 FREEZE_LIMIT = 120.0
+#: The seed's advice where a file system cannot be frozen for the final pass.
+FREEZE_ADVICE = ("stop the services that write to it before the final pass (the plan's failover pre hooks, "
+                 "or source_action: shutdown)")
 
 
 def disk_key(plan: str, vm: str, disk: str) -> str:
@@ -130,14 +137,13 @@ def open_agent_disks(eff: Effective, token: bytes, reporter: Reporter | None = N
 
 def _copy_one(ctx: MigrationContext, vm: str, lock: VmLock, disk: AgentDisk, index: int, target_url: str,
               fresh: bool, wrap: Callable[[BlockSource], BlockSource], undo: UndoLog | None,
-              watch: Callable[[str, bool], set[int] | None] | None) -> dict[str, Any]:
+              watch: Callable[[str, bool], set[int] | None] | None, warnings: list[str]) -> dict[str, Any]:
     store, plan = ctx.store, ctx.plan.name
     key = disk_key(plan, vm, disk.disk)
     prog = store.get_checkpoint(key) or {}
     cs = AGENT_CHUNK_SIZE
     base: Manifest | None = None
-    recorded = prog.get("target") or next(
-        (d.target for d in store.list_disks(plan, vm) if d.label == disk.disk), None)  # older records
+    recorded = prog.get("target")
     if prog.get("manifest") and not fresh and recorded is not None and recorded != target_url:
         # The manifest describes another file (a disk before this one is no longer copied: indexes shifted).
         ctx.reporter.log("warning", f"{vm}: {disk.disk} now maps to target {target_url} (it was copied to "
@@ -154,8 +160,10 @@ def _copy_one(ctx: MigrationContext, vm: str, lock: VmLock, disk: AgentDisk, ind
     tracking: dict[str, Any] = {"tracking": "kernel" if track.changed is not None else "scan"}
     if base is not None and track.changed is None:
         tracking["tracking_reason"] = track.reason
-        ctx.reporter.log("warning", f"{vm}: {disk.disk}: no reliable kernel change tracking ({track.reason}); "
-                         "reading and hashing the whole disk on the source this pass", vm=vm)
+        text = (f"{vm}: {disk.disk}: no reliable kernel change tracking ({track.reason}); the agent reads and "
+                "hashes the whole disk to find the changes")
+        warnings.append(text)
+        ctx.reporter.log("warning", text, vm=vm)
         ctx.reporter.event("agent_tracking_fallback", vm=vm, disk=disk.disk, reason=track.reason)
     # The hot-backup WATCH stream re-hashes the whole disk on the agent: only for disks it cannot track.
     pushed = watch(disk.disk, base is not None) if watch is not None and track.cursor is None else None
@@ -170,18 +178,19 @@ def _copy_one(ctx: MigrationContext, vm: str, lock: VmLock, disk: AgentDisk, ind
     t0 = time.monotonic()
     journaled = 0
     opts = CopyOptions(chunk_size=cs, in_flight=4, checkpoint_seconds=1.0, checkpoint_bytes=64 * cs,
-                       task=f"{vm}/{disk.disk}")
+                       task=f"{vm}/{disk.disk}", resume_hint="run the same sync again to continue")
     try:
         outcome: CopyOutcome
         if base is None:
             mode = "seed"
             if undo is not None:
                 undo.mark_unrestorable(index)
-            params = {"vm": vm, "disk": disk.disk, "size": disk.size, "chunk_size": cs, "target": target_url}
+            params = {"vm": vm, "disk": disk.disk, "size": disk.size, "chunk_size": cs, "target": target_url,
+                      "source_id": disk.identity().to_json()}
             ckpt = Checkpointer(store, key + "/seed", params)
             saved = store.get_checkpoint(key + "/seed")
-            # A seed interrupted before the disk was resized (or the target moved) cannot be resumed:
-            # start it over rather than fail every pass on the parameter check.
+            # A seed interrupted before the disk was resized, the target moved or the agent began serving
+            # another device under this name cannot be resumed: start it over (a sync pass never fails on it).
             resume = saved is not None and not fresh and saved.get("params") == params
             if saved is not None and not fresh and not resume:
                 ctx.reporter.log("warning", f"{vm}: {disk.disk}: the interrupted seed was made for another "
@@ -212,6 +221,7 @@ def _copy_one(ctx: MigrationContext, vm: str, lock: VmLock, disk: AgentDisk, ind
         dst.close()
         if disk_lock is not None:
             disk_lock.release()
+    outcome.manifest.target = target_url
     store.put_checkpoint(key, {"manifest": outcome.manifest.to_dict(), "attempt": None, "target": target_url,
                                "track": track.cursor})
     store.upsert_disk(plan, vm, index, label=disk.disk, capacity_bytes=disk.size, target=target_url)
@@ -220,22 +230,34 @@ def _copy_one(ctx: MigrationContext, vm: str, lock: VmLock, disk: AgentDisk, ind
     return {"key": index, "label": disk.disk, "index": index, "mode": mode, "size": disk.size,
             "planned_bytes": s.chunks_planned * cs, "bytes_read": s.bytes_read, "bytes_written": s.bytes_written,
             "bytes_zero": s.bytes_zeroed, "seconds": round(time.monotonic() - t0, 3), "target": target_url,
-            **tracking, **wire_stats(disk), **extra}
+            **tracking, **_wire(disk), **extra}
 
 
-def _freeze(ctx: MigrationContext, vm: str, disk: AgentDisk) -> dict[str, Any] | None:
-    """Ask the agent to flush and freeze the file systems on its disks; None when it cannot."""
+def _wire(disk: AgentDisk) -> dict[str, Any]:
+    """The disk's transport counters (the agent's own figures are the VM's, see :func:`agent_pass`)."""
+    return with_ratio(dict(disk.wire_stats()))
+
+
+def _freeze(ctx: MigrationContext, vm: str, disk: AgentDisk, warnings: list[str]) -> dict[str, Any] | None:
+    """Ask the agent to flush and freeze the file systems on its disks; None when it cannot.
+
+    Every file system left unfrozen is a warning with the seed's advice (:data:`FREEZE_ADVICE`).
+    """
     try:
         out = disk.freeze(FREEZE_LIMIT)
     except ScmtError as exc:
-        ctx.reporter.log("warning", f"{vm}: the agent cannot freeze its file systems ({exc.message}); the final "
-                         "pass reads the disks as they are: stop the services first (plan hooks)", vm=vm)
+        text = (f"{vm}: the agent cannot freeze its file systems ({exc.message}); the final pass reads the disks "
+                f"as they are: {FREEZE_ADVICE}")
+        warnings.append(text)
+        ctx.reporter.log("warning", text, vm=vm)
         return None
     frozen, refused = list(out.get("frozen", [])), list(out.get("refused", []))
     if frozen:
         ctx.reporter.log("info", f"{vm}: froze {', '.join(frozen)} on the source for the final pass", vm=vm)
     for r in refused:
-        ctx.reporter.log("warning", f"{vm}: cannot freeze {r.get('mount')} on the source: {r.get('reason')}", vm=vm)
+        text = f"{vm}: cannot freeze {r.get('mount')} on the source ({r.get('reason')}): {FREEZE_ADVICE}"
+        warnings.append(text)
+        ctx.reporter.log("warning", text, vm=vm)
     return {"frozen": frozen, "refused": refused, "limit_s": FREEZE_LIMIT}
 
 
@@ -299,13 +321,15 @@ def agent_pass(ctx: MigrationContext, vm: str, lock: VmLock, *, kind: str, final
             def watch(name: str, have_base: bool) -> set[int] | None:
                 return pushed_changes(ctx, eff, token, name, AGENT_CHUNK_SIZE, have_base, tls)
 
-        freeze = _freeze(ctx, vm, disks[0]) if final else None
+        warnings: list[str] = []
+        freeze = _freeze(ctx, vm, disks[0], warnings) if final else None
         try:
-            results = [_copy_one(ctx, vm, lock, d, i, by_index[i].copy_url, fresh[i], wrap, undo, watch)
+            results = [_copy_one(ctx, vm, lock, d, i, by_index[i].copy_url, fresh[i], wrap, undo, watch, warnings)
                        for i, d in zip(indexes, disks, strict=True)]
         finally:
             if freeze is not None:
                 _thaw(ctx, vm, disks[0])
+        out.warnings.extend(warnings)
         if journal is not None:
             pruned = prune(journal)
             if pruned:
@@ -324,6 +348,10 @@ def agent_pass(ctx: MigrationContext, vm: str, lock: VmLock, *, kind: str, final
             "source": "agent",
             "source_bytes_read": sum(int(r.get("source_bytes_read", 0)) for r in results),
         }
+        try:  # what the agent used for this pass (its connections opened at the start)
+            stats["agent"] = disks[0].agent_usage()
+        except ScmtError as exc:
+            ctx.reporter.log("debug", f"{vm}: no resource figures from the agent: {exc.message}", vm=vm)
         if freeze is not None:
             stats["freeze"] = freeze
         if undo is not None:

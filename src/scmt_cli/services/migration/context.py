@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -28,8 +29,9 @@ from typing import Any, TypeVar, cast
 from scmt_cli import procs
 from scmt_cli.domain.plan import Effective, Plan, load_plan
 from scmt_cli.domain.vmstate import VmState, VmStatus, is_state
-from scmt_cli.errors import Interrupted, PlanError, ScmtError, UsageError
+from scmt_cli.errors import BlockedByAssessmentError, Interrupted, PlanError, ScmtError, UsageError
 from scmt_cli.events import Reporter
+from scmt_cli.services.migration.snapshots import SnapshotOwner
 from scmt_cli.state import StateStore, vm_resource
 from scmt_cli.state.locks import VmLock
 from scmt_cli.targets import PlatformSpec, TargetPlatform, open_platform
@@ -116,6 +118,18 @@ class MigrationContext:
         self._platform_lock = threading.Lock()
         self._buckets: dict[float, TokenBucket] = {}
         self._closers: list[Callable[[], None]] = []
+        #: This command run's id: with the store's id, the owner tag of the snapshots it creates.
+        self.run_id = uuid.uuid4().hex[:12]
+        #: ``scmt sync --remove-foreign-snapshots``: also remove tool snapshots another store made.
+        self.remove_foreign_snapshots = False
+        self._owner: SnapshotOwner | None = None
+
+    @property
+    def snapshot_owner(self) -> SnapshotOwner:
+        """The owner tag of the snapshots this run creates (this store's id, this run's id)."""
+        if self._owner is None:
+            self._owner = SnapshotOwner(self.store.store_id, self.run_id)
+        return self._owner
 
     # -- factories -----------------------------------------------------------------
     def vcenter(self) -> VCenter:
@@ -222,10 +236,14 @@ class MigrationContext:
         return data
 
     def fail(self, status: VmStatus, exc: BaseException) -> VmStatus:
-        """Record ``exc`` as the VM's failure (keeping the steps done); return the failed status."""
+        """Record ``exc`` as the VM's failure (keeping the steps done); return the failed status.
+
+        A VM that assessment blocks becomes ``blocked`` (its error names the rule ids), not ``failed``.
+        """
         message = exc.message if isinstance(exc, ScmtError) else f"{type(exc).__name__}: {exc}"
+        target: VmState = "blocked" if isinstance(exc, BlockedByAssessmentError) else "failed"
         try:
-            failed = status.move("failed", error=message)
+            failed = status.move(target, error=message)
         except ScmtError:  # e.g. a finished cutover cannot become failed: keep the state, note the error
             failed = VmStatus(status.vm, status.state, status.failed_from, status.steps_done, message)
         try:
@@ -286,6 +304,8 @@ def platform_spec(plan: Plan) -> PlatformSpec:
                             "v2v_stall_timeout_s": t.v2v_stall_timeout, "v2v_accel": t.v2v_accel}
     if t.uri:
         data["uri"] = t.uri
+    if t.type == "libvirt":
+        data["domain_type"] = t.domain_type
     if t.path is not None:
         data["path"] = str(t.path)
     elif t.type == "libvirt":

@@ -58,9 +58,9 @@ def failure_hint(ctx: MigrationContext, vm: str, exc: ConversionError, *, restor
     if restored:
         return (f"the source was restored and the synced disks are unchanged; read {log}, fix the cause, then "
                 f"run 'scmt sync {plan_arg(ctx)} --vm {shlex.quote(vm)}' and '{retry}' again "
-                f"(add --direct to fail over without conversion)")
+                f"(or '{retry} --direct' to fail over without conversion)")
     return (f"the source is still quiesced and the synced disks are unchanged; run '{retry}' to retry the "
-            f"conversion (read {log} first; --direct skips it), or 'scmt rollback {plan_arg(ctx)} --vm "
+            f"conversion (read {log} first; '{retry} --direct' skips it), or 'scmt rollback {plan_arg(ctx)} --vm "
             f"{shlex.quote(vm)}' to bring the source back")
 
 

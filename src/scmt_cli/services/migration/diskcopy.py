@@ -139,13 +139,11 @@ def index_map_key(plan: str, vm: str, space: str) -> str:
 def stable_indexes(store: StateStore, plan: str, vm: str, names: Sequence[str], *, space: str) -> list[int]:
     """The target index of each included disk ``names`` (in the included order), stable across syncs.
 
-    The first pass records ``name -> index`` (the included order, as before);
-    later passes keep every recorded index, so excluding or removing a disk no
-    longer moves the disks after it onto another target file, and a disk
-    included again gets its old index (and file) back.  A disk never seen
-    before takes the lowest index no recorded disk uses.  State written before
-    the map existed has none: it is derived from the included order, as
-    earlier versions did, and recorded.
+    The first pass records ``name -> index`` in the included order; later
+    passes keep every recorded index, so excluding or removing a disk never
+    moves the disks after it onto another target file, and a disk included
+    again gets its old index (and file) back.  A disk never seen before takes
+    the lowest index no recorded disk uses.
     """
     key = index_map_key(plan, vm, space)
     rec = store.get_checkpoint(key)
@@ -195,7 +193,7 @@ def recover_attempt(store: StateStore, plan: str, vm: str, key: int) -> bool:
     with store.atomic():
         store.put_checkpoint(progress_key(plan, vm, key),
                              {"change_id": att["change_id"], "stale": stale, "fresh": False,
-                              "size": att.get("size"), "target": att.get("target")})
+                              "size": att["size"], "target": att["target"]})
         store.delete_checkpoint(attempt_key(plan, vm, key))
         Checkpointer(store, att["engine_key"], {}).clear()
     return True
@@ -217,8 +215,6 @@ def _forget_stale_progress(store: StateStore, plan: str, vm: str, key: int, targ
     if not copied:
         return None
     recorded = (prog or {}).get("target") or (att or {}).get("target")
-    if recorded is None:  # written before targets were recorded: the disk record has it
-        recorded = next((d.target for d in store.list_disks(plan, vm) if d.key == key), None)
     if fresh_target:
         reason = "the target disk did not exist any more (deleted or replaced since the last copy)"
     elif recorded is not None and recorded != target_url:
@@ -231,14 +227,6 @@ def _forget_stale_progress(store: StateStore, plan: str, vm: str, key: int, targ
         if att is not None:
             Checkpointer(store, att["engine_key"], {}).clear()
     return reason
-
-
-def _recorded_size(store: StateStore, plan: str, vm: str, key: int, prog: dict[str, Any]) -> int | None:
-    """The disk's size when the progress record's change id was taken (older records: the disk record)."""
-    size = prog.get("size")
-    if size is None:
-        size = next((d.capacity_bytes for d in store.list_disks(plan, vm) if d.key == key), None)
-    return int(size) if size is not None else None
 
 
 def copy_disk(
@@ -291,8 +279,7 @@ def copy_disk(
         else:
             extents = whole
     else:
-        areas = vc.changed_areas(vm, snapshot, disk_key, base,
-                                 previous_capacity=_recorded_size(store, plan, vm, disk_key, prog))
+        areas = vc.changed_areas(vm, snapshot, disk_key, base, previous_capacity=int(prog["size"]))
         if areas.reset:
             result.mode, result.reason = "full-resync", areas.reason or "changed block tracking was reset"
             reporter.log("warning", f"{vm}: {label}: {result.reason}; copying the whole disk again", vm=vm)

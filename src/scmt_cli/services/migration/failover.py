@@ -148,8 +148,10 @@ class _Cutover:
             ctx.reporter.log("info", f"{vm}: source quiesced ({self.source_action})", vm=vm)
         elif step == "final-sync-done":
             res = sync_pass(ctx, vm, self.lock, final=True, vc=self.vcenter())
-            self.record(final_sync={k: res.data.get(k) for k in ("bytes_read", "bytes_written", "seconds",
-                                                                  "generation")})
+            final = {k: res.data.get(k) for k in ("bytes_read", "bytes_written", "seconds", "generation")}
+            # An agent VM's pass also says what it froze and what the agent read and used.
+            final.update({k: res.data[k] for k in ("freeze", "source_bytes_read", "agent") if k in res.data})
+            self.record(final_sync=final)
             self.out.warnings.extend(res.warnings)
         elif step == "converted":
             disks = ctx.platform.finalize_disks(self.eff.target_name)
@@ -188,7 +190,7 @@ class _Cutover:
         Raises PlanError before anything is done to the source (no downtime for a typo in a map), and
         InvalidStateError while a test failover copy of the VM exists (``failover --test --cleanup``).
         """
-        from scmt_cli.services.migration.boot import test_copy_exists
+        from scmt_cli.services.migration.testfailover import test_copy_exists
 
         record = test_copy_exists(self.ctx, self.vm)
         if record is not None:
@@ -223,7 +225,7 @@ def _failover_unit(ctx: MigrationContext, req: FailoverRequest, group: str | Non
                     active.append(c)
             if group is not None:
                 not_ready = [c.vm for c in active if c.status.state not in ("syncing", "cutting-over")
-                             and c.status.failed_from != "cutting-over"]
+                             and c.status.failed_from not in ("syncing", "cutting-over")]
                 if not_ready:
                     raise InvalidStateError(f"group {group}: {', '.join(not_ready)} not in sync; a group fails over "
                                             "only when every member is 'syncing'", hint="run scmt sync first")

@@ -1,6 +1,7 @@
 """``scmt finalize``: after the business check, make a cutover final (``cut-over -> committed``).
 
-Per VM, under its lock: remove every snapshot the tool left on the source,
+Per VM, under its lock: remove the snapshots this state store left on the source
+(another store's are reported, see :mod:`.snapshots`),
 optionally turn CBT off (``VCenter.disable_cbt``; an implementation without
 it says so and CBT stays on, which is harmless), and make sure the source stays
 powered off (a guest shutdown when the cutover only disconnected its
@@ -16,7 +17,7 @@ from typing import Any
 from scmt_cli.domain.vmstate import plan_command
 from scmt_cli.errors import InvalidStateError, ScmtError
 from scmt_cli.services.migration.context import MigrationContext, VmOutcome
-from scmt_cli.services.migration.source import cleanup_tool_snapshots
+from scmt_cli.services.migration.snapshots import cleanup_tool_snapshots, stun_finished, stun_started
 from scmt_cli.services.migration.units import MigrationResult
 
 SHUTDOWN_TIMEOUT = 300.0
@@ -39,15 +40,20 @@ def _finalize_vm(ctx: MigrationContext, req: FinalizeRequest, vm: str) -> VmOutc
             return out
         vc = ctx.vcenter()
         try:
-            removed = cleanup_tool_snapshots(vc, vm, ctx.reporter)
-            out.data["snapshots_removed"] = removed
+            cleanup = cleanup_tool_snapshots(vc, ctx.store, ctx.plan.name, vm, ctx.snapshot_owner, ctx.reporter)
+            out.data["snapshots_removed"] = cleanup.removed
+            if cleanup.foreign:
+                out.data["foreign_snapshots"] = cleanup.foreign
+            out.warnings.extend(cleanup.warnings)
             if req.disable_cbt:
                 disable = getattr(vc, "disable_cbt", None)
                 if disable is None:
                     out.warnings.append(f"{vm}: this vCenter adapter cannot turn changed block tracking off; "
                                         "it stays on (harmless; turn it off in vSphere if you wish)")
                 else:
+                    stun_started(ctx.store, ctx.plan.name, vm, ctx.snapshot_owner)
                     disable(vm)
+                    stun_finished(ctx.store, ctx.plan.name, vm)
                     out.data["cbt_disabled"] = True
             if vc.power_state(vm) == "poweredOn":
                 out.data["source_shutdown"] = vc.shutdown_guest(vm, SHUTDOWN_TIMEOUT)

@@ -17,16 +17,18 @@ from scmt_cli.domain.assess.rules import evaluate, findings_for
 from scmt_cli.domain.inventory import VM, Inventory
 from scmt_cli.domain.plan import Effective, Plan
 from scmt_cli.errors import BlockedByAssessmentError
-from scmt_cli.services.migration.source import TOOL_SNAPSHOT_PREFIX
+from scmt_cli.services.migration.snapshots import TOOL_SNAPSHOT_PREFIX
 
 
 def check_assessment(plan: Plan, eff: Effective, vm: VM, inventory: Inventory) -> list[str]:
     """Raise if ``vm`` is blocked for ``eff.method``; return its warnings as one-line strings."""
-    # The tool's own snapshots (a killed run's leftovers) are removed before the copy: not a blocker.
+    # The tool's snapshots are removed before the copy (this store's) or reported (another store's, which a
+    # run may be reading now): not a blocker either way.
     own = tuple(s for s in vm.snapshots if s.name.startswith(TOOL_SNAPSHOT_PREFIX))
     if own:
         vm = replace(vm, snapshots=tuple(s for s in vm.snapshots if s not in own))
-    ctx = AssessContext(inventory=inventory, vddk=plan.source.vddk_libdir is not None)
+    ctx = AssessContext(inventory=inventory, vddk=plan.source.vddk_libdir is not None,
+                        enable_cbt=plan.source.enable_cbt)
     findings = findings_for(evaluate(vm, ctx), eff.method)
     blockers = [f for f in findings if f.severity == "blocker"]
     if blockers:

@@ -1,22 +1,29 @@
 """``scmt migrate``: the managed method in one unattended command.
 
-For each VM, at most :data:`MAX_CONCURRENT` at a time (the seed: "a maximum
-of two virtual machines are migrated concurrently"): seed, incremental syncs
-until the delta is small (:func:`delta_is_small`) or :data:`MAX_PASSES` passes
-ran, then a failover with the managed method's fixed choices: shut the source
-down, final sync, start the target.  Every step is the same resumable step
-``sync`` and ``failover`` use, so a killed ``migrate`` continues where it
-stopped; VMs already cut over are left alone.
+For each ``method: managed`` VM, at most :data:`MAX_CONCURRENT` at a time (the
+seed: "a maximum of two virtual machines are migrated concurrently"): seed,
+incremental syncs until the delta is small (:func:`delta_is_small`) or
+:data:`MAX_PASSES` passes ran, then a failover with the managed method's fixed
+choices (the plan's effective ones: shut the source down, start the target).
+Every step is the same resumable step ``sync`` and ``failover`` use, so a
+killed ``migrate`` continues where it stopped; VMs already cut over are left
+alone.
+
+VMs of the other methods cut over when the operator says, with the plan's
+source action: ``migrate`` never does that for them.  Named with ``--vm`` they
+are refused (exit 2, with the commands to use); without ``--vm`` they are
+skipped with a warning, and a plan with no managed VM is refused.
 """
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from scmt_cli.domain.vmstate import plan_command
-from scmt_cli.errors import InvalidStateError
+from scmt_cli.domain.vmstate import SUSPENDED, plan_command
+from scmt_cli.errors import InvalidStateError, UsageError
 from scmt_cli.services.migration.context import MigrationContext, VmOutcome
 from scmt_cli.services.migration.failover import FailoverRequest, _failover_unit
 from scmt_cli.services.migration.sync import guarded_pass
@@ -51,7 +58,7 @@ def _migrate_vm(ctx: MigrationContext, req: MigrateRequest, vm: str) -> VmOutcom
     if decision.noop:
         return VmOutcome(vm, state=status.state, action="already cut over")
     passes: list[dict[str, Any]] = []
-    effective = status.failed_from if status.state == "failed" else status.state
+    effective = status.failed_from if status.state in SUSPENDED else status.state
     if effective != "cutting-over":
         for _ in range(max(1, req.max_passes)):
             ctx.cancel.check()
@@ -65,17 +72,41 @@ def _migrate_vm(ctx: MigrationContext, req: MigrateRequest, vm: str) -> VmOutcom
             size = sum(int(d.get("size", 0)) for d in out.data.get("disks", []))
             if out.data.get("kind") == "incremental" and delta_is_small(int(out.data.get("bytes_read", 0)), size):
                 break
-    fo = FailoverRequest(ctx.plan.file, source_action="shutdown", target_state="on", v2v_timeout=req.v2v_timeout,
-                         v2v_stall_timeout=req.v2v_stall_timeout)
+    eff = ctx.effective(vm)
+    fo = FailoverRequest(ctx.plan.file, source_action=eff.source_action, target_state=eff.target_state,
+                         v2v_timeout=req.v2v_timeout, v2v_stall_timeout=req.v2v_stall_timeout)
     final = _failover_unit(ctx, fo, None, [vm])[0]
     final.action = "migrated" if final.ok else "migrate (failover)"
     final.data["passes"] = passes
     return final
 
 
+def not_managed(ctx: MigrationContext, vm: str) -> str:
+    """Why ``migrate`` leaves ``vm`` alone ('' for a managed VM)."""
+    eff = ctx.effective(vm)
+    if eff.method == "managed":
+        return ""
+    plan = shlex.quote(str(ctx.plan.file))
+    return (f"{vm}: method {eff.method} cuts over when you say, with the plan's source action "
+            f"({eff.source_action}); 'scmt migrate' runs the managed method only: use 'scmt sync {plan} --vm {vm}' "
+            f"then 'scmt failover {plan} --vm {vm}'")
+
+
 def run_migrate(req: MigrateRequest, ctx: MigrationContext) -> MigrationResult:
     names = ctx.select(req.vms)
     result = MigrationResult("migrate", ctx.plan.name)
+    refused = {vm: why for vm in names if (why := not_managed(ctx, vm))}
+    if refused and req.vms:
+        first = next(iter(refused.values()))
+        raise UsageError(first if len(refused) == 1 else f"{first} (and {len(refused) - 1} more VM(s) not managed)")
+    if refused and len(refused) == len(names):
+        raise UsageError(f"plan {ctx.plan.name} has no VM with method managed: nothing for 'scmt migrate' to do",
+                         hint="'scmt migrate' is the managed method; use 'scmt sync' and 'scmt failover' for the "
+                              "other methods")
+    for vm, why in refused.items():
+        result.warnings.append(f"skipped {why}")
+        ctx.reporter.log("warning", f"skipped {why}", vm=vm)
+    names = [vm for vm in names if vm not in refused]
     workers = min(MAX_CONCURRENT, max(1, ctx.plan.defaults.concurrency))
     result.outcomes.extend(ctx.run_pool(names, lambda v: _migrate_vm(ctx, req, v), workers=workers))
     return result

@@ -90,23 +90,6 @@ def source_vm(vc: VCenter, name: str, *, inventory: Inventory | None = None) -> 
     return vm
 
 
-TOOL_SNAPSHOT_PREFIX = "scmt-"
-
-
-def cleanup_tool_snapshots(vc: VCenter, vm: str, reporter: Reporter, *, keep: str | None = None) -> list[str]:
-    """Remove every snapshot of ``vm`` whose name starts with ``scmt-`` (except ``keep``); return their names."""
-    removed: list[str] = []
-    for snap in reversed(vc.list_snapshots(vm)):
-        if snap.name.startswith(TOOL_SNAPSHOT_PREFIX) and snap.id != keep:
-            vc.remove_snapshot(vm, snap.id)
-            removed.append(f"{snap.name} ({snap.id})")
-    if removed:
-        reporter.log("warning", f"{vm}: removed {len(removed)} snapshot(s) left by an interrupted run: "
-                     + ", ".join(removed), vm=vm)
-        reporter.event("leftover_snapshots_removed", vm=vm, snapshots=removed)
-    return removed
-
-
 #: Methods whose source is wired in this release (all four; a new method starts refused here).
 WIRED_METHODS: frozenset[str] = frozenset({"managed", "agentless", "agent", "hot-backup"})
 

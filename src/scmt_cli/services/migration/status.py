@@ -10,8 +10,10 @@ Estimated downtime = the last incremental's bytes at the measured throughput
 (quiesce, define, start).  When the plan's bandwidth is known the seed-table
 estimate (:func:`scmt_cli.domain.estimate.estimate_vm`) is shown next to it,
 and a seed's measured pace is compared with the plan estimate.  After a
-failover the measured downtime is shown instead.  Nothing here contacts
-vCenter, so status is instant and safe to ``--watch``.
+failover the measured downtime is shown instead; when it exceeds the estimate
+(the plan estimate, else this status estimate) ``downtime_over_estimate`` is
+true and the VM has a warning.  Nothing here contacts vCenter, so status is
+instant and safe to ``--watch``.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ class VmStatusView:
     est_downtime_seconds: float | None = None
     plan_downtime_minutes: int | None = None
     measured_downtime_seconds: float | None = None
+    downtime_over_estimate: bool | None = None  # None: nothing measured, or no estimate to compare with
     rollback_seconds: float | None = None
     boot_seconds: float | None = None  # seconds to the guest's ready line at the last `scmt boot`
     boot_data_verified: bool | None = None
@@ -125,6 +128,10 @@ def _view(ctx: MigrationContext, vm: str, now: float) -> VmStatusView:
             v.seed_vs_estimate = compare_measured(est, seeds[-1].bytes_read,
                                                   float(seeds[-1].stats["seconds"])).to_dict()
     v.measured_downtime_seconds = data.get("downtime_seconds")
+    estimate = (v.plan_downtime_minutes * 60.0 if v.plan_downtime_minutes is not None
+                else v.est_downtime_seconds)
+    if v.measured_downtime_seconds is not None and estimate is not None:
+        v.downtime_over_estimate = float(v.measured_downtime_seconds) > estimate
     v.rollback_seconds = data.get("rollback_seconds")
     boot = data.get("boot")
     if isinstance(boot, dict):
@@ -133,7 +140,8 @@ def _view(ctx: MigrationContext, vm: str, now: float) -> VmStatusView:
     if holder is not None and holder.lease_expires_at > now:
         v.locked_by = f"pid {holder.pid} on {holder.hostname}"
         v.host = holder.hostname
-    v.next_commands = list(commands_allowed(status.state, failed_from=status.failed_from))
+    v.next_commands = [c for c in commands_allowed(status.state, failed_from=status.failed_from)
+                       if c != "migrate" or eff.method == "managed"]  # migrate is the managed method only
     converting = data.get("converting")
     if isinstance(converting, dict) and converting.get("started_at"):
         elapsed = round(now - float(converting["started_at"]), 1)
@@ -148,10 +156,18 @@ def _view(ctx: MigrationContext, vm: str, now: float) -> VmStatusView:
     if status.state == "failed":
         v.warnings.append(f"{vm}: failed while {status.failed_from}: {status.error or 'unknown error'}; "
                           f"run the same command again to resume")
+    elif status.state == "blocked":
+        v.warnings.append(f"{status.error or vm + ': blocked by assessment'}; fix it (scmt assess PLAN --details "
+                          "says how), then sync again")
     if gens and gens[-1].status == "running" and v.locked_by is None:
         v.warnings.append(f"{vm}: a {gens[-1].kind} pass was interrupted; the next sync resumes it")
     if v.lag_seconds is not None and status.state == "syncing" and v.lag_seconds > 2 * eff.sync_interval:
         v.warnings.append(f"{vm}: last sync {v.lag_seconds:.0f} s ago, more than twice the sync interval")
+    if v.downtime_over_estimate and estimate is not None:
+        from scmt_cli.domain.units import format_duration
+
+        v.warnings.append(f"{vm}: measured downtime {format_duration(float(v.measured_downtime_seconds or 0))} "
+                          f"exceeded the estimate of {format_duration(estimate)}")
     tolerance = eff.downtime_tolerance
     if tolerance is not None and v.est_downtime_seconds is not None and v.est_downtime_seconds > tolerance:
         v.warnings.append(f"{vm}: estimated downtime {v.est_downtime_seconds:.0f} s exceeds the plan's "

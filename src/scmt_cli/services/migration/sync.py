@@ -4,13 +4,17 @@ One *pass* over one VM (:func:`sync_pass`), under the VM's leased lock:
 
 1. decide from the persisted state (``planned``/``rolled-back`` -> seed,
    ``seeding`` -> resume the seed, ``syncing`` -> incremental);
-2. remove the tool's snapshots an interrupted run left behind (reported);
-3. turn CBT on when it is off (the stun cycle is the adapter's job);
+2. remove the tool's snapshots an interrupted run of this state store left
+   behind (reported); another store's are named and the VM is refused (exit
+   40) unless ``--remove-foreign-snapshots`` (:mod:`.snapshots`);
+3. turn CBT on when it is off (the stun cycle is the adapter's job; it is
+   recorded as started first, so a kill inside it is cleaned up next time);
 4. prepare the target disks on the plan's platform;
 5. open (or resume) the sync generation, run the ``sync`` pre hooks;
-6. create the snapshot ``scmt-sync-<plan>-g<generation>``, read its change
-   ids, copy every included disk (:mod:`.diskcopy`), remove the snapshot -
-   also when the copy fails;
+6. create the snapshot ``scmt-sync-<plan>-g<generation>-<run>`` (its
+   description carries the owner tag: this store's and this run's ids, see
+   :mod:`.snapshots`), read its change ids, copy every included disk
+   (:mod:`.diskcopy`), remove the snapshot - also when the copy fails;
 7. finish the generation, ``seeding -> syncing``, run the post hooks.
 
 :func:`run_sync` runs passes over the selected VMs, ``concurrency`` at a
@@ -32,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from scmt_cli.domain.vmstate import plan_command
+from scmt_cli.domain.vmstate import SUSPENDED, plan_command
 from scmt_cli.errors import (
     InvalidStateError,
     NoSpaceError,
@@ -52,12 +56,15 @@ from scmt_cli.services.migration.diskcopy import (
     with_stable_indexes,
 )
 from scmt_cli.services.migration.gate import check_assessment
-from scmt_cli.services.migration.source import (
+from scmt_cli.services.migration.snapshots import (
     cleanup_tool_snapshots,
-    included_disks,
-    require_wired_method,
-    source_vm,
+    refuse_foreign,
+    stun_finished,
+    stun_started,
+    sync_snapshot_description,
+    sync_snapshot_name,
 )
+from scmt_cli.services.migration.source import included_disks, require_wired_method, source_vm
 from scmt_cli.state.locks import VmLock
 from scmt_cli.targets import DiskRequest
 from scmt_cli.transports.base import BlockSource
@@ -92,10 +99,6 @@ def hook_context(ctx: MigrationContext, vm: str, phase: Any, step: str) -> HookC
                        target_name=eff.target_name, cwd=str(Path(ctx.plan.file).parent))
 
 
-def tool_snapshot_name(plan: str, generation: int) -> str:
-    return f"scmt-sync-{plan}-g{generation}"
-
-
 def sync_pass(ctx: MigrationContext, vm: str, lock: VmLock, *, final: bool = False,
               vc: VCenter | None = None) -> VmOutcome:
     """One pass over ``vm`` (see the module doc); ``final`` is failover's last pass (state untouched).
@@ -107,11 +110,13 @@ def sync_pass(ctx: MigrationContext, vm: str, lock: VmLock, *, final: bool = Fal
     require_wired_method(eff, "sync")
     status, _ = ctx.status(vm)
     out = VmOutcome(vm)
+    enter: Any = None
     if final:
         kind = "final"
     else:
         decision = plan_command("sync", status.state, vm=vm, failed_from=status.failed_from)
         assert decision.enter is not None
+        enter = decision.enter
         if status.state == "rolled-back" or status.failed_from == "rolled-back":
             for key in store.checkpoint_keys(f"sync/{plan}/{vm}/disk"):
                 tail = key.rsplit("/", 1)[-1]
@@ -120,12 +125,18 @@ def sync_pass(ctx: MigrationContext, vm: str, lock: VmLock, *, final: bool = Fal
             for key in store.checkpoint_keys(f"agent/{plan}/{vm}/"):  # agent manifests describe the old target
                 store.delete_checkpoint(key)
             out.warnings.append(f"{vm}: the target ran after the last failover; seeding again from scratch")
-        if decision.enter != status.state or status.state == "failed":
-            status = status.move(decision.enter)
-            ctx.save_status(status)
-        kind = "seed" if status.state == "seeding" else "incremental"
+        kind = "seed" if enter == "seeding" else "incremental"
     out.action = kind
+
+    def begin() -> None:
+        """Enter the pass's state, once nothing can refuse the pass (a refused VM keeps its state)."""
+        nonlocal status
+        if enter is not None and (enter != status.state or status.state in SUSPENDED):
+            status = status.move(enter)
+            ctx.save_status(status)
+
     if eff.method in ("agent", "hot-backup"):
+        begin()
         return _agent_sync(ctx, vm, lock, kind=kind, final=final, status=status, out=out)
     own_vc = vc is None
     vcenter = vc or ctx.vcenter()
@@ -136,17 +147,28 @@ def sync_pass(ctx: MigrationContext, vm: str, lock: VmLock, *, final: bool = Fal
         inventory = vcenter.inventory()  # one read per pass: the VM, its host and datastores for the gate
         inv_vm = source_vm(vcenter, vm, inventory=inventory)
         check_assessment(ctx.plan, eff, inv_vm, inventory)
+        begin()
         disks, skipped = included_disks(eff, inv_vm)
         out.warnings.extend(skipped)
         if not disks:
             raise InvalidStateError(f"{vm}: no disk of this VM is copied (all excluded or unsupported)")
         disks = with_stable_indexes(store, plan, vm, disks)  # excluding a disk must not move the others
-        leftovers = cleanup_tool_snapshots(vcenter, vm, ctx.reporter)
-        if leftovers:
-            out.data["leftover_snapshots_removed"] = leftovers
-        if vcenter.enable_cbt(vm):
-            ctx.reporter.log("info", f"{vm}: changed block tracking was off; turned it on (stun cycle)", vm=vm)
-            out.data["cbt_enabled"] = True
+        owner = ctx.snapshot_owner
+        cleanup = cleanup_tool_snapshots(vcenter, store, plan, vm, owner, ctx.reporter,
+                                         remove_foreign=ctx.remove_foreign_snapshots)
+        if cleanup.removed:
+            out.data["leftover_snapshots_removed"] = cleanup.removed
+        out.warnings.extend(cleanup.warnings)
+        refuse_foreign(vm, shlex.quote(str(ctx.plan.file)), cleanup)
+        if ctx.plan.source.enable_cbt:
+            stun_started(store, plan, vm, owner)  # a kill inside the stun cycle leaves a snapshot we must own
+            if vcenter.enable_cbt(vm):  # a change the plan allowed: said in the result, not a warning
+                change = ("changed block tracking was off: turned it on (source.enable_cbt: true; the VM was "
+                          "stunned while a snapshot was taken and removed)")
+                out.data["cbt_enabled"] = True
+                out.data.setdefault("source_changes", []).append(change)
+                ctx.reporter.log("info", f"{vm}: {change}", vm=vm)
+            stun_finished(store, plan, vm)
         target_name = eff.target_name
         fresh = {d.index: not _copy_file_exists(ctx, target_name, d.index) for d in disks}
         prepared = ctx.platform.prepare_disks(target_name, [DiskRequest(d.index, d.capacity) for d in disks])
@@ -168,8 +190,8 @@ def sync_pass(ctx: MigrationContext, vm: str, lock: VmLock, *, final: bool = Fal
         if not final:
             run_hooks(commands_for(eff.hooks, "sync"), "pre", hook_context(ctx, vm, "sync", kind), ctx.reporter)
         ctx.cancel.check()
-        snap = vcenter.create_snapshot(vm, tool_snapshot_name(plan, gen),
-                                       description=f"scmt plan {plan}: {kind} sync, generation {gen}")
+        snap = vcenter.create_snapshot(vm, sync_snapshot_name(plan, gen, owner),
+                                       description=sync_snapshot_description(plan, kind, gen, owner))
         change_ids = vcenter.disk_change_ids(vm, snap)
         capacities = vcenter.disk_capacities(vm, snap)
         bucket = ctx.bucket(eff.bandwidth)
@@ -329,6 +351,7 @@ class SyncRequest:
     until: dt.datetime | None = None
     until_ready: bool = False
     fleet: bool = False  # share the VMs with other hosts through leases (always on with a shared store)
+    remove_foreign_snapshots: bool = False  # also remove tool snapshots another state store made
 
 
 @dataclass
@@ -386,6 +409,7 @@ def run_sync(req: SyncRequest, ctx: MigrationContext, *, sleep: Callable[[float]
     """Run rounds of passes over the selected VMs (see the module doc); in fleet mode see :mod:`.fleet`."""
     from scmt_cli.services.migration.fleet import fleet_mode, run_fleet
 
+    ctx.remove_foreign_snapshots = req.remove_foreign_snapshots
     if fleet_mode(req, ctx):
         return run_fleet(req, ctx, sleep=sleep, now=now)
     names = ctx.select(req.vms)
