@@ -34,8 +34,10 @@ def bench(session: nox.Session) -> None:
     """Benchmarks against cp, qemu-img and nbdcopy, measured in the same run, the state store's cost and the
     agent's hot-backup rounds.
 
-    Needs qemu-utils, nbdkit, libnbd-bin (nbdcopy) and postgresql (see .ci/run); the agent rows need root and
-    tracefs (else they are skipped, with the reason).  `-- --only store` (or agent...) runs one part.
+    Needs qemu-utils, nbdkit (file plugin; delay and rate filters), libnbd-bin (nbdcopy) and postgresql
+    (see .ci/run); the agent rows need root and tracefs (else they are skipped, with the reason).
+    `-- --only remote` (or store, agent...) runs one part; `-- --only inflight` the --in-flight sweep behind
+    the defaults; `-- --size 1GiB --repeat 3` a shorter run.
     """
     session.install("-e", ".[postgresql]")
     session.run("python", "bench/run.py", *session.posargs)

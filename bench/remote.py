@@ -69,16 +69,15 @@ def nbd_rows(ctx: Any, rows: list[Any], notes: list[str]) -> None:
         try:
             cmds = _refs(srv.url, dst)
             cmds["scmt"] = ctx.scmt_cmd(srv.url, f"file://{dst}", state=state)
-            res = ctx.interleaved(ctx.repeat, ctx.prep, cmds)
+            res = ctx.interleaved(ctx.repeat, ctx.prep, cmds,
+                                  check=lambda run, d=delay: ctx.check_same(f"nbd rdelay={d} scmt copy, {run}"))
         finally:
             srv.stop()
         for name in ("qemu-img", "nbdcopy"):
             rows.append(ctx.time_row(f"nbd rdelay={delay} {name}", res[name]))
         s = res["scmt"]
         refs = {k: res[k] for k in ("qemu-img", "nbdcopy")}
-        rows.append(ctx.time_row(f"nbd rdelay={delay} scmt copy", s,
-                                 ctx.ratio_note(s, refs, 1.0) + f"; peak RSS {s.rss_kib / 1024:.0f} MiB"))
-        ctx.check_same(f"nbd rdelay={delay}")
+        rows.append(ctx.time_row(f"nbd rdelay={delay} scmt copy", s, ctx.ratio_note(s, refs, 1.0)))
 
     srv = ctx.Nbdkit(src, filters=("rate",), params=("rate=400M",))
     rate = RATE_BITS / 8
@@ -90,7 +89,8 @@ def nbd_rows(ctx: Any, rows: list[Any], notes: list[str]) -> None:
             ctx.prep()
             drain(srv.url, int(rate * BURST_SECONDS))
 
-        res = ctx.interleaved(ctx.repeat, prep, cmds)
+        res = ctx.interleaved(ctx.repeat, prep, cmds,
+                              check=lambda run: ctx.check_same(f"nbd rate=400M scmt copy, {run}"))
     finally:
         srv.stop()
     for name, runs in res.items():
@@ -98,9 +98,8 @@ def nbd_rows(ctx: Any, rows: list[Any], notes: list[str]) -> None:
         best = ctx.allocated / runs.best / rate * 100
         note = f"{best:.0f}% of the rate best, {pct:.0f}% median"
         if name == "scmt":
-            note += f"; target >= 95%: {'ok' if pct >= 95 else 'UNDER TARGET'}; peak RSS {runs.rss_kib / 1024:.0f} MiB"
+            note += f"; target >= 95%: {'ok' if pct >= 95 else 'UNDER TARGET'}"
         rows.append(ctx.time_row(f"nbd rate=400M {name}", runs, note))
-    ctx.check_same("nbd rate=400M")
 
 
 # --------------------------------------------------------------------------- /folder
@@ -183,11 +182,11 @@ def folder_rows(ctx: Any, rows: list[Any], notes: list[str], in_flight: int) -> 
         if not where:
             raise RuntimeError("the fake vCenter did not start")
         runs: dict[str, list[dict[str, Any]]] = {"folder": [], "nbd": []}
-        for _ in range(ctx.repeat):
+        for i in range(ctx.repeat):
             for kind, addr in (("folder", where), ("nbd", nbd.url)):
                 ctx.prep()
                 runs[kind].append(_child([kind, addr, str(src), str(dst), str(in_flight)]))
-            ctx.check_same("/folder 2 ms")
+                ctx.check_same(f"{kind} 2 ms engine in-process, run {i + 1}")  # before the next run overwrites it
     finally:
         nbd.stop()
         if server.stdin is not None:
@@ -200,11 +199,11 @@ def folder_rows(ctx: Any, rows: list[Any], notes: list[str], in_flight: int) -> 
         med[kind] = secs[len(secs) // 2]
         rate = runs[kind][0]["bytes_read"] / med[kind] / MiB
         rss = max(r["rss_kib"] for r in runs[kind]) / 1024
-        note = f"{rate:.0f} MiB/s of data median; peak RSS {rss:.0f} MiB"
+        note = f"{rate:.0f} MiB/s of data median"
         if kind == "folder":
             pct = med["nbd"] / med["folder"] * 100
             note += f"; {pct:.0f}% of NBD's throughput, target >= 80%: {'ok' if pct >= 80 else 'UNDER TARGET'}"
-        rows.append((label, f"{secs[0]:.2f} s", f"{med[kind]:.2f} s", note))
+        rows.append(ctx.rss_row(label, f"{secs[0]:.2f} s", f"{med[kind]:.2f} s", int(rss * 1024), note, limit=True))
 
 
 def run_remote(ctx: Any, rows: list[Any], notes: list[str], in_flight: int) -> None:

@@ -22,22 +22,32 @@ How every timed row is measured (so the comparison is fair):
   every run would recompile ~50 modules, ~60 ms) and PYTHONDONTWRITEBYTECODE
   removed from the child's environment.
 
-Rows:
+Rows (targets from issue 10; every ratio is against tools timed in the same run):
 
 * startup: ``scmt copy`` and ``cp`` of a 64 MiB image holding 1 MiB of data,
   i.e. the fixed cost of each tool (interpreter, imports, CLI parsing, state
   store, exit) that the full-size rows include;
 * file->file: ``cp --sparse=always``, ``qemu-img convert -O raw -W -m 8``,
-  ``scmt copy``; target: scmt within 1.25x of the faster reference;
+  ``scmt copy``; target: scmt <= 1.1x qemu-img;
 * NBD->file: nbdkit ``file`` plugin on 127.0.0.1 read by ``qemu-img convert
-  -W -m 8`` and by ``scmt copy`` (skipped when nbdkit is not installed);
-  target: ratio <= 1.0;
+  -W -m 8``, ``nbdcopy`` and ``scmt copy`` (skipped when nbdkit is not
+  installed); target: scmt <= 1.1x qemu-img;
+* remote (``--only remote``, :mod:`remote`): nbdkit behind ``--filter=delay
+  rdelay=2ms`` and ``rdelay=10ms`` (target: scmt <= 1.0x the faster of
+  qemu-img and nbdcopy), behind ``--filter=rate rate=400M`` (target: scmt >=
+  95% of the rate), and the fake vCenter's ``/folder`` with 2 ms per GET
+  (target: >= 80% of the same disk read over NBD with 2 ms);
+* in flight (``--only inflight``, :mod:`inflight`): ``scmt copy --in-flight``
+  4/8/16/32 over NBD at 0, 2 and 10 ms and file->file, the measurement behind
+  the defaults (not part of the default set);
 * incremental, 1% of the chunks changed: ``scmt copy --since`` (reads and
   hashes the source, writes the changes) and the CBT path
   (:func:`scmt_cli.blocks.api.changed_copy` with the changed extents: reads
   only them, timed in-process without interpreter start-up); target: within 2x
   of changed-bytes / full-copy throughput plus a small constant;
-* peak RSS of ``scmt copy`` on the fixture (max over its runs); target < 150 MiB;
+* peak RSS: every timed row shows the largest resident set of its tool over
+  its runs (for a ``sh -c 'tool && sync'`` row, the largest process of it);
+  every scmt row must stay <= 150 MiB (an ERROR note otherwise);
 * state store (``--only store``, :mod:`store`): operations per second on
   SQLite and PostgreSQL and the store's time per VM pass;
 * agent hot backup (``--only agent``, ``bench/agent.py``, root only): on a
@@ -147,15 +157,21 @@ class Runs:
         return statistics.median(self.secs)
 
 
-def interleaved(n: int, prepare: Callable[[], None], cmds: dict[str, list[str]]) -> dict[str, Runs]:
-    """Run every command ``n`` times, round-robin (so load changes hit all alike)."""
+def interleaved(n: int, prepare: Callable[[], None], cmds: dict[str, list[str]],
+                check: Callable[[str], None] | None = None) -> dict[str, Runs]:
+    """Run every command ``n`` times, round-robin (so load changes hit all alike).
+
+    ``check(what)`` runs after every run of ``scmt`` (untimed), while its copy is still the target.
+    """
     out = {name: Runs() for name in cmds}
-    for _ in range(n):
+    for i in range(n):
         for name, cmd in cmds.items():
             prepare()
             secs, rss = timed(cmd)
             out[name].secs.append(secs)
             out[name].rss_kib = max(out[name].rss_kib, rss)
+            if check is not None and name == "scmt":
+                check(f"run {i + 1}")
     return out
 
 
@@ -205,11 +221,22 @@ class Nbdkit:
                 self.proc.wait()
 
 
-Row = tuple[str, str, str, str]  # name, best, median, note
+Row = tuple[str, str, str, str, str]  # name, best, median, peak RSS, note
+RSS_LIMIT_MIB = 150
+RSS_ERRORS: list[str] = []  # scmt rows over the limit, turned into ERROR notes at the end
 
 
-def time_row(name: str, runs: Runs, note: str = "") -> Row:
-    return (name, f"{runs.best:.2f} s", f"{runs.median:.2f} s", note)
+def time_row(name: str, runs: Runs, note: str = "", *, limit: bool | None = None) -> Row:
+    """A table row; ``limit`` (default: an scmt row) checks the peak RSS against RSS_LIMIT_MIB."""
+    return rss_row(name, f"{runs.best:.2f} s", f"{runs.median:.2f} s", runs.rss_kib, note,
+                   limit="scmt" in name if limit is None else limit)
+
+
+def rss_row(name: str, best: str, median: str, rss_kib: int, note: str = "", *, limit: bool) -> Row:
+    mib = rss_kib / 1024
+    if limit and mib > RSS_LIMIT_MIB:
+        RSS_ERRORS.append(f"ERROR: {name}: peak RSS {mib:.0f} MiB is over the {RSS_LIMIT_MIB} MiB limit")
+    return (name, best, median, f"{mib:.0f} MiB" if rss_kib else "", note)
 
 
 def ratio_note(ours: Runs, refs: dict[str, Runs], target: float) -> str:
@@ -233,8 +260,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--dir", default=None, help="work directory (default: a new one under /var/tmp)")
     ap.add_argument("--keep", action="store_true")
-    ap.add_argument("--only", choices=["file", "nbd", "remote", "incremental", "store", "agent"], action="append",
-                    help="run only these parts (repeatable; default: all)")
+    ap.add_argument("--only", choices=["file", "nbd", "remote", "inflight", "incremental", "store", "agent"],
+                    action="append", help="run only these parts (repeatable; default: all but inflight)")
     ap.add_argument("--agent-size", default="4GiB", help="size of the agent rows' loop device (bench/agent.py)")
     ap.add_argument("--in-flight", type=int, default=None,
                     help="scmt copy --in-flight for every scmt row (default: scmt's own default)")
@@ -283,13 +310,11 @@ def main(argv: list[str] | None = None) -> int:
                 "cp": ["sh", "-c", f'cp --sparse=always "{src}" "{dst}" && sync -d "{dst}"'],
                 "qemu": ["sh", "-c", f'qemu-img convert -O raw -W -m 8 "{src}" "{dst}" && sync -d "{dst}"'],
                 "scmt": scmt_cmd(f"file://{src}", f"file://{dst}", state=state),
-            })
+            }, check=lambda run: check_same(f"file->file scmt copy, {run}"))
             cp_r, q_r, s_r = res["cp"], res["qemu"], res["scmt"]
             rows.append(time_row("file->file cp --sparse=always + sync", cp_r))
             rows.append(time_row("file->file qemu-img convert -W -m 8 + sync", q_r))
-            rows.append(time_row("file->file scmt copy", s_r, ratio_note(s_r, {"qemu-img": q_r}, 1.1)
-                                 + f"; peak RSS {s_r.rss_kib / 1024:.0f} MiB"))
-            check_same("file->file")
+            rows.append(time_row("file->file scmt copy", s_r, ratio_note(s_r, {"qemu-img": q_r}, 1.1)))
             full_rate = size / s_r.median
 
         if "nbd" in parts:
@@ -303,26 +328,28 @@ def main(argv: list[str] | None = None) -> int:
                     }
                     if shutil.which("nbdcopy") is not None:
                         ncmds["nbdcopy"] = ["sh", "-c", f'nbdcopy "{srv.url}" "{dst}" && sync -d "{dst}"']
-                    nres = interleaved(args.repeat, prep, ncmds)
+                    nres = interleaved(args.repeat, prep, ncmds,
+                                       check=lambda run: check_same(f"nbd->file scmt copy, {run}"))
                 finally:
                     srv.stop()
                 rows.append(time_row("nbd->file qemu-img convert -W -m 8 + sync", nres["qemu"]))
                 if "nbdcopy" in nres:
                     rows.append(time_row("nbd->file nbdcopy + sync", nres["nbdcopy"]))
                 rows.append(time_row("nbd->file scmt copy", nres["scmt"],
-                                     ratio_note(nres["scmt"], {"qemu-img": nres["qemu"]}, 1.1)
-                                     + f"; peak RSS {nres['scmt'].rss_kib / 1024:.0f} MiB"))
-                check_same("nbd->file")
+                                     ratio_note(nres["scmt"], {"qemu-img": nres["qemu"]}, 1.1)))
             else:
                 notes.append("nbd->file skipped: nbdkit not installed")
 
         if "remote" in parts:
             from remote import run_remote
 
-            ctx = SimpleNamespace(src=src, dst=dst, state=state, repeat=args.repeat, allocated=allocated, prep=prep,
-                                  Nbdkit=Nbdkit, interleaved=interleaved, time_row=time_row, ratio_note=ratio_note,
-                                  check_same=check_same, scmt_cmd=lambda *a, state: scmt_cmd(*a, state=state))
-            run_remote(ctx, rows, notes, args.in_flight or 16)
+            run_remote(ctx_for(src, dst, state, args.repeat, allocated, prep, check_same), rows, notes,
+                       args.in_flight or 16)
+
+        if "inflight" in parts:
+            from inflight import run_inflight
+
+            run_inflight(ctx_for(src, dst, state, args.repeat, allocated, prep, check_same), rows, notes)
 
         if "incremental" in parts:
             notes.extend(incremental_rows(src, dst, state, size, full_rate, rows))
@@ -330,25 +357,37 @@ def main(argv: list[str] | None = None) -> int:
         if "store" in parts:  # the state store's cost (bench/store.py): SQLite and PostgreSQL
             from store import run as run_store
 
-            rows.extend(run_store(400, 3, want_pg=True))
+            rows.extend((name, a, b, "", note) for name, a, b, note in run_store(400, 3, want_pg=True))
 
         if "agent" in parts:
             from agent import run_agent
 
             drop(dst)
-            run_agent(work, parse_size(args.agent_size), args.repeat, rows, notes)
+            agent_rows: list[tuple[str, str, str, str]] = []  # its rows carry their RSS in the note
+            run_agent(work, parse_size(args.agent_size), args.repeat, agent_rows, notes)
+            rows.extend((name, a, b, "", note) for name, a, b, note in agent_rows)
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
     print()
     print(f"machine: {machine_line()}")
     print(f"load average at the end: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f}")
-    print(f"{'benchmark':<46} {'best':>9} {'median':>9}  note")
-    for name, best, med, note in rows:
-        print(f"{name:<46} {best:>9} {med:>9}  {note}")
-    for n in notes:
+    print(f"{'benchmark':<46} {'best':>9} {'median':>9} {'peak RSS':>9}  note")
+    for name, best, med, rss, note in rows:
+        print(f"{name:<46} {best:>9} {med:>9} {rss:>9}  {note}")
+    for n in notes + RSS_ERRORS:
         print(n)
+    notes += RSS_ERRORS
     return 1 if any(n.startswith("ERROR") for n in notes) else 0
+
+
+def ctx_for(src: Path, dst: Path, state: Path, repeat: int, allocated: int, prep: Callable[[], None],
+            check_same: Callable[[str], None]) -> SimpleNamespace:
+    """What the row modules (remote.py, inflight.py) use of this one."""
+    return SimpleNamespace(src=src, dst=dst, state=state, repeat=repeat, allocated=allocated, prep=prep,
+                           Nbdkit=Nbdkit, interleaved=interleaved, time_row=time_row, rss_row=rss_row,
+                           ratio_note=ratio_note, check_same=check_same,
+                           scmt_cmd=lambda *a, state: scmt_cmd(*a, state=state))
 
 
 def incremental_rows(src: Path, dst: Path, state: Path, size: int, full_rate: float, rows: list[Row]) -> list[str]:
@@ -373,10 +412,10 @@ def incremental_rows(src: Path, dst: Path, state: Path, size: int, full_rate: fl
                               str(work_file(src, "m2.json")), state=state))
     changed_bytes = len(changed) * CHUNK
     budget = 2 * changed_bytes / full_rate
-    rows.append((f"incremental --since ({len(changed)} chunks changed)", f"{inc_t:.2f} s", "",
+    rows.append((f"incremental --since ({len(changed)} chunks changed)", f"{inc_t:.2f} s", "", "",
                  "reads and hashes the whole source"))
     cbt_t = run_cbt(src, dst, changed)
-    rows.append(("incremental CBT changed_copy (same changes)", f"{cbt_t:.3f} s", "",
+    rows.append(("incremental CBT changed_copy (same changes)", f"{cbt_t:.3f} s", "", "",
                  f"2x changed-bytes budget {budget:.3f} s (+ small constant), in-process"))
     if subprocess.run(["cmp", "-s", str(src), str(dst)]).returncode != 0:
         notes.append("ERROR: incremental copy produced a different image")

@@ -237,7 +237,7 @@ def test_incremental_zeroes_chunks_that_became_holes():
     src._extents = [Extent(0, 2 * CS, "data"), Extent(2 * CS, 2 * CS, "hole"), Extent(4 * CS, 4 * CS, "data")]
     out = incremental_copy(src, dst, base, options=opts())
     assert dst.data == src.data
-    assert out.stats.chunks_zeroed == 2 and dst.zeroes == [(2 * CS, CS), (3 * CS, CS)]
+    assert out.stats.chunks_zeroed == 2 and dst.zeroes == [(2 * CS, 2 * CS)]  # the hole's run: one request
 
 
 def test_changed_extents_copy_reads_only_changed_chunks():
@@ -279,3 +279,29 @@ def test_transient_source_errors_without_retry_wrapper_fail():
     plan = FaultPlan([Fault("read", times=1, transient=True)])
     with pytest.raises(TransportError, match="transient"):
         full_copy(FaultySource(src, plan), MemTarget(src.size), options=opts())
+
+
+def test_buffers_zero_only_what_the_next_chunk_does_not_read_over():
+    """A reused buffer keeps no byte of the chunk before it, outside the new chunk's read ranges."""
+    from scmt_cli.blocks.pipeline import Buffer, _minus
+
+    assert _minus(((0, 10), (20, 30)), ((5, 25),)) == [(0, 5), (25, 30)]
+    assert _minus(((0, 10),), ()) == [(0, 10)]
+    assert _minus(((0, 10),), ((0, 10),)) == []
+    assert _minus(((0, 100),), ((10, 20), (30, 40), (90, 120))) == [(0, 10), (20, 30), (40, 90)]
+    rnd = random.Random(5)
+    buf = Buffer(1024 * KiB)
+    assert buf.addr % 4096 == 0
+    for _ in range(50):
+        n = rnd.randrange(1, 5)
+        cuts = sorted(rnd.sample(range(0, 1024 * KiB, 512), 2 * n))
+        ranges = tuple(zip(cuts[::2], cuts[1::2], strict=True))
+        buf.prepare(ranges)
+        view = buf.view(1024 * KiB)
+        for lo, hi in ranges:  # a read fills its ranges
+            view[lo:hi] = rnd.randbytes(hi - lo)
+        outside = bytearray(view)
+        for lo, hi in ranges:
+            outside[lo:hi] = bytes(hi - lo)
+        assert outside == bytes(1024 * KiB)
+        view.release()

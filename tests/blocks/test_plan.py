@@ -11,6 +11,7 @@ from scmt_cli.blocks.plan import (
     check_chunk_size,
     chunk_count,
     coalesce,
+    iter_plan,
     plan_changed,
     plan_chunks,
     validate_extents,
@@ -129,3 +130,60 @@ def test_plan_changed_overlapping_zero_extents():
     assert part == [Chunk(0, 0, cs, "data")]
     span = plan_changed([Extent(cs // 2, 2 * cs, "hole")], 4 * cs, cs)
     assert [(c.index, c.kind) for c in span] == [(0, "data"), (1, "zero"), (2, "data")]
+
+
+def _reference_plan(extents, size, cs):
+    """The plan computed from the whole map at once (what the streamed planner must equal)."""
+    from scmt_cli.blocks.plan import READ_MERGE_GAP
+
+    ranges, exact = {}, {}
+    for ext in coalesce(extents):
+        if ext.kind != "data":
+            continue
+        for i in range(ext.offset // cs, (ext.end - 1) // cs + 1):
+            start, end = max(ext.offset, i * cs) - i * cs, min(ext.end, (i + 1) * cs, size) - i * cs
+            exact.setdefault(i, []).append((start, end))
+            lst = ranges.setdefault(i, [])
+            if lst and start - lst[-1][1] < READ_MERGE_GAP:
+                lst[-1] = (lst[-1][0], end)
+            else:
+                lst.append((start, end))
+    out = []
+    for i in range(chunk_count(size, cs)):
+        off, length = i * cs, min(cs, size - i * cs)
+        if i not in ranges:
+            out.append(Chunk(i, off, length, "zero"))
+        else:
+            r, e = ranges[i], exact[i]
+            out.append(Chunk(i, off, length, "data", None if r == [(0, length)] else tuple(r),
+                             None if e == r else tuple(e)))
+    return out
+
+
+@settings(max_examples=200, deadline=None)
+@given(extent_maps(), st.sampled_from([64 * KiB, 128 * KiB, 256 * KiB, 1024 * KiB]))
+def test_streamed_plan_equals_the_plan_of_the_whole_map(m, cs):
+    size, exts = m
+    got = list(iter_plan(iter(exts), size, cs))
+    want = _reference_plan(exts, size, cs)
+    assert got == want
+    assert [c.allocated for c in got] == [c.allocated for c in want]  # not part of ==
+
+
+@settings(max_examples=150, deadline=None)
+@given(extent_maps(), st.sampled_from([64 * KiB, 128 * KiB]))
+def test_streamed_plan_yields_each_chunk_once_the_map_reaches_its_end(m, cs):
+    """Chunk i comes out before any extent past the one that reaches the end of chunk i is asked for."""
+    size, exts = m
+    pulled = 0
+
+    def feed():
+        nonlocal pulled
+        for e in exts:
+            pulled += 1
+            yield e
+
+    for c in iter_plan(feed(), size, cs):
+        # the first extent that reaches the chunk's end (or the disk's): the planner needs nothing after it
+        need = next((k + 1 for k, e in enumerate(exts) if e.end >= min(c.end, size)), len(exts))
+        assert pulled <= need, f"chunk {c.index} waited for extent {pulled} (needed only {need})"

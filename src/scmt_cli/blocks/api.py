@@ -16,23 +16,49 @@ chunks take their digests from ``base``, or are ``null`` without one).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 from scmt_cli.blocks.checkpoint import Checkpointer
 from scmt_cli.blocks.digest import Manifest
 from scmt_cli.blocks.engine import CopyOptions, CopyOutcome, copy_chunks
-from scmt_cli.blocks.plan import Chunk, ExtentMapError, plan_changed, plan_chunks
+from scmt_cli.blocks.plan import (
+    Chunk,
+    ChunkPlan,
+    ExtentMapError,
+    ZeroRun,
+    chunk_count,
+    plan_changed,
+    plan_chunks,
+    plan_units,
+)
 from scmt_cli.errors import SizeMismatchError, TransportError
 from scmt_cli.events import Reporter
 from scmt_cli.transports.base import BlockSource, BlockTarget, Extent
 
 
-def plan_source(source: BlockSource, chunk_size: int) -> list[Chunk]:
-    """The full chunk plan of ``source`` from its allocation map.
+def plan_source(source: BlockSource, chunk_size: int) -> ChunkPlan:
+    """The full chunk plan of ``source``, streamed from its allocation map as the copy consumes it.
 
-    A map that breaks the extent contract (overlapping, unsorted, past the end:
-    a buggy transport) is a permanent TransportError naming the source and the extent.
+    The map is asked for once, when the engine starts iterating; each chunk
+    is yielded as soon as the extents received describe it, holes as runs
+    (see :func:`~scmt_cli.blocks.plan.plan_units`).  A map that breaks the extent
+    contract (overlapping, unsorted, past the end: a buggy transport) is a
+    permanent TransportError naming the source and the extent, raised where
+    the iteration reaches it.
     """
+    size = source.size
+
+    def stream() -> Iterator[Chunk | ZeroRun]:
+        try:
+            yield from plan_units(source.extents(0, size), size, chunk_size)
+        except ExtentMapError as exc:
+            raise bad_map(source, "allocation map", exc) from None
+
+    return ChunkPlan(stream(), chunk_count(size, chunk_size), size)
+
+
+def plan_list(source: BlockSource, chunk_size: int) -> list[Chunk]:
+    """Every grid chunk of ``source``'s plan, as a list (holes as zero chunks); errors as :func:`plan_source`."""
     try:
         return plan_chunks(source.extents(0, source.size), source.size, chunk_size)
     except ExtentMapError as exc:
@@ -42,7 +68,7 @@ def plan_source(source: BlockSource, chunk_size: int) -> list[Chunk]:
 def bad_map(source: BlockSource, what: str, exc: ExtentMapError) -> TransportError:
     """The error for an invalid extent list (``what``: "allocation map", "change list") of ``source``."""
     return TransportError(f"{source.describe()} returned an invalid {what}: {exc}", transient=False,
-                          hint="this is a bug in the source or its transport; nothing was copied")
+                          hint="this is a bug in the source or its transport; the copy stopped there")
 
 
 def full_copy(source: BlockSource, target: BlockTarget, *, options: CopyOptions | None = None,
@@ -50,13 +76,8 @@ def full_copy(source: BlockSource, target: BlockTarget, *, options: CopyOptions 
               reporter: Reporter | None = None) -> CopyOutcome:
     """Copy every allocated chunk of ``source`` to ``target``."""
     opts = options or CopyOptions()
-    t0 = time.monotonic()
-    chunks = plan_source(source, opts.chunk_size)
-    plan_s = time.monotonic() - t0
-    out = copy_chunks(source, target, chunks, options=opts, checkpointer=checkpointer, resume=resume,
-                      reporter=reporter)
-    out.stats.plan_seconds = plan_s
-    return out
+    return copy_chunks(source, target, plan_source(source, opts.chunk_size), options=opts,
+                       checkpointer=checkpointer, resume=resume, reporter=reporter)
 
 
 def incremental_copy(source: BlockSource, target: BlockTarget, base: Manifest, *,
@@ -68,13 +89,8 @@ def incremental_copy(source: BlockSource, target: BlockTarget, base: Manifest, *
         raise SizeMismatchError(
             f"the source has {source.size} bytes but the base manifest describes {base.size} bytes",
             hint="a resized disk needs a full copy (run without --since)")
-    t0 = time.monotonic()
-    chunks = plan_source(source, opts.chunk_size)
-    plan_s = time.monotonic() - t0
-    out = copy_chunks(source, target, chunks, options=opts, base=base, fresh=False, checkpointer=checkpointer,
-                      resume=resume, reporter=reporter)
-    out.stats.plan_seconds = plan_s
-    return out
+    return copy_chunks(source, target, plan_source(source, opts.chunk_size), options=opts, base=base,
+                       fresh=False, checkpointer=checkpointer, resume=resume, reporter=reporter)
 
 
 def changed_copy(source: BlockSource, target: BlockTarget, changed: Iterable[Extent], *,

@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from scmt_cli.blocks.api import plan_source
+from scmt_cli.blocks.api import plan_list
 from scmt_cli.blocks.digest import ZERO, Manifest, digest, is_zero
 from scmt_cli.blocks.plan import Chunk, chunk_range
 from scmt_cli.errors import SizeMismatchError, VerificationError
@@ -75,7 +75,7 @@ def verify_copy(source: BlockSource, target: BlockTarget, chunk_size: int, *, in
     size = source.size
     if target.size < size:
         raise SizeMismatchError(f"target {target.describe()} is smaller than the source: {target.size} < {size} bytes")
-    chunks = plan_source(source, chunk_size)
+    chunks = plan_list(source, chunk_size)
     remote = source.remote_digests(chunk_size)  # computed now, where the data lives (the scmt agent)
 
     def source_digest(c: Chunk) -> str:

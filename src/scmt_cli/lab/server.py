@@ -101,6 +101,9 @@ class FakeHttpServer:
         # seconds added to every /folder GET before it is answered (a host some milliseconds away, for the
         # benchmark and for tests of the parallel reads); 0 answers at once
         self.delay = 0.0
+        # /folder GETs being answered right now, and the most at once (tests: do ranged reads overlap?)
+        self.folder_active = 0
+        self.folder_peak = 0
         # POST /sdk/rpc handler (see fakeremote): JSON request -> (HTTP status, JSON answer)
         self.rpc: Callable[[dict[str, object]], tuple[int, dict[str, object]]] | None = None
         self.requests: list[tuple[str, str]] = []  # (method, path) without query
@@ -280,12 +283,26 @@ class _Handler(BaseHTTPRequestHandler):
         if view is None:
             self._send(404, head=head)
             return
-        if not head and self.owner.delay > 0:
-            time.sleep(self.owner.delay)
-        if not head and self.owner.fail_reads > 0:
-            self.owner.fail_reads -= 1
-            self._send(503)
+        if head:
+            self._answer(view, head)
             return
+        owner = self.owner
+        with owner._lock:
+            owner.folder_active += 1
+            owner.folder_peak = max(owner.folder_peak, owner.folder_active)
+        try:
+            if owner.delay > 0:
+                time.sleep(owner.delay)
+            if owner.fail_reads > 0:
+                owner.fail_reads -= 1
+                self._send(503)
+                return
+            self._answer(view, head)
+        finally:
+            with owner._lock:
+                owner.folder_active -= 1
+
+    def _answer(self, view: FileView, head: bool) -> None:
         size = view.size
         rng = self.headers.get("Range")
         if rng is None:

@@ -38,7 +38,6 @@ I/O errors are TransportError (30, ``transient`` for EIO/EAGAIN/EINTR).
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import fcntl
 import os
@@ -75,8 +74,7 @@ def _fallocate(fd: int, mode: int, offset: int, length: int) -> bool:
     global _libc
     with _libc_lock:
         if _libc is None:
-            name = ctypes.util.find_library("c") or "libc.so.6"
-            lib = ctypes.CDLL(name, use_errno=True)
+            lib = ctypes.CDLL(None, use_errno=True)  # the interpreter's C library (find_library forks ldconfig)
             lib.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
             lib.fallocate.restype = ctypes.c_int
             _libc = lib

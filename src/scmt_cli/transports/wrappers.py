@@ -244,7 +244,40 @@ class RetryingSource(SourceProxy):
         self.retrier = _Retrier(policy or RetryPolicy(), reporter, reopen, inner.describe())
 
     def extents(self, offset: int = 0, length: int | None = None) -> Iterator[Extent]:
-        return iter(self.retrier.call(self, lambda s: list(s.extents(offset, length))))
+        """The inner's extents, streamed as they arrive (a remote map is not collected first).
+
+        A transient error part-way is retried like any call (logged, the
+        transport reopened, the policy's waits and attempts) by asking the
+        map again from the end of the last extent yielded; the extents that
+        follow may then start with one of the same kind (the planners merge them).
+        """
+        end = self.size if length is None else offset + length
+        return self._extents(offset, end)
+
+    def _extents(self, pos: int, end: int) -> Iterator[Extent]:
+        failed: BaseException | None = None
+
+        def restart(s: BlockSource) -> tuple[Extent | None, Iterator[Extent]]:
+            nonlocal failed
+            if failed is not None:  # the error of the stream that broke is this call's first attempt
+                exc, failed = failed, None
+                raise exc
+            it = iter(s.extents(pos, end - pos))
+            return next(it, None), it
+
+        ext, it = self.retrier.call(self, restart)
+        while ext is not None:
+            yield ext
+            pos = max(pos, ext.end)
+            if pos >= end:
+                return
+            try:
+                ext = next(it, None)
+            except TransportError as exc:
+                if not exc.transient:
+                    raise
+                failed = exc
+                ext, it = self.retrier.call(self, restart)
 
     def read(self, offset: int, length: int) -> bytes:
         data: bytes = self.retrier.call(self, lambda s: s.read(offset, length))

@@ -6,10 +6,11 @@ and a pool of ``connections`` keep-alive connections (default 16, the engine's
 in-flight default for remote sources, so every reader thread has its own
 connection and that many ranged GETs are in flight).  :class:`FolderDiskSource`
 is a :class:`~scmt_cli.transports.base.BlockSource` over one flat disk file;
-``readinto`` streams the response body straight into the caller's buffer (no
-joined ``bytes`` and second copy per chunk), ``readinto_many`` sends the GETs
-of several ranges at once (the first in the calling thread, the others on a
-small shared pool of threads).
+``readinto`` receives the body straight into the caller's buffer through the
+session's :class:`~scmt_cli.vsphere.ranges.RangeReader` (same TLS context,
+same number of connections; every answer but a plain ``206`` goes to httpx),
+``readinto_many`` sends the GETs of several ranges at once (the first in the
+calling thread, the others on a small shared pool of threads).
 
 Errors: 401/403 trigger one re-login through the session's ``relogin`` callback,
 then an AuthenticationError; 404 is a SourceOperationError; 5xx, resets and
@@ -23,7 +24,7 @@ import ssl
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import httpx
 from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
@@ -35,6 +36,7 @@ from scmt_cli.errors import (
     TransportError,
 )
 from scmt_cli.transports.base import Extent, Identity, SourceDefaults
+from scmt_cli.vsphere.ranges import RangeReader
 from scmt_cli.vsphere.tls import classify_connect_error
 
 # httpcore's DEBUG trace prints raw request/response headers, session cookies included.
@@ -86,12 +88,19 @@ class FolderSession:
         self._cookie = cookie
         self._relogin = relogin
         self._relogin_lock = threading.Lock()
+        #: the data path of ranged reads (None behind a proxy: httpx does everything then)
+        self.ranges = (RangeReader(self.base_url, ssl_context, connections=connections, timeout=timeout)
+                       if RangeReader.usable(self.base_url) else None)
         self._client = httpx.Client(
             verify=ssl_context,
             timeout=httpx.Timeout(timeout, connect=min(timeout, 15.0)),
             limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
             follow_redirects=False,
         )
+
+    def cookie(self) -> str:
+        """The current session cookie (``name=value``), for a request made outside httpx."""
+        return self._cookie()
 
     def url(self, datacenter: str, datastore: str, rel_path: str) -> str:
         return (
@@ -146,6 +155,8 @@ class FolderSession:
             raise SourceOperationError(f"{what}: HTTP {resp.status_code}")
 
     def close(self) -> None:
+        if self.ranges is not None:
+            self.ranges.close()
         self._client.close()
 
 
@@ -175,6 +186,8 @@ class FolderDiskSource(SourceDefaults):
         self._identity = Identity({**identity, "size": size}) if identity is not None else None
         self._ds, self._rel = split_datastore_path(datastore_path)
         self._url = session.url(datacenter, self._ds, self._rel)
+        parts = urlsplit(self._url)
+        self._target = f"{parts.path}?{parts.query}"  # what the range reader asks for
         self._size = size
         self._label = label or datastore_path
         self._allocated = allocated
@@ -265,6 +278,9 @@ class FolderDiskSource(SourceDefaults):
         self.requests += 1
         length = len(view)
         what = f"{self._label}: read [{offset}, {offset + length})"
+        fast = self._session.ranges
+        if fast is not None and fast.read_into(self._target, offset, view, self._session.cookie(), what):
+            return
         resp = self._session.request(
             "GET", self._url, what=what, stream=True,
             headers={"Range": f"bytes={offset}-{offset + length - 1}", "Accept-Encoding": "identity"},

@@ -7,9 +7,10 @@ multi-conn, otherwise exactly one.  Each connection carries several requests in
 flight, matched by cookie (see ``connection.py``).
 
 Request sizes follow the server's NBD_INFO_BLOCK_SIZE: no request is larger
-than its maximum (nor than 32 MiB); reads are cut into pieces of at most
-``read_piece`` bytes (default 2 MiB) spread over the connections, all in
-flight at once, so one large read keeps every connection busy; a read whose
+than its maximum (nor than 32 MiB); reads are cut into pieces of ``read_piece``
+bytes (default 2 MiB) rounded to a multiple of the server's preferred size
+(:func:`read_piece_size`), spread over the connections, all in flight at
+once, so one large read keeps every connection busy; a read whose
 offset or length is not a multiple of the server's minimum block size reads
 the aligned range around it into a bounce buffer.  :meth:`NbdDisk.readinto_many`
 submits the pieces of several ranges together (one round trip for all of them).
@@ -43,7 +44,7 @@ from scmt_cli.errors import (
 )
 from scmt_cli.transports.base import Extent, Identity, SourceDefaults, TargetDefaults
 from scmt_cli.transports.nbd import protocol as p
-from scmt_cli.transports.nbd.connection import Connection, Request
+from scmt_cli.transports.nbd.connection import Connection, Latch, Request
 from scmt_cli.transports.nbd.handshake import connect, negotiate
 from scmt_cli.transports.nbd.status import extent_kind, pipelined_extents
 from scmt_cli.transports.nbd.url import NbdAddress, parse_nbd_url
@@ -54,7 +55,7 @@ DEFAULT_READ_PIECE = 2 * 1024 * 1024
 _MAX_IO = 32 * 1024 * 1024  # cap per READ/WRITE request even if the server allows more
 _MAX_RANGE = (1 << 32) - (1 << 20)  # per WRITE_ZEROES / TRIM / BLOCK_STATUS request (32-bit length, aligned)
 
-__all__ = ["NbdDisk", "extent_kind", "open_nbd_source", "open_nbd_target"]
+__all__ = ["NbdDisk", "extent_kind", "open_nbd_source", "open_nbd_target", "read_piece_size"]
 
 
 class NbdDisk(SourceDefaults, TargetDefaults):
@@ -93,8 +94,8 @@ class NbdDisk(SourceDefaults, TargetDefaults):
             raise
         self._max_io = max(self._info.min_block, min(self._info.max_block, _MAX_IO))
         self._max_io -= self._max_io % self._info.min_block
-        piece = max(self._info.min_block, min(self._max_io, read_piece))
-        self._read_piece = piece - piece % self._info.min_block
+        self._read_piece = read_piece_size(read_piece, self._info.min_block, self._info.preferred_block,
+                                           self._max_io)
 
     # -- properties --------------------------------------------------------------
     @property
@@ -225,31 +226,35 @@ class NbdDisk(SourceDefaults, TargetDefaults):
         if self.read_only:
             raise ReadOnlyTargetError(f"NBD export {self.describe()} is read-only")
 
-    def _run(self, pieces: list[tuple[int, int, int, dict[str, Any]]]) -> list[Any]:
-        """Submit (cmd, offset, length, kwargs) requests, pipelined, then wait for all.
+    def _run(self, pieces: list[tuple[int, int, int, dict[str, Any]]]) -> None:
+        """Submit (cmd, offset, length, kwargs) requests, pipelined, then wait for all of them at once.
 
         Every request is awaited even after a failure, so no buffer is still
-        being filled when the caller sees the first error.
+        being filled when the caller sees the first error.  The requests share
+        one :class:`Latch`: the calling thread is woken once, not per request.
         """
+        latch = Latch(len(pieces))
         handles: list[tuple[Connection, Request]] = []
         first: BaseException | None = None
         for cmd, off, length, kw in pieces:
             try:
                 conn = self._pick()
-                handles.append((conn, conn.submit(cmd, off, length, **kw)))
+                handles.append((conn, conn.submit(cmd, off, length, latch=latch, **kw)))
             except BaseException as exc:
                 first = exc
                 break
-        results: list[Any] = []
-        for conn, h in handles:
-            try:
-                results.append(conn.wait(h))
-            except BaseException as exc:
-                if first is None:
-                    first = exc
+        latch.count_down(len(pieces) - len(handles))  # never sent: nothing will count them
+        if not latch.wait(self.timeout * 3 + 5):  # the connections enforce the timeout; this guards against bugs
+            late = TransportError(f"NBD server {self.describe()} did not answer within {self.timeout:g}s",
+                                  transient=True)
+            for conn in {id(c): c for c, _ in handles}.values():
+                conn.abort(late)  # fails what is pending and stops its reader: no buffer is filled after this
+            raise late
+        for _, h in handles:
+            if first is None and h.error is not None:
+                first = h.error
         if first is not None:
             raise first
-        return results
 
     def read(self, offset: int, length: int) -> bytes:
         """Exactly ``length`` bytes at ``offset`` (a bytearray); beyond the end is SizeMismatchError."""
@@ -357,6 +362,20 @@ class NbdDisk(SourceDefaults, TargetDefaults):
 
     #: bytes described per BLOCK_STATUS request (several are in flight; see ``status.py``)
     status_window = 1 << 30
+
+
+def read_piece_size(wanted: int, minimum: int, preferred: int, maximum: int) -> int:
+    """The size of each READ a large read is cut into: ``wanted``, rounded to the server's preferred size.
+
+    A whole multiple of the preferred block size (at least one, so a server
+    preferring 4 MiB gets 4 MiB requests), never above ``maximum`` (already
+    the server's maximum, capped), always a multiple of the minimum.
+    """
+    piece = max(wanted, preferred)
+    if preferred <= maximum:
+        piece -= piece % preferred
+    piece = max(minimum, min(maximum, piece))
+    return piece - piece % minimum
 
 
 def open_nbd_source(url: str, **options: Any) -> NbdDisk:

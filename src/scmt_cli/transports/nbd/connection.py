@@ -37,20 +37,60 @@ _MAX_META_PAYLOAD = 64 * 1024 * 1024
 _MAX_ERROR_PAYLOAD = 6 + p.MAX_STRING + 8
 
 
-class _Request:
-    __slots__ = ("cmd", "cookie", "offset", "length", "buf", "done", "error", "covered", "status", "started")
+class Latch:
+    """Completion of a group of requests: :meth:`wait` returns once ``count`` of them completed.
 
-    def __init__(self, cmd: int, cookie: int, offset: int, length: int, buf: memoryview | None) -> None:
+    The requests of one ``readinto_many`` share one, so the caller's thread is
+    woken once for all of them instead of once per request (each wake-up of a
+    waiting thread costs the waker a futex call with the GIL held).
+    """
+
+    def __init__(self, count: int) -> None:
+        self._left = count
+        self._lock = threading.Lock()
+        self._done = threading.Lock()
+        if count > 0:
+            self._done.acquire()
+
+    def count_down(self, n: int = 1) -> None:
+        with self._lock:
+            before = self._left
+            self._left -= n
+        if before > 0 >= self._left:
+            self._done.release()
+
+    def wait(self, timeout: float) -> bool:
+        """True once every request completed; False after ``timeout`` seconds."""
+        if not self._done.acquire(timeout=timeout):
+            return False
+        self._done.release()
+        return True
+
+
+class _Request:
+    __slots__ = ("cmd", "cookie", "offset", "length", "buf", "done", "latch", "error", "covered", "status",
+                 "started")
+
+    def __init__(self, cmd: int, cookie: int, offset: int, length: int, buf: memoryview | None,
+                 latch: Latch | None) -> None:
         self.cmd = cmd
         self.cookie = cookie
         self.offset = offset
         self.length = length
         self.buf = buf
-        self.done = threading.Event()
+        self.latch = latch
+        self.done = threading.Event() if latch is None else None
         self.error: TransportError | None = None
         self.covered: list[tuple[int, int]] = []
         self.status: list[tuple[int, int]] = []
         self.started = float("inf")  # set once fully sent: a slow upload is not a silent server
+
+    def complete(self) -> None:
+        if self.latch is not None:
+            self.latch.count_down()
+        else:
+            assert self.done is not None
+            self.done.set()
 
 
 class Request:
@@ -60,6 +100,11 @@ class Request:
 
     def __init__(self, req: _Request) -> None:
         self._req = req
+
+    @property
+    def error(self) -> TransportError | None:
+        """The request's error once it completed (None: it succeeded)."""
+        return self._req.error
 
 
 class Connection:
@@ -98,15 +143,21 @@ class Connection:
         flags: int = 0,
         payload: bytes | bytearray | memoryview | None = None,
         buf: memoryview | None = None,
+        latch: Latch | None = None,
     ) -> Request:
-        """Send one request; ``buf`` (READ) receives the data, ``payload`` (WRITE) is sent."""
+        """Send one request; ``buf`` (READ) receives the data, ``payload`` (WRITE) is sent.
+
+        With a ``latch`` the request's completion counts it down (wait on the
+        latch, then read :attr:`Request.error`); without, :meth:`wait` it.  A
+        request that raises here was not sent and counts nothing down.
+        """
         with self._lock:
             if self._dead is not None:
                 raise self._dead_error()
             if self._closing:
                 raise TransportError(f"NBD connection to {self.where} is closed", transient=True)
             cookie = next(self._cookies)
-            req = _Request(cmd, cookie, offset, length, buf)
+            req = _Request(cmd, cookie, offset, length, buf, latch)
             self._pending[cookie] = req
         header = p.encode_request(cmd, cookie, offset, length, flags)
         try:
@@ -122,12 +173,18 @@ class Connection:
         """Block until the request completes; raise its error, if any."""
         req = handle._req
         # The reader thread enforces the timeout; this bound only guards against bugs.
+        if req.done is None:
+            raise TypeError("a request submitted with a latch is waited for through the latch")
         if not req.done.wait(self.timeout * 3 + 5):
             self._fail(TransportError(f"NBD server {self.where} did not answer within {self.timeout:g}s",
                                       transient=True))
         if req.error is not None:
             raise req.error
         return req
+
+    def abort(self, error: TransportError) -> None:
+        """Fail every outstanding request with ``error`` and mark the connection dead (the owner replaces it)."""
+        self._fail(error)
 
     def request(self, cmd: int, offset: int, length: int, **kw: object) -> _Request:
         """submit() then wait()."""
@@ -193,7 +250,7 @@ class Connection:
         for req in pending:
             if req.error is None:
                 req.error = TransportError(cause.message, transient=cause.transient)
-            req.done.set()
+            req.complete()
 
     def _recv_into(self, view: memoryview, *, idle_ok: bool) -> bool:
         """Fill ``view``; False on a clean EOF/stop before the first byte when ``idle_ok``."""
@@ -234,7 +291,7 @@ class Connection:
     def _finish(self, req: _Request) -> None:
         with self._lock:
             self._pending.pop(req.cookie, None)
-        req.done.set()
+        req.complete()
 
     def _read_loop(self) -> None:
         head = bytearray(p.STRUCTURED_HEADER.size)
