@@ -238,9 +238,12 @@ def _resume_or_start(req: CopyRequest, store: CheckpointStore | None, src: Block
         loaded = ckpt.load()  # the other parameters (42 when they differ)
         if loaded is not None and (current is None or current.stable):
             check_sample(src, loaded[0], loaded[1], chunk_size)
-    elif existing is not None:
+    elif existing is not None and old == params:  # it could have been continued: the user may have meant to
         reporter.log("warning", "an interrupted copy to this target was found; starting over "
                      "(pass --resume to continue it instead)")
+    elif existing is not None:  # another source or other parameters: starting over is the only way
+        reporter.log("info", "an interrupted copy to this target, of another source or with other parameters, "
+                     "is discarded; starting over")
     elif req.resume:
         reporter.log("info", "no interrupted copy to resume; starting from the beginning")
     return ckpt, existing is not None and req.resume
