@@ -151,3 +151,16 @@ vms:
                          env={**os.environ, "COLUMNS": "200"})
     assert "the seed's storage load" in res.stdout and "default: 30" in res.stdout.replace("default: 30.0", "default: 30")
     assert "--cpu-limit" in res.stdout and "default: 25" in res.stdout.replace("25.0", "25")
+
+
+def test_peak_rss_is_the_agents_own_not_the_memory_of_whoever_started_it() -> None:
+    """ru_maxrss survives execve: an agent started by a big process would report that process's memory."""
+    code = (
+        "import subprocess, sys\n"
+        "big = bytearray(400 * 1024 * 1024)\n"
+        "for i in range(0, len(big), 4096): big[i] = 1\n"
+        "cmd = 'from scmt_cli.agent.limits import usage; print(usage()[\"peak_rss_bytes\"])'\n"
+        "print(subprocess.run([sys.executable, '-c', cmd], capture_output=True, text=True, check=True).stdout)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert 0 < int(out.stdout.split()[0]) < 200 * MiB

@@ -124,10 +124,27 @@ class StorageShare(DutyCycle):
             self._since = self._now()
 
 
+def peak_rss_bytes() -> int:
+    """This process's peak resident memory since it started its program (``VmHWM``).
+
+    Not ``ru_maxrss``: Linux keeps that across ``execve``, so an agent started
+    by a large process (a service manager, a test runner) would report its
+    parent's memory as its own.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
 def usage() -> dict[str, float | int]:
     """This process's peak RSS (bytes) and CPU seconds (user + system)."""
     ru = resource.getrusage(resource.RUSAGE_SELF)
-    return {"peak_rss_bytes": int(ru.ru_maxrss) * 1024, "cpu_seconds": round(ru.ru_utime + ru.ru_stime, 3)}
+    return {"peak_rss_bytes": peak_rss_bytes(), "cpu_seconds": round(ru.ru_utime + ru.ru_stime, 3)}
 
 
 def usage_since(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
