@@ -44,7 +44,7 @@ def test_seed_copies_every_allocated_byte_then_incrementals_copy_only_changes(la
 def test_cbt_off_is_turned_on_and_a_reset_forces_a_full_resync(lab: Lab, ctx: MigrationContext) -> None:
     res = run_sync(SyncRequest(lab.plan, vms=("web01",)), ctx)
     assert res.last["web01"].data.get("cbt_enabled") is True
-    assert any("changed block tracking was off" in r["message"] for r in lab.reporter.of_type("log"))
+    assert [e["change"] for e in lab.reporter.of_type("event") if e.get("kind") == "source_changed"] == ["cbt_enabled"]
     assert run_sync(SyncRequest(lab.plan, vms=("web01",)), ctx).last["web01"].data["bytes_read"] == 0
     lab.estate.reset_cbt("web01")
     lab.write("web01", 0, b"y" * 512)
@@ -214,7 +214,7 @@ def test_cbt_is_turned_on_only_when_the_plan_allows_it_and_the_result_says_so(la
     res = run_sync(SyncRequest(lab.plan, vms=("web01",)), ctx)
     out = res.last["web01"]
     assert out.ok and out.data["cbt_enabled"] is True and res.exit_code == 0  # a decision the plan made
-    assert any("turned it on (source.enable_cbt: true" in c for c in out.data["source_changes"])
+    assert any("turned on (it was off; source.enable_cbt: true" in c for c in out.data["source_changes"])
 
 
 def test_enable_cbt_false_blocks_a_vm_without_cbt_and_leaves_it_untouched(lab: Lab) -> None:

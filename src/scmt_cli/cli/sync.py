@@ -90,6 +90,8 @@ def render(console: Console, result: Any) -> None:
     table, _ = fit_table(console.width, cols, title=f"sync of plan {result.plan}{rounds}")
     console.print(table)
     for o in result.last.values():
+        for change in o.data.get("source_changes", ()):  # what this run changed on a production VM
+            line(console, f"{o.vm}: on the source: {change}", "yellow")
         if isinstance(o.data.get("agent"), dict):  # agent VMs: what the agent used on the source this pass
             from scmt_cli.cli.agent import agent_line
 

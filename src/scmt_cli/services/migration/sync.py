@@ -163,11 +163,11 @@ def sync_pass(ctx: MigrationContext, vm: str, lock: VmLock, *, final: bool = Fal
         if ctx.plan.source.enable_cbt:
             stun_started(store, plan, vm, owner)  # a kill inside the stun cycle leaves a snapshot we must own
             if vcenter.enable_cbt(vm):  # a change the plan allowed: said in the result, not a warning
-                change = ("changed block tracking was off: turned it on (source.enable_cbt: true; the VM was "
+                change = ("changed block tracking turned on (it was off; source.enable_cbt: true; the VM was "
                           "stunned while a snapshot was taken and removed)")
                 out.data["cbt_enabled"] = True
                 out.data.setdefault("source_changes", []).append(change)
-                ctx.reporter.log("info", f"{vm}: {change}", vm=vm)
+                ctx.reporter.event("source_changed", vm=vm, change="cbt_enabled")
             stun_finished(store, plan, vm)
         target_name = eff.target_name
         fresh = {d.index: not _copy_file_exists(ctx, target_name, d.index) for d in disks}
