@@ -103,3 +103,24 @@ def test_without_the_rpc_variable_the_error_says_why(lab_process: dict[str, str]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=120,
                          env={**env, "SCMT_FAKE_VCENTER_RPC": lab_process["rpc"]})
     assert res.returncode == 20, res.stderr
+
+
+def test_the_lab_always_stops_on_sigterm_even_when_signals_pile_up() -> None:
+    """A SIGTERM handler that set an Event deadlocked when a signal landed inside that Event's own lock."""
+    import signal as sig
+
+    lab = Path(__file__).parents[2] / "examples" / "lab.yaml"
+    for _ in range(8):
+        proc = subprocess.Popen([sys.executable, "-m", "scmt_cli.lab", "--lab", str(lab)], stdout=subprocess.PIPE,
+                                text=True)
+        try:
+            assert proc.stdout is not None and json.loads(proc.stdout.readline())["pid"] == proc.pid
+            for _ in range(3):  # a supervisor that repeats its SIGTERM
+                proc.send_signal(sig.SIGTERM)
+            assert proc.wait(timeout=20) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            if proc.stdout is not None:
+                proc.stdout.close()

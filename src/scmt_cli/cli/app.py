@@ -2,32 +2,18 @@
 
 Each subcommand lives in its own module under ``scmt_cli.cli``; those modules
 import only typer and this package's light modules at import time, and import
-services inside the command body, so ``scmt --help`` stays fast.
+services inside the command body, so ``scmt --help`` stays fast.  A run builds
+only the subcommand it runs (:func:`build` with ``only``): turning every
+command's signature into click parameters is most of the CLI's start-up.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+import importlib
+from typing import Annotated, Any, Optional
 
 import typer
 
-from scmt_cli.cli import (
-    agent,
-    assess,
-    boot,
-    copy,
-    demo,
-    failover,
-    finalize,
-    helptopics,
-    migrate,
-    plan,
-    rollback,
-    schema,
-    status,
-    sync,
-    version,
-)
 from scmt_cli.cli.context import GlobalOptions, Ui, set_current
 
 HELP = """Migrate running VMware vSphere VMs to KVM with little downtime.
@@ -37,16 +23,24 @@ Global options may be given before or after the subcommand.  'scmt help' lists h
 (exit codes, the --json contract, durations and units).
 """
 
-app = typer.Typer(
-    name="scmt",
-    help=HELP,
-    no_args_is_help=True,
-    add_completion=True,
-    pretty_exceptions_enable=False,
-    pretty_exceptions_show_locals=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
-    rich_markup_mode=None,
-)
+#: Subcommand -> (module under scmt_cli.cli, attribute): a function, or a Typer app for a group.  In help order.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "assess": ("assess", "assess"),
+    "plan": ("plan", "app"),
+    "sync": ("sync", "sync"),
+    "failover": ("failover", "failover"),
+    "boot": ("boot", "boot"),
+    "rollback": ("rollback", "rollback"),
+    "migrate": ("migrate", "migrate"),
+    "finalize": ("finalize", "finalize"),
+    "status": ("status", "status"),
+    "copy": ("copy", "copy"),
+    "agent": ("agent", "app"),
+    "demo": ("demo", "demo"),
+    "version": ("version", "version"),
+    "help": ("helptopics", "help_topic"),
+    "schema": ("schema", "schema"),
+}
 
 
 def _print_version(value: bool) -> None:
@@ -57,7 +51,6 @@ def _print_version(value: bool) -> None:
         raise typer.Exit(0)
 
 
-@app.callback()
 def main_callback(
     json_out: Annotated[
         bool, typer.Option("--json", help="Print one JSON document on stdout (also on error).")
@@ -88,18 +81,32 @@ def main_callback(
     set_current(Ui(opts))
 
 
-app.command("assess")(assess.assess)
-app.add_typer(plan.app, name="plan")
-app.command("sync")(sync.sync)
-app.command("failover")(failover.failover)
-app.command("boot")(boot.boot)
-app.command("rollback")(rollback.rollback)
-app.command("migrate")(migrate.migrate)
-app.command("finalize")(finalize.finalize)
-app.command("status")(status.status)
-app.command("copy")(copy.copy)
-app.add_typer(agent.app, name="agent")
-app.command("demo")(demo.demo)
-app.command("version")(version.version)
-app.command("help")(helptopics.help_topic)
-app.command("schema")(schema.schema)
+def build(only: str | None = None) -> typer.Typer:
+    """The application: every subcommand, or only ``only`` when it names one (the command being run)."""
+    app = typer.Typer(
+        name="scmt",
+        help=HELP,
+        no_args_is_help=True,
+        add_completion=True,
+        pretty_exceptions_enable=False,
+        pretty_exceptions_show_locals=False,
+        context_settings={"help_option_names": ["-h", "--help"]},
+        rich_markup_mode=None,
+    )
+    app.callback()(main_callback)
+    names = [only] if only in COMMANDS else list(COMMANDS)
+    for name in names:
+        module, attr = COMMANDS[name]
+        target: Any = getattr(importlib.import_module(f"scmt_cli.cli.{module}"), attr)
+        if isinstance(target, typer.Typer):
+            app.add_typer(target, name=name)
+        else:
+            app.command(name)(target)
+    return app
+
+
+def __getattr__(name: str) -> Any:
+    """``app``: the whole application (tests, completion scripts)."""
+    if name == "app":
+        return build()
+    raise AttributeError(name)

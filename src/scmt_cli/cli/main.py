@@ -111,6 +111,23 @@ def _click_kind(exc: BaseException) -> str | None:
     return None
 
 
+def subcommand(args: Sequence[str]) -> str | None:
+    """The subcommand named by hoisted ``args`` (global options first), or None (``--help``, ``--version``)."""
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg in _GLOBAL_OPTIONS:
+            i += 2
+            continue
+        if arg.startswith("-"):
+            if arg in _GLOBAL_FLAGS or any(arg.startswith(o + "=") for o in _GLOBAL_OPTIONS):
+                i += 1
+                continue
+            return None  # --help, --version, or an unknown option: the whole application answers
+        return arg
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from scmt_cli.cli import context
     from scmt_cli.cli.context import GlobalOptions, Ui
@@ -140,13 +157,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
 
     try:
+        import os
+
         from typer.main import get_command
 
-        from scmt_cli.cli.app import app
+        from scmt_cli.cli.app import build
         from scmt_cli.cli.contract import decorate
 
-        command = decorate(get_command(app))
         args = hoist_global_options(args)
+        completing = any(k.startswith("_SCMT") and k.endswith("_COMPLETE") for k in os.environ)
+        command = decorate(get_command(build(None if completing else subcommand(args))))
         try:
             rv = command.main(args=args, prog_name="scmt", standalone_mode=False)
         except Exception as ex:

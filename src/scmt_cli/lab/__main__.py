@@ -27,7 +27,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -50,9 +49,11 @@ def serve(argv: list[str] | None = None) -> int:
         parser.error(f"--port {args.port}: expected 0 to 65535")
     if args.print_env:
         return _background(args)
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+    # SIGTERM/SIGINT are blocked in every thread and taken with sigwait: a Python handler that set an
+    # Event could interrupt the main thread inside that Event's own lock and deadlock (seen: a lab that
+    # never stopped).
+    stops = {signal.SIGTERM, signal.SIGINT}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stops)
     with tempfile.TemporaryDirectory(prefix="scmt-fake-vc-") as tmp:
         try:
             estate = start_estate(Path(args.lab), Path(args.workdir or tmp), tls=not args.no_tls, port=args.port)
@@ -65,7 +66,7 @@ def serve(argv: list[str] | None = None) -> int:
                     password=estate.lab.password, pid=os.getpid())
         sys.stdout.write(json.dumps(info) + "\n")
         sys.stdout.flush()
-        stop.wait()
+        signal.sigwait(stops)
         stop_estate(estate)
     return 0
 
