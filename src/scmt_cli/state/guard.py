@@ -10,6 +10,7 @@ at any depth, and any string value that carries a password inside a URL
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Mapping
@@ -45,13 +46,17 @@ _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 _URL_PASSWORD = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*://[^/@\s:]*:(?!\*+@)[^/@\s]+@")
 
 
+@functools.lru_cache(maxsize=4096)
 def secret_key(key: str) -> bool:
     """True when ``key`` names a secret, judged word by word.
 
     ``vc_password``, ``apiToken``, ``Cookie``, ``api_key`` are secrets;
     ``password_env`` and ``password_file`` (references, not values) are not;
-    neither is ``tokenizer``.
+    neither is ``tokenizer``.  (Cached: a checkpoint repeats the same keys,
+    thousands of chunk indexes, at every save.)
     """
+    if key.isdigit():
+        return False
     words = [w.lower() for w in re.split(r"[^A-Za-z0-9]+", _CAMEL.sub("_", key)) if w]
     if len(words) >= 2 and words[-1] in {"env", "file", "ref"}:
         return False
@@ -71,7 +76,7 @@ def check_no_secrets(data: Any, where: str, _path: str = "") -> None:
     elif isinstance(data, list | tuple | set | frozenset):
         for i, value in enumerate(data):
             check_no_secrets(value, where, f"{_path}[{i}].")
-    elif isinstance(data, str) and _URL_PASSWORD.search(data):
+    elif isinstance(data, str) and "@" in data and _URL_PASSWORD.search(data):  # no '@', no user:password@
         raise ValueError(f"{where}: field {_path.rstrip('.') or '(value)'} holds a URL with a password")
 
 
