@@ -120,9 +120,12 @@ def lab(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     monkeypatch.setenv("SCRIPT_END", "exit")
     estate = start_estate(demo_lab.write_lab(tmp_path / "lab"), tmp_path / "vcenter")
     try:
-        yield demo_lab.write_plan(tmp_path / "lab", url=estate.base_url + "/sdk",
-                                  thumbprint=estate.http.thumbprint, user=estate.lab.user,
-                                  vms=("db01", "web01", "redis-a", "redis-b"))
+        plan = demo_lab.write_plan(tmp_path / "lab", url=estate.base_url + "/sdk",
+                                   thumbprint=estate.http.thumbprint, user=estate.lab.user,
+                                   vms=("db01", "web01", "redis-a", "redis-b"))
+        # web01 is the managed VM that 'scmt migrate' migrates (it leaves the other methods alone)
+        plan.write_text(plan.read_text().replace("  - name: web01\n", "  - name: web01\n    method: managed\n"))
+        yield plan
     finally:
         stop_estate(estate)
 

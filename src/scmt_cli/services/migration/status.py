@@ -157,7 +157,7 @@ def _view(ctx: MigrationContext, vm: str, now: float) -> VmStatusView:
         v.warnings.append(f"{vm}: failed while {status.failed_from}: {status.error or 'unknown error'}; "
                           f"run the same command again to resume")
     elif status.state == "blocked":
-        v.warnings.append(f"{status.error or vm + ': blocked by assessment'}; fix it (scmt assess PLAN --details "
+        v.warnings.append(f"{status.error or vm + ': blocked by assessment'}; fix it ('scmt assess PLAN --details' "
                           "says how), then sync again")
     if gens and gens[-1].status == "running" and v.locked_by is None:
         v.warnings.append(f"{vm}: a {gens[-1].kind} pass was interrupted; the next sync resumes it")
