@@ -140,20 +140,13 @@ class HumanReporter:
 
     def _ensure_progress(self) -> Any:
         if self._progress is None:
-            from rich.progress import (
-                BarColumn,
-                DownloadColumn,
-                Progress,
-                TextColumn,
-                TimeRemainingColumn,
-                TransferSpeedColumn,
-            )
+            from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
             self._progress = Progress(
                 TextColumn("{task.description}"),
                 BarColumn(),
                 DownloadColumn(binary_units=True),
-                TransferSpeedColumn(),
+                _BinarySpeedColumn(),
                 TimeRemainingColumn(),
                 console=self._console,
                 transient=False,
@@ -185,8 +178,24 @@ class HumanReporter:
                 self._tasks.clear()
 
 
+def _BinarySpeedColumn() -> Any:  # noqa: N802 - a column class made on first use (rich is imported lazily)
+    """A progress column with the task's speed in binary units (``209.6 MiB/s``), like the sizes beside it and
+    the rate options (``--bandwidth 200MiB/s``); rich's TransferSpeedColumn is decimal (MB/s)."""
+    from rich.progress import ProgressColumn
+    from rich.text import Text
+
+    from scmt_cli.domain.units import format_size
+
+    class BinarySpeed(ProgressColumn):
+        def render(self, task: Any) -> Text:
+            speed = task.finished_speed or task.speed
+            return Text("?" if speed is None else f"{format_size(speed)}/s", style="progress.data.speed")
+
+    return BinarySpeed()
+
+
 class _CollectingReporter:
-    """Forwards to ``inner`` and keeps the text of every warning logged (the run's warning list)."""
+    """Forwards to ``inner`` and keeps the text of every warning logged (the run's warning list, each once)."""
 
     def __init__(self, inner: Reporter) -> None:
         self.inner = inner

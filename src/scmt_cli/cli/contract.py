@@ -87,6 +87,49 @@ COMMANDS: dict[str, CommandDoc] = {
     "schema": CommandDoc((0,), ("scmt schema assess", "scmt schema plan validate > plan-validate.schema.json")),
 }
 
+#: What each command says when a signal stops it: (what was kept, the one instruction; ``{line}`` is the
+#: command line as given).  Every interruption prints this hint and no other instruction.
+_KEPT = "progress so far was checkpointed"
+INTERRUPTED: dict[str, tuple[str, str]] = {
+    "copy": (_KEPT, "continue it from its last checkpoint with: {line} --resume "
+                    "(without --resume it starts over)"),
+    "sync": (_KEPT, "run the same command again; each VM continues from its last checkpoint: {line}"),
+    "failover": ("the cutover steps done were recorded",
+                 "run the same command again; each VM continues at its first step not done "
+                 "(or roll it back with 'scmt rollback'): {line}"),
+    "migrate": ("each VM's progress was recorded",
+                "run the same command again; each VM continues where it stopped: {line}"),
+    "rollback": ("the rollback steps done were recorded", "run the same command again to finish it: {line}"),
+    "finalize": ("VMs finalized so far are committed", "run the same command again for the others: {line}"),
+    "boot": ("QEMU was stopped", "run the same command again to boot again: {line}"),
+    "agent restore": ("the restore was not finished", "run the same command again (it restores from the start): "
+                                                       "{line}"),
+    "demo": ("the demo does not continue where it stopped (its fake vCenter lived in this process)",
+             "run the same command again: it starts over{keep}: {line}"),
+}
+
+
+def interrupted_error(signal_name: str, command: str, argv: list[str]) -> Any:
+    """The error of a command stopped by SIGINT (``"SIGINT"``) or SIGTERM: one line, and one hint that
+    says how to go on (:data:`INTERRUPTED`; a command without an entry changed nothing worth keeping)."""
+    import shlex
+
+    from scmt_cli.errors import Interrupted, Terminated
+
+    what, how = INTERRUPTED.get(command, ("", "run the same command again: {line}"))
+    words = list(argv)
+    if command == "copy" and "--resume" in words:
+        how = "continue it with the same command: {line}"
+    line = "scmt " + shlex.join(words)
+    keep = ""
+    if command == "demo" and "--keep" in words:
+        keep = f" in {words[words.index('--keep') + 1]}" if words.index("--keep") + 1 < len(words) else ""
+    hint = how.format(line=line, keep=keep)
+    if signal_name == "SIGINT":
+        return Interrupted("interrupted (Ctrl-C)" + (f"; {what}" if what else ""), hint=hint)
+    return Terminated("terminated (SIGTERM)" + (f"; {what}" if what else ""), hint=hint)
+
+
 # Fixed-choice option values: completed by the shell, listed in tests against the domain's values.
 CHOICES: dict[str, tuple[str, ...]] = {
     "--method": ("managed", "agentless", "agent", "hot-backup"),
