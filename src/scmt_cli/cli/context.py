@@ -208,8 +208,12 @@ class _CollectingReporter:
             return list(self._warnings)
 
     def log(self, level: Level, message: str, **fields: Any) -> None:
+        """Forward the record; a warning whose text was logged already in this run is not shown again
+        (e.g. the TLS warning of every vCenter connection): each warning is printed once."""
         if level == "warning":
             with self._lock:
+                if message in self._warnings:
+                    return
                 self._warnings[message] = None
         self.inner.log(level, message, **fields)
 

@@ -81,7 +81,7 @@ COMMANDS: dict[str, CommandDoc] = {
     "agent restore": CommandDoc((0, 1, 3, 10, 31, 41, 42), (
         "scmt agent restore plan.yaml --vm db01",
         "scmt agent restore plan.yaml --vm db01 --generation 3 --out /restore")),
-    "demo": CommandDoc((0, 1, 5, 31), ("scmt demo", "scmt demo --keep /tmp/scmt-lab")),
+    "demo": CommandDoc((0, 1, 5, 13, 30, 31, 50, 52, 53, 60, 143), ("scmt demo", "scmt demo --keep /tmp/scmt-lab")),
     "version": CommandDoc((0,), ("scmt version", "scmt --json version")),
     "help": CommandDoc((0,), ("scmt help exit-codes", "scmt help json")),
     "schema": CommandDoc((0,), ("scmt schema assess", "scmt schema plan validate > plan-validate.schema.json")),
