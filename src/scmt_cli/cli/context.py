@@ -269,12 +269,44 @@ class Ui:
         """The warnings logged through :attr:`reporter` so far (each once, in order)."""
         return self._reporter.warnings
 
-    def finish(self, result: Result, render: Callable[[Console, Any], None], *, document: str | None = None) -> None:
+    def emit(self, result: Result, render: Callable[[Console, Any], None], *, document: str | None = None) -> None:
+        """Print an intermediate result of a long run (a round of ``sync --every``) as it is made.
+
+        Under ``--json`` it is one document on one line, and the run's output becomes JSON lines (the
+        final document of :meth:`finish` is one line too); else its view (nothing under ``--quiet``).
+        Its warnings are those of ``result`` and those logged since the previous document; each is
+        printed on stderr once in the run.
+        """
+        data = result.to_dict()
+        logged = self.warnings_logged
+        fresh, self._emitted_logged = logged[self._emitted_logged:], len(logged)
+        own = [str(w) for w in data.get("warnings") or ()]
+        warnings = list(dict.fromkeys([*fresh, *own]))
+        code = result.exit_code
+        if code == 0 and warnings:
+            code = 1
+        if self.opts.json:
+            self._lines = True
+            self.print_json(self.document(data, document or self.command, code, warnings))
+        else:
+            if not self.opts.quiet:
+                self.close()  # progress bars end before the view
+                render(self.console, result)
+                self.console.file.flush()
+            for w in own:
+                if w not in logged and w not in self._shown:
+                    self._reporter.inner.log("warning", w)
+                    self._shown.add(w)
+
+    def finish(self, result: Result, render: Callable[[Console, Any], None], *, document: str | None = None,
+               quiet: Callable[[Any], list[tuple[Level, str]]] | None = None) -> None:
         """Print ``result``: JSON on stdout under ``--json``, else the human view; then unshown warnings.
 
         ``document`` names the JSON Schema of the document (``scmt schema``); default: the command run.
         A result whose ``raw_document`` is true (``plan schema``, ``schema``) is printed as it is: it is
-        a JSON Schema itself.
+        a JSON Schema itself.  Under ``--quiet`` the view is replaced by ``quiet(result)``: the
+        ``(level, line)`` pairs that say what went wrong (a blocked VM is an error line), printed on
+        stderr as warnings and errors are.
         """
         self.close()
         data = result.to_dict()
@@ -292,7 +324,10 @@ class Ui:
         elif not self.opts.quiet:
             render(self.console, result)
             self.console.file.flush()
-        shown = set(logged)
+        elif quiet is not None:
+            for level, text in quiet(result):
+                self._reporter.inner.log(level, text)
+        shown = set(logged) | self._shown
         for w in own:
             if w not in shown and not self.opts.json:
                 self._reporter.inner.log("warning", w)
