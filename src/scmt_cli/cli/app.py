@@ -17,6 +17,7 @@ from scmt_cli.cli import (
     boot,
     copy,
     demo,
+    events,
     failover,
     finalize,
     helptopics,
@@ -97,6 +98,7 @@ app.command("rollback")(rollback.rollback)
 app.command("migrate")(migrate.migrate)
 app.command("finalize")(finalize.finalize)
 app.command("status")(status.status)
+app.command("events")(events.events)
 app.command("copy")(copy.copy)
 app.add_typer(agent.app, name="agent")
 app.command("demo")(demo.demo)

@@ -245,6 +245,9 @@ class Ui:
         self.err_console = SafeConsole(file=self.stderr, highlight=False, stderr=True, markup=False, **color)
         self.exit_code = 0
         self.finished = False
+        self._lines = False  # intermediate documents were printed: --json output is JSON lines
+        self._emitted_logged = 0  # how many logged warnings the intermediate documents carried already
+        self._shown: set[str] = set()  # result warnings printed on stderr by emit()
         self.command = "scmt"  # the command run, as 'scmt schema' names it ("plan validate"); set by the contract
         if opts.verbose or opts.debug:
             min_level = _LEVELS["debug"]
@@ -341,7 +344,9 @@ class Ui:
         return {"schema_version": schema_version(name), **data, "exit_code": code, "warnings": warnings}
 
     def print_json(self, data: dict[str, Any]) -> None:
-        text = json.dumps(redact_data(json.loads(json.dumps(data, default=str))), indent=2)
+        """One document on stdout: indented, or on one line once the run prints JSON lines (:meth:`emit`)."""
+        clean = redact_data(json.loads(json.dumps(data, default=str)))
+        text = json.dumps(clean, separators=(",", ":")) if self._lines else json.dumps(clean, indent=2)
         self.stdout.write(text + "\n")
         self.stdout.flush()
 
@@ -363,7 +368,7 @@ class Ui:
                 line(self.err_console, f"hint: {err.hint}", "dim")
             if debug_trace:
                 self.err_console.print(debug_trace, markup=False, highlight=False, soft_wrap=True)
-        if self.opts.json:
+        if self.opts.json and not self.finished:  # a run that printed its document says no more on stdout
             self.print_json(data)
         self.stderr.flush()
 

@@ -62,15 +62,19 @@ COMMANDS: dict[str, CommandDoc] = {
         "scmt plan estimate plan.yaml -i rvtools.xlsx", "scmt plan estimate --data 500GiB --bandwidth 300Mbit")),
     "plan schema": CommandDoc((0,), ("scmt plan schema", "scmt --json plan schema")),
     "sync": CommandDoc(_PLAN_RUN + (20, 30, 32, 33, 35, 42, 50), (
-        "scmt sync plan.yaml", "scmt sync plan.yaml --every 30m --until-ready")),
-    "failover": CommandDoc(_PLAN_RUN + (30, 31, 42, 50, 51, 52, 53), (
-        "scmt failover plan.yaml --vm web01", "scmt failover plan.yaml --group erp --at 22:00")),
+        "scmt sync plan.yaml --dry-run", "scmt sync plan.yaml --every 30m --until 06:00 --bandwidth 500Mbit")),
+    "failover": CommandDoc(_PLAN_RUN + (20, 30, 31, 42, 50, 51, 52, 53), (
+        "scmt failover plan.yaml --group erp --dry-run", "scmt failover plan.yaml --group erp --at 22:00")),
     "rollback": CommandDoc(_PLAN_RUN + (42, 50, 51), ("scmt rollback plan.yaml --vm web01",)),
-    "migrate": CommandDoc(_PLAN_RUN + (20, 30, 31, 32, 33, 35, 42, 50, 51, 52), ("scmt migrate plan.yaml --vm web01",)),
-    "finalize": CommandDoc(_PLAN_RUN + (42, 50), ("scmt finalize plan.yaml --vm web01 --disable-cbt",)),
+    "migrate": CommandDoc(_PLAN_RUN + (20, 30, 31, 32, 33, 35, 42, 50, 51, 52), (
+        "scmt migrate plan.yaml --vm web01 --dry-run", "scmt migrate plan.yaml --group erp --bandwidth 1Gbit")),
+    "finalize": CommandDoc(_PLAN_RUN + (42, 50), ("scmt finalize plan.yaml --vm web01 --disable-cbt",
+                                                  "scmt finalize plan.yaml --group erp")),
     "boot": CommandDoc((0, 1, 5, 14, 30, 31, 40, 41, 42, 50, 53), (
         "scmt boot plan.yaml --vm web01", "scmt boot plan.yaml --vm web01 --accel tcg --timeout 20m")),
-    "status": CommandDoc((0, 1, 41), ("scmt status plan.yaml", "scmt status plan.yaml --watch --interval 5s")),
+    "status": CommandDoc((0, 1, 3, 41), ("scmt status", "scmt status plan.yaml --group erp --watch --interval 5s")),
+    "events": CommandDoc((0, 41), ("scmt events --plan wave1 --since 2h",
+                                   "scmt --json events --vm web01 --kind vm_state --limit 0")),
     "copy": CommandDoc((0, 1, 3, 5, 10, 11, 12, 14, 30, 31, 32, 33, 34, 35, 40, 41, 42, 143), (
         "scmt copy disk.img out.img --verify",
         "scmt copy nbd://esx01:10809/disk0 file:///var/lib/scmt/disk0.raw --bandwidth 200MiB/s")),
