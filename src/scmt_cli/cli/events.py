@@ -11,8 +11,8 @@ from scmt_cli.cli.context import current, line
 
 
 def events(
-    plan: Annotated[Optional[str], typer.Option("--plan", help="Only events of this plan (its name).",
-                                                metavar="NAME")] = None,
+    plan: Annotated[Optional[str], typer.Option(
+        "--plan", help="Only events of this plan (its name, as 'scmt status' lists it).", metavar="NAME")] = None,
     vm: Annotated[Optional[str], typer.Option("--vm", help="Only events of this VM.", metavar="NAME")] = None,
     kind: Annotated[Optional[list[str]], typer.Option(
         "--kind", help="Only events of this kind, e.g. vm_state, generation_finished (repeatable).",

@@ -35,7 +35,9 @@ _DURATIONS = """\
 Durations (sync --every, status --interval, assess --timeout and --downtime, copy
 --checkpoint-every, boot --timeout and --stall, --v2v-timeout, plan estimate --switch and
 --sync-interval): a number with a unit, 500ms, 30s, 5m, 1h, 1h30m, 2d; a bare number means
-seconds.  Times (sync --until, failover --at): HH:MM (the next one) or a full date-time.
+seconds.  Times (sync --until, failover --at): HH:MM (the next one) or a full date-time;
+the resolved date and time are printed.  events --since: a duration ago (2h), HH:MM (the
+last one) or a date-time.
 Sizes: 500GiB or 8G (K, M, G, T: powers of 1024), 1.5TB (kB, MB, GB, TB: powers of 1000);
 a bare number is bytes.
 Rates: 300Mbit or 2Gbit (bits per second), 50MB/s or 200MiB/s (bytes per second),
