@@ -282,6 +282,10 @@ def test_dry_run_previews_each_step_and_changes_nothing(lab: Path, tmp_path: Pat
     assert snapshot() == before
     code, doc, _ = _run(capsys, *base, "--json", "failover", str(lab), "--vm", "web01", "--test", "--dry-run")
     assert code == 2
+    fresh = tmp_path / "new.db"  # a store that does not exist is not created by a preview
+    code, doc, _ = _run(capsys, "--state", str(fresh), "--json", "sync", str(lab), "--dry-run")
+    assert code == 0 and {v["state"] for v in doc["vms"]} == {"planned"} and not fresh.exists()
+    assert snapshot() == before
 
 
 # -- --quiet -----------------------------------------------------------------------------------------------

@@ -79,13 +79,13 @@ def failover(
     req = FailoverRequest(plan=plan, vms=tuple(vm or ()), group=group, at=when, source_action=source_action,
                           target_state=target_state, direct=direct, v2v_timeout=v2v_timeout,
                           v2v_stall_timeout=v2v_stall_timeout, keep_source_down=keep_source_down)
-    with StateStore.open(ui.opts.state) as store:
-        if dry_run:
-            from scmt_cli.cli.preview import render as render_preview
-            from scmt_cli.services.migration.preview import preview_failover
+    if dry_run:
+        from scmt_cli.cli.preview import render as render_preview
+        from scmt_cli.services.migration.preview import preview_failover
 
-            ui.finish(preview_failover(req, store, ui.reporter), render_preview, document="preview")
-            return
+        ui.finish(preview_failover(req, ui.opts.state, ui.reporter), render_preview, document="preview")
+        return
+    with StateStore.open(ui.opts.state) as store:
         result = failover_service(req, store, ui.reporter)
     ui.finish(result, render)
 

@@ -38,13 +38,13 @@ def migrate(
     ui = current()
     req = MigrateRequest(plan=plan, vms=tuple(vm or ()), max_passes=max_passes, group=group, bandwidth=bandwidth,
                          v2v_timeout=v2v_timeout, v2v_stall_timeout=v2v_stall_timeout)
-    with StateStore.open(ui.opts.state) as store:
-        if dry_run:
-            from scmt_cli.cli.preview import render as render_preview
-            from scmt_cli.services.migration.preview import preview_migrate
+    if dry_run:
+        from scmt_cli.cli.preview import render as render_preview
+        from scmt_cli.services.migration.preview import preview_migrate
 
-            ui.finish(preview_migrate(req, store, ui.reporter), render_preview, document="preview")
-            return
+        ui.finish(preview_migrate(req, ui.opts.state, ui.reporter), render_preview, document="preview")
+        return
+    with StateStore.open(ui.opts.state) as store:
         result = migrate_service(req, store, ui.reporter)
     ui.finish(result, render)
 

@@ -88,11 +88,8 @@ def sync(
 def _preview(req: Any, ui: Any) -> None:
     from scmt_cli.cli.preview import render as render_preview
     from scmt_cli.services.migration.preview import preview_sync
-    from scmt_cli.state import StateStore
 
-    with StateStore.open(ui.opts.state) as store:
-        result = preview_sync(req, store, ui.reporter)
-    ui.finish(result, render_preview, document="preview")
+    ui.finish(preview_sync(req, ui.opts.state, ui.reporter), render_preview, document="preview")
 
 
 # Exit codes of errors a plain rerun cannot get past (plan, input, configuration,

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import datetime as dt
 import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -103,28 +104,51 @@ class PreviewResult:
 
 
 class _Preview:
-    """The plan, the store and one read-only vCenter session, shared by the VMs of one preview."""
+    """The plan, the store and one read-only vCenter session, shared by the VMs of one preview.
 
-    def __init__(self, plan_path: Path, store: StateStore, reporter: Reporter, command: str) -> None:
+    ``state`` is the ``--state`` option: a store that does not exist yet is not created (an empty one in
+    a temporary folder stands in: every VM is ``planned``).
+    """
+
+    def __init__(self, plan_path: Path, state: str | None, reporter: Reporter, command: str) -> None:
+        from scmt_cli.services.migration.status import open_existing
+
         loaded = load_plan(plan_path)
         for w in loaded.warnings:
             reporter.log("warning", w.format())
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        store = open_existing(state)
+        if store is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="scmt-preview-")
+            store = StateStore.open(Path(self._tmp.name) / "state.db")
+        self.store = store
         self.ctx = MigrationContext(loaded.plan, store, reporter)  # not open_context: nothing is recorded
         self.result = PreviewResult(command, loaded.plan.name)
         self._vc: Any = None
         self._inventory: Any = None
+        self._failed: ScmtError | None = None
 
     def close(self) -> None:
         if self._vc is not None:
             self._vc.close()
         self.ctx.close()
+        self.store.close()
+        if self._tmp is not None:
+            self._tmp.cleanup()
 
     def inventory(self) -> Any:
-        """vCenter's inventory, read once (ScmtError when vCenter cannot be read)."""
+        """vCenter's inventory, read once (ScmtError when vCenter cannot be read: the same error for every
+        VM, without trying again for each)."""
+        if self._failed is not None:
+            raise self._failed
         if self._inventory is None:
-            if self._vc is None:
-                self._vc = self.ctx.vcenter()
-            self._inventory = self._vc.inventory()
+            try:
+                if self._vc is None:
+                    self._vc = self.ctx.vcenter()
+                self._inventory = self._vc.inventory()
+            except ScmtError as exc:
+                self._failed = exc
+                raise
         return self._inventory
 
     def vm(self, name: str) -> VmPreview:
@@ -324,9 +348,9 @@ def _guarded(p: _Preview, out: VmPreview, make: Any) -> VmPreview:
     return out
 
 
-def preview_sync(req: Any, store: StateStore, reporter: Reporter) -> PreviewResult:
+def preview_sync(req: Any, state: str | None, reporter: Reporter) -> PreviewResult:
     """``scmt sync --dry-run``: per VM the pass it would run (seed or incremental) and its estimate."""
-    p = _Preview(req.plan, store, reporter, "sync")
+    p = _Preview(req.plan, state, reporter, "sync")
     try:
         p.ctx.bandwidth_override = req.bandwidth
         for vm in p.ctx.select(req.vms, req.group):
@@ -344,14 +368,14 @@ def preview_sync(req: Any, store: StateStore, reporter: Reporter) -> PreviewResu
         p.close()
 
 
-def preview_failover(req: Any, store: StateStore, reporter: Reporter) -> PreviewResult:
+def preview_failover(req: Any, state: str | None, reporter: Reporter) -> PreviewResult:
     """``scmt failover --dry-run``: per VM the source action, the final sync's estimate, conversion, target state."""
     from scmt_cli.errors import InvalidStateError
     from scmt_cli.services.migration.failover import check_window
     from scmt_cli.services.migration.units import units_for
     from scmt_cli.services.migration.when import describe_when
 
-    p = _Preview(req.plan, store, reporter, "failover")
+    p = _Preview(req.plan, state, reporter, "failover")
     try:
         names = p.ctx.select(req.vms, req.group)
         when = req.at or dt.datetime.now(dt.UTC)
@@ -407,13 +431,13 @@ def _downtime(p: _Preview, out: VmPreview) -> None:
                                           "not counted)"))
 
 
-def preview_migrate(req: Any, store: StateStore, reporter: Reporter) -> PreviewResult:
+def preview_migrate(req: Any, state: str | None, reporter: Reporter) -> PreviewResult:
     """``scmt migrate --dry-run``: per managed VM the syncs it would run, then the cutover steps."""
     from scmt_cli.errors import UsageError
     from scmt_cli.services.migration.failover import FailoverRequest
     from scmt_cli.services.migration.migrate import not_managed
 
-    p = _Preview(req.plan, store, reporter, "migrate")
+    p = _Preview(req.plan, state, reporter, "migrate")
     try:
         p.ctx.bandwidth_override = req.bandwidth
         names = p.ctx.select(req.vms, req.group)
