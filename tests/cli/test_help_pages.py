@@ -75,10 +75,14 @@ def test_every_duration_option_help_names_takes_a_unit_and_a_bare_number(capsys:
     assert re.search(r"bare number means\s+seconds", page)
 
 
-def test_help_does_not_promise_what_later_work_brings(capsys: pytest.CaptureFixture[str]) -> None:
-    page = _page(capsys, "json") + _page(capsys, "durations")
-    assert "JSON lines" not in page and "one document per round" not in page  # sync --every: one document
-    assert "bytes actually moved" not in page
+def test_help_json_says_what_long_runs_and_previews_print(capsys: pytest.CaptureFixture[str]) -> None:
+    """What tests/cli/test_long_runs.py checks the CLI does: JSON lines per round, the documents named."""
+    flat = " ".join(_page(capsys, "json").split())
+    assert "'sync --every' and 'sync --until-ready' print JSON lines" in flat
+    assert "a 'sync' document per round as the round ends" in flat
+    for document in ("'preview'", "'status overview'", "'events'"):
+        assert document in flat
+    assert "bytes read from the source per second of copying" in flat
 
 
 def test_completion_of_target_state_and_target(monkeypatch: pytest.MonkeyPatch,

@@ -75,6 +75,37 @@ def duration(minimum: float = 0.0) -> Callable[[Any], float]:
     return parse
 
 
+def rate(value: Any) -> float:
+    """A ``parser=`` for rate options: ``300Mbit``, ``50MiB/s``, ``unlimited`` (``math.inf``); bytes/s."""
+    import typer
+
+    from scmt_cli.domain.units import parse_rate
+
+    try:
+        return parse_rate(value)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+rate.__name__ = "RATE"
+
+#: ``--bandwidth`` of sync and migrate: over the plan's limit for this run (``None``: the plan's).
+BandwidthOpt = Annotated[Optional[float], typer.Option(
+    "--bandwidth", metavar="RATE", parser=rate, show_default=False,
+    help="Read at most this rate in this run, e.g. 300Mbit, 50MiB/s or unlimited, instead of the plan's "
+         "bandwidth (default: the plan's bandwidth, else unlimited). VMs share it as they share the plan's.")]
+
+#: ``--group`` of the commands that act on VMs of a plan (groups fail over together, so they are synced,
+#: checked and finalized together).
+def group_option(verb: str) -> Any:
+    return typer.Option("--group", metavar="GROUP", help=f"{verb} the VMs of this plan group (not with --vm).")
+
+
+#: ``--dry-run`` of sync, failover and migrate.
+DryRunOpt = Annotated[bool, typer.Option(
+    "--dry-run", help="Show each step it would take and its estimate; change nothing (no snapshot, no "
+                      "source action, no state change, no lock kept).")]
+
 #: ``--v2v-timeout`` / ``--v2v-stall-timeout``, shared by failover and migrate (``None``: the plan's value).
 V2vTimeoutOpt = Annotated[Optional[float], typer.Option(
     "--v2v-timeout", metavar="DURATION", parser=duration(1), show_default=False,

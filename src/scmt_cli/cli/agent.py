@@ -90,21 +90,31 @@ def render(console: Console, result: Any) -> None:
 @app.command("restore")
 def restore(
     plan: Annotated[Path, typer.Argument(help="The plan file.", metavar="PLAN")],
-    vm: Annotated[str, typer.Option("--vm", help="The hot-backup VM.", metavar="NAME")],
+    vm: Annotated[Optional[list[str]], typer.Option(
+        "--vm", help="The hot-backup VM (required, exactly one: unlike the --vm filter of the other commands, it "
+                     "names the one VM whose disks a restore rebuilds).", metavar="NAME")] = None,
     generation: Annotated[Optional[int], typer.Option(
         "--generation", help="Restore the state after this sync generation (omit to list restore points).",
         metavar="N")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", help="Folder for the restored disk<N>.raw files.",
                                                 metavar="DIR")] = None,
 ) -> None:
-    """Point-in-time restore of a hot-backup VM's disks from its journal (the target disks are not touched)."""
+    """Point-in-time restore of a hot-backup VM's disks from its journal (the target disks are not touched).
+
+    One VM per run: --vm is required and names exactly one VM (missing or repeated: exit 2).
+    """
+    from scmt_cli.errors import UsageError
     from scmt_cli.services.migration.restore import RestoreRequest, restore_service
     from scmt_cli.state.store import StateStore
 
+    if not vm or len(set(vm)) != 1:
+        got = "no --vm" if not vm else f"--vm {', --vm '.join(dict.fromkeys(vm))}"
+        raise UsageError(f"agent restore works on exactly one VM (a restore rebuilds that VM's disks); got {got}",
+                         hint="name one hot-backup VM, e.g. 'scmt agent restore PLAN --vm db01'")
     ui = current()
     store = StateStore.open(ui.opts.state)
     try:
-        result = restore_service(RestoreRequest(plan, vm, generation, out), store, ui.reporter)
+        result = restore_service(RestoreRequest(plan, vm[0], generation, out), store, ui.reporter)
     finally:
         store.close()
     ui.finish(result, render_restore)

@@ -34,6 +34,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "migrate": ("migrate", "migrate"),
     "finalize": ("finalize", "finalize"),
     "status": ("status", "status"),
+    "events": ("events", "events"),
     "copy": ("copy", "copy"),
     "agent": ("agent", "app"),
     "demo": ("demo", "demo"),

@@ -94,9 +94,30 @@ def assess(
     )
     result = run(req, ui.reporter)
     if fmt == "csv":
-        ui.finish(result, lambda console, r: render_csv(console, r, details))
+        ui.finish(result, lambda console, r: render_csv(console, r, details), quiet=quiet_lines)
     else:
-        ui.finish(result, lambda console, r: render(console, r, details))
+        ui.finish(result, lambda console, r: render(console, r, details), quiet=quiet_lines)
+
+
+def quiet_lines(result: Any) -> list[tuple[Any, str]]:
+    """Under --quiet: an error line per blocked or incomplete VM and failed preflight check, a warning line
+    per VM with warnings (what the exit code says, in words; the table and CSV are not printed)."""
+    out: list[tuple[Any, str]] = []
+    for a in result.vms:
+        ids = {sev: ", ".join(dict.fromkeys(f.id for f in a.findings if f.severity == sev))
+               for sev in ("blocker", "warning")}
+        if a.verdict == "blocked":
+            out.append(("error", f"{a.name}: blocked for method {a.method} by {ids['blocker']}"))
+        elif a.verdict == "incomplete":
+            out.append(("error", f"{a.name}: assessment incomplete: {'; '.join(a.not_assessed)}"))
+        elif a.verdict == "warnings":
+            out.append(("warning", f"{a.name}: warnings for method {a.method}: {ids['warning']}"))
+    for p in result.preflight:
+        for r in p.results:
+            if r.status not in ("open", "not_checked"):
+                out.append(("error", f"preflight ({p.method}): {r.check.src} -> {r.check.host}:{r.check.port} "
+                                     f"({r.check.role}) {r.status}: {r.detail}"))
+    return out
 
 
 def render_csv(console: Console, result: Any, details: bool) -> None:

@@ -140,20 +140,13 @@ class HumanReporter:
 
     def _ensure_progress(self) -> Any:
         if self._progress is None:
-            from rich.progress import (
-                BarColumn,
-                DownloadColumn,
-                Progress,
-                TextColumn,
-                TimeRemainingColumn,
-                TransferSpeedColumn,
-            )
+            from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
             self._progress = Progress(
                 TextColumn("{task.description}"),
                 BarColumn(),
                 DownloadColumn(binary_units=True),
-                TransferSpeedColumn(),
+                _BinarySpeedColumn(),
                 TimeRemainingColumn(),
                 console=self._console,
                 transient=False,
@@ -185,8 +178,24 @@ class HumanReporter:
                 self._tasks.clear()
 
 
+def _BinarySpeedColumn() -> Any:  # noqa: N802 - a column class made on first use (rich is imported lazily)
+    """A progress column with the task's speed in binary units (``209.6 MiB/s``), like the sizes beside it and
+    the rate options (``--bandwidth 200MiB/s``); rich's TransferSpeedColumn is decimal (MB/s)."""
+    from rich.progress import ProgressColumn
+    from rich.text import Text
+
+    from scmt_cli.domain.units import format_size
+
+    class BinarySpeed(ProgressColumn):
+        def render(self, task: Any) -> Text:
+            speed = task.finished_speed or task.speed
+            return Text("?" if speed is None else f"{format_size(speed)}/s", style="progress.data.speed")
+
+    return BinarySpeed()
+
+
 class _CollectingReporter:
-    """Forwards to ``inner`` and keeps the text of every warning logged (the run's warning list)."""
+    """Forwards to ``inner`` and keeps the text of every warning logged (the run's warning list, each once)."""
 
     def __init__(self, inner: Reporter) -> None:
         self.inner = inner
@@ -199,8 +208,12 @@ class _CollectingReporter:
             return list(self._warnings)
 
     def log(self, level: Level, message: str, **fields: Any) -> None:
+        """Forward the record; a warning whose text was logged already in this run is not shown again
+        (e.g. the TLS warning of every vCenter connection): each warning is printed once."""
         if level == "warning":
             with self._lock:
+                if message in self._warnings:
+                    return
                 self._warnings[message] = None
         self.inner.log(level, message, **fields)
 
@@ -232,6 +245,9 @@ class Ui:
         self.err_console = SafeConsole(file=self.stderr, highlight=False, stderr=True, markup=False, **color)
         self.exit_code = 0
         self.finished = False
+        self._lines = False  # intermediate documents were printed: --json output is JSON lines
+        self._emitted_logged = 0  # how many logged warnings the intermediate documents carried already
+        self._shown: set[str] = set()  # result warnings printed on stderr by emit()
         self.command = "scmt"  # the command run, as 'scmt schema' names it ("plan validate"); set by the contract
         if opts.verbose or opts.debug:
             min_level = _LEVELS["debug"]
@@ -256,12 +272,44 @@ class Ui:
         """The warnings logged through :attr:`reporter` so far (each once, in order)."""
         return self._reporter.warnings
 
-    def finish(self, result: Result, render: Callable[[Console, Any], None], *, document: str | None = None) -> None:
+    def emit(self, result: Result, render: Callable[[Console, Any], None], *, document: str | None = None) -> None:
+        """Print an intermediate result of a long run (a round of ``sync --every``) as it is made.
+
+        Under ``--json`` it is one document on one line, and the run's output becomes JSON lines (the
+        final document of :meth:`finish` is one line too); else its view (nothing under ``--quiet``).
+        Its warnings are those of ``result`` and those logged since the previous document; each is
+        printed on stderr once in the run.
+        """
+        data = result.to_dict()
+        logged = self.warnings_logged
+        fresh, self._emitted_logged = logged[self._emitted_logged:], len(logged)
+        own = [str(w) for w in data.get("warnings") or ()]
+        warnings = list(dict.fromkeys([*fresh, *own]))
+        code = result.exit_code
+        if code == 0 and warnings:
+            code = 1
+        if self.opts.json:
+            self._lines = True
+            self.print_json(self.document(data, document or self.command, code, warnings))
+        else:
+            if not self.opts.quiet:
+                self.close()  # progress bars end before the view
+                render(self.console, result)
+                self.console.file.flush()
+            for w in own:
+                if w not in logged and w not in self._shown:
+                    self._reporter.inner.log("warning", w)
+                    self._shown.add(w)
+
+    def finish(self, result: Result, render: Callable[[Console, Any], None], *, document: str | None = None,
+               quiet: Callable[[Any], list[tuple[Level, str]]] | None = None) -> None:
         """Print ``result``: JSON on stdout under ``--json``, else the human view; then unshown warnings.
 
         ``document`` names the JSON Schema of the document (``scmt schema``); default: the command run.
         A result whose ``raw_document`` is true (``plan schema``, ``schema``) is printed as it is: it is
-        a JSON Schema itself.
+        a JSON Schema itself.  Under ``--quiet`` the view is replaced by ``quiet(result)``: the
+        ``(level, line)`` pairs that say what went wrong (a blocked VM is an error line), printed on
+        stderr as warnings and errors are.
         """
         self.close()
         data = result.to_dict()
@@ -279,7 +327,10 @@ class Ui:
         elif not self.opts.quiet:
             render(self.console, result)
             self.console.file.flush()
-        shown = set(logged)
+        elif quiet is not None:
+            for level, text in quiet(result):
+                self._reporter.inner.log(level, text)
+        shown = set(logged) | self._shown
         for w in own:
             if w not in shown and not self.opts.json:
                 self._reporter.inner.log("warning", w)
@@ -293,7 +344,9 @@ class Ui:
         return {"schema_version": schema_version(name), **data, "exit_code": code, "warnings": warnings}
 
     def print_json(self, data: dict[str, Any]) -> None:
-        text = json.dumps(redact_data(json.loads(json.dumps(data, default=str))), indent=2)
+        """One document on stdout: indented, or on one line once the run prints JSON lines (:meth:`emit`)."""
+        clean = redact_data(json.loads(json.dumps(data, default=str)))
+        text = json.dumps(clean, separators=(",", ":")) if self._lines else json.dumps(clean, indent=2)
         self.stdout.write(text + "\n")
         self.stdout.flush()
 
@@ -315,7 +368,7 @@ class Ui:
                 line(self.err_console, f"hint: {err.hint}", "dim")
             if debug_trace:
                 self.err_console.print(debug_trace, markup=False, highlight=False, soft_wrap=True)
-        if self.opts.json:
+        if self.opts.json and not self.finished:  # a run that printed its document says no more on stdout
             self.print_json(data)
         self.stderr.flush()
 

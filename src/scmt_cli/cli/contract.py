@@ -62,15 +62,19 @@ COMMANDS: dict[str, CommandDoc] = {
         "scmt plan estimate plan.yaml -i rvtools.xlsx", "scmt plan estimate --data 500GiB --bandwidth 300Mbit")),
     "plan schema": CommandDoc((0,), ("scmt plan schema", "scmt --json plan schema")),
     "sync": CommandDoc(_PLAN_RUN + (20, 30, 32, 33, 35, 42, 50), (
-        "scmt sync plan.yaml", "scmt sync plan.yaml --every 30m --until-ready")),
-    "failover": CommandDoc(_PLAN_RUN + (30, 31, 42, 50, 51, 52, 53), (
-        "scmt failover plan.yaml --vm web01", "scmt failover plan.yaml --group erp --at 22:00")),
+        "scmt sync plan.yaml --dry-run", "scmt sync plan.yaml --every 30m --until 06:00 --bandwidth 500Mbit")),
+    "failover": CommandDoc(_PLAN_RUN + (20, 30, 31, 42, 50, 51, 52, 53), (
+        "scmt failover plan.yaml --group erp --dry-run", "scmt failover plan.yaml --group erp --at 22:00")),
     "rollback": CommandDoc(_PLAN_RUN + (42, 50, 51), ("scmt rollback plan.yaml --vm web01",)),
-    "migrate": CommandDoc(_PLAN_RUN + (20, 30, 31, 32, 33, 35, 42, 50, 51, 52), ("scmt migrate plan.yaml --vm web01",)),
-    "finalize": CommandDoc(_PLAN_RUN + (42, 50), ("scmt finalize plan.yaml --vm web01 --disable-cbt",)),
+    "migrate": CommandDoc(_PLAN_RUN + (20, 30, 31, 32, 33, 35, 42, 50, 51, 52), (
+        "scmt migrate plan.yaml --vm web01 --dry-run", "scmt migrate plan.yaml --group erp --bandwidth 1Gbit")),
+    "finalize": CommandDoc(_PLAN_RUN + (42, 50), ("scmt finalize plan.yaml --vm web01 --disable-cbt",
+                                                  "scmt finalize plan.yaml --group erp")),
     "boot": CommandDoc((0, 1, 5, 14, 30, 31, 40, 41, 42, 50, 53), (
         "scmt boot plan.yaml --vm web01", "scmt boot plan.yaml --vm web01 --accel tcg --timeout 20m")),
-    "status": CommandDoc((0, 1, 41), ("scmt status plan.yaml", "scmt status plan.yaml --watch --interval 5s")),
+    "status": CommandDoc((0, 1, 3, 41), ("scmt status", "scmt status plan.yaml --group erp --watch --interval 5s")),
+    "events": CommandDoc((0, 41), ("scmt events --plan wave1 --since 2h",
+                                   "scmt --json events --vm web01 --kind vm_state --limit 0")),
     "copy": CommandDoc((0, 1, 3, 5, 10, 11, 12, 14, 30, 31, 32, 33, 34, 35, 40, 41, 42, 143), (
         "scmt copy disk.img out.img --verify",
         "scmt copy nbd://esx01:10809/disk0 file:///var/lib/scmt/disk0.raw --bandwidth 200MiB/s")),
@@ -81,11 +85,54 @@ COMMANDS: dict[str, CommandDoc] = {
     "agent restore": CommandDoc((0, 1, 3, 10, 31, 41, 42), (
         "scmt agent restore plan.yaml --vm db01",
         "scmt agent restore plan.yaml --vm db01 --generation 3 --out /restore")),
-    "demo": CommandDoc((0, 1, 5, 31), ("scmt demo", "scmt demo --keep /tmp/scmt-lab")),
+    "demo": CommandDoc((0, 1, 5, 13, 30, 31, 50, 52, 53, 60, 143), ("scmt demo", "scmt demo --keep /tmp/scmt-lab")),
     "version": CommandDoc((0,), ("scmt version", "scmt --json version")),
     "help": CommandDoc((0,), ("scmt help exit-codes", "scmt help json")),
     "schema": CommandDoc((0,), ("scmt schema assess", "scmt schema plan validate > plan-validate.schema.json")),
 }
+
+#: What each command says when a signal stops it: (what was kept, the one instruction; ``{line}`` is the
+#: command line as given).  Every interruption prints this hint and no other instruction.
+_KEPT = "progress so far was checkpointed"
+INTERRUPTED: dict[str, tuple[str, str]] = {
+    "copy": (_KEPT, "continue it from its last checkpoint with: {line} --resume "
+                    "(without --resume it starts over)"),
+    "sync": (_KEPT, "run the same command again; each VM continues from its last checkpoint: {line}"),
+    "failover": ("the cutover steps done were recorded",
+                 "run the same command again; each VM continues at its first step not done "
+                 "(or roll it back with 'scmt rollback'): {line}"),
+    "migrate": ("each VM's progress was recorded",
+                "run the same command again; each VM continues where it stopped: {line}"),
+    "rollback": ("the rollback steps done were recorded", "run the same command again to finish it: {line}"),
+    "finalize": ("VMs finalized so far are committed", "run the same command again for the others: {line}"),
+    "boot": ("QEMU was stopped", "run the same command again to boot again: {line}"),
+    "agent restore": ("the restore was not finished", "run the same command again (it restores from the start): "
+                                                       "{line}"),
+    "demo": ("the demo does not continue where it stopped (its fake vCenter lived in this process)",
+             "run the same command again: it starts over{keep}: {line}"),
+}
+
+
+def interrupted_error(signal_name: str, command: str, argv: list[str]) -> Any:
+    """The error of a command stopped by SIGINT (``"SIGINT"``) or SIGTERM: one line, and one hint that
+    says how to go on (:data:`INTERRUPTED`; a command without an entry changed nothing worth keeping)."""
+    import shlex
+
+    from scmt_cli.errors import Interrupted, Terminated
+
+    what, how = INTERRUPTED.get(command, ("", "run the same command again: {line}"))
+    words = list(argv)
+    if command == "copy" and "--resume" in words:
+        how = "continue it with the same command: {line}"
+    line = "scmt " + shlex.join(words)
+    keep = ""
+    if command == "demo" and "--keep" in words:
+        keep = f" in {words[words.index('--keep') + 1]}" if words.index("--keep") + 1 < len(words) else ""
+    hint = how.format(line=line, keep=keep)
+    if signal_name == "SIGINT":
+        return Interrupted("interrupted (Ctrl-C)" + (f"; {what}" if what else ""), hint=hint)
+    return Terminated("terminated (SIGTERM)" + (f"; {what}" if what else ""), hint=hint)
+
 
 # Fixed-choice option values: completed by the shell, listed in tests against the domain's values.
 CHOICES: dict[str, tuple[str, ...]] = {

@@ -44,7 +44,9 @@ def copy(
     """Copy a disk block by block, skipping holes and zeroes, with per-chunk digests.
 
     Progress is checkpointed in the state store; after an interruption (Ctrl-C,
-    SIGTERM, kill -9, lost connection) rerun with --resume.
+    SIGTERM, kill -9, lost connection) rerun with --resume (without it the copy
+    starts over, with a warning).  Sizes and rates are binary (MiB, MiB/s); the
+    progress bar and the rate count the data read, not the holes skipped.
     """
     import gc
 
@@ -106,7 +108,8 @@ def render(console: Console, result: Any) -> None:
 
     s = result.stats
     secs = result.elapsed_seconds
-    rate = _size(s.size / secs) + "/s" if secs > 0 else "-"
+    moved = result.to_dict()["throughput_bytes_per_s"]  # bytes read per second of copying (holes not counted)
+    rate = f"{_size(moved)}/s" if moved is not None else "-"
     line(f"copied {result.source} -> {result.target} ({result.mode}{', resumed' if result.resumed else ''})")
     line(f"  disk size     {_size(s.size)} in {s.chunks_planned} chunks of {_size(s.chunk_size)}")
     line(f"  read          {_size(s.bytes_read)}")
@@ -125,7 +128,7 @@ def render(console: Console, result: Any) -> None:
         from scmt_cli.cli.agent import agent_line
 
         line(f"  agent         {agent_line(agent)}")
-    line(f"  time          {secs:.2f} s ({rate})")
+    line(f"  time          {secs:.2f} s (copying {s.copy_seconds:.2f} s, data read at {rate})")
     if result.verified:
         line(f"  verified      {s.verified_chunks} chunks match ({s.verify_seconds:.2f} s)")
     if result.manifest_path:

@@ -12,8 +12,9 @@ from scmt_cli.cli.context import current
 
 
 def demo(
-    keep: Annotated[Optional[Path], typer.Option("--keep", help="Keep the lab in this (new) directory.",
-                                                                  metavar="DIR")] = None,
+    keep: Annotated[Optional[Path], typer.Option(
+        "--keep", help="Keep the lab in this directory (new, empty, or an unfinished demo's: it starts over).",
+        metavar="DIR")] = None,
     boot: Annotated[bool, typer.Option("--boot", help=(
         "Also migrate a real Debian guest (built once from Debian packages, then cached), convert it when "
         "virt-v2v is installed, boot it with QEMU and check the data it reports. Minutes, not seconds."))] = False,
@@ -21,8 +22,13 @@ def demo(
     """Build a lab (fake vCenter, workload), then assess, plan, sync, fail over, verify, roll back.
 
     Needs no network and no arguments; takes a few seconds.  Exit code 0 only
-    if every target disk matched its source byte for byte (31 otherwise).
-    With --boot: exit 5 when qemu-system-x86_64 is not installed.
+    if every step passed and every target disk matched its source byte for byte
+    (31 when one did not), 1 when a step warned (each warning is printed once),
+    else the failed step's code.  A missing external tool (openssl; with --boot
+    also QEMU, debugfs and the guest build tools) is exit 5 naming its package.
+    The demo does not continue where it stopped: run again after an interruption,
+    it starts over (with --keep, in the same directory, unless a finished demo is
+    kept there).
     """
     from scmt_cli.services.demo import DemoRequest, run_demo
 

@@ -31,7 +31,7 @@ _REF = _COMMON + "#/$defs/"
 DOCUMENTS: tuple[str, ...] = (
     "assess", "plan init", "plan validate", "plan show", "plan schema", "plan estimate", "sync", "failover", "boot",
     "rollback", "migrate", "finalize", "status", "copy", "agent serve", "agent restore", "demo", "version", "help",
-    "schema", "exit_error",
+    "schema", "preview", "events", "status overview", "exit_error",
 )
 
 

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.console import Console
 
-from scmt_cli.cli._common import V2vStallOpt, V2vTimeoutOpt, future_time
+from scmt_cli.cli._common import DryRunOpt, V2vStallOpt, V2vTimeoutOpt, future_time
 from scmt_cli.cli.boot import AccelOpt, ExpectOpt, ReadyOpt, StallOpt, TimeoutOpt
 from scmt_cli.cli.context import current
 
@@ -27,6 +27,7 @@ def failover(
     target_state: Annotated[Optional[str], typer.Option("--target-state", help="on | off (default: the plan's).",
                                                                                         metavar="STATE")] = None,
     direct: Annotated[bool, typer.Option("--direct", help="Skip guest conversion (directly fail over).")] = False,
+    dry_run: DryRunOpt = False,
     v2v_timeout: V2vTimeoutOpt = None,
     v2v_stall_timeout: V2vStallOpt = None,
     keep_source_down: Annotated[bool, typer.Option(
@@ -67,6 +68,8 @@ def failover(
         raise UsageError(f"--target-state {target_state!r}: expected on or off")
     if cleanup and not test:
         raise UsageError("--cleanup goes with --test")
+    if dry_run and test:
+        raise UsageError("--dry-run previews a real failover; a test failover (--test) changes nothing already")
     ui = current()
     if test:
         _test(plan, vm, direct=direct, cleanup=cleanup, accel=accel, expect=expect, ready=ready, timeout=timeout,
@@ -76,6 +79,12 @@ def failover(
     req = FailoverRequest(plan=plan, vms=tuple(vm or ()), group=group, at=when, source_action=source_action,
                           target_state=target_state, direct=direct, v2v_timeout=v2v_timeout,
                           v2v_stall_timeout=v2v_stall_timeout, keep_source_down=keep_source_down)
+    if dry_run:
+        from scmt_cli.cli.preview import render as render_preview
+        from scmt_cli.services.migration.preview import preview_failover
+
+        ui.finish(preview_failover(req, ui.opts.state, ui.reporter), render_preview, document="preview")
+        return
     with StateStore.open(ui.opts.state) as store:
         result = failover_service(req, store, ui.reporter)
     ui.finish(result, render)

@@ -21,14 +21,23 @@ and optionally problems (file, line, column, path, message) and hint.  Per VM, "
 the VM's name in every command.  'scmt schema COMMAND' prints the JSON Schema of
 COMMAND's document ('scmt schema exit_error' for errors); the schemas are also files in
 the installed package (scmt_cli/cli/schemas/).  'plan schema' and 'schema' print JSON
-Schemas themselves.  'sync --every --json' prints one document when the run ends.
+Schemas themselves.
+'sync --every' and 'sync --until-ready' print JSON lines, each document on one line: a
+'sync' document per round as the round ends (with "round": N), then the run's summary
+(no "round"; "stopped" says why it ended, "interrupted (SIGINT)" or "terminated (SIGTERM)"
+with exit_code 130 or 143 when a signal stopped it).  '--dry-run' of sync, failover and
+migrate prints the 'preview' document; 'status' without a plan the 'status overview'
+document; 'events' the 'events' document (the most recent events, oldest first).
+Rates (throughput_bytes_per_s) are bytes read from the source per second of copying.
 """
 
 _DURATIONS = """\
 Durations (sync --every, status --interval, assess --timeout and --downtime, copy
 --checkpoint-every, boot --timeout and --stall, --v2v-timeout, plan estimate --switch and
 --sync-interval): a number with a unit, 500ms, 30s, 5m, 1h, 1h30m, 2d; a bare number means
-seconds.  Times (sync --until, failover --at): HH:MM (the next one) or a full date-time.
+seconds.  Times (sync --until, failover --at): HH:MM (the next one) or a full date-time;
+the resolved date and time are printed.  events --since: a duration ago (2h), HH:MM (the
+last one) or a date-time.
 Sizes: 500GiB or 8G (K, M, G, T: powers of 1024), 1.5TB (kB, MB, GB, TB: powers of 1000);
 a bare number is bytes.
 Rates: 300Mbit or 2Gbit (bits per second), 50MB/s or 200MiB/s (bytes per second),

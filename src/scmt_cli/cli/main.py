@@ -201,6 +201,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if done is None:  # e.g. "--help" handled by click before the callback
             return rv if isinstance(rv, int) else 0
         return done.exit_code
+    except (Interrupted, Terminated) as err:  # raised by a worker's cancel check: the same words as a signal
+        ui = fallback_ui()
+        ui.report_error(_interrupted("SIGINT" if isinstance(err, Interrupted) else "SIGTERM", ui, args))
+        return int(err.exit_code)
     except ScmtError as err:
         ui = fallback_ui()
         trace = traceback.format_exc() if ui.opts.debug else None
@@ -208,11 +212,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(err.exit_code)
     except KeyboardInterrupt:
         ui = fallback_ui()
-        ui.report_error(Interrupted("interrupted; progress so far was checkpointed, run the command again to resume"))
+        ui.report_error(_interrupted("SIGINT", ui, args))
         return 130
     except TerminatedSignal:
         ui = fallback_ui()
-        ui.report_error(Terminated("terminated; progress so far was checkpointed, run the command again to resume"))
+        ui.report_error(_interrupted("SIGTERM", ui, args))
         return 143
     except Exception as exc:  # a bug: say so, without a traceback unless --debug
         ui = fallback_ui()
@@ -234,6 +238,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         ui_now = context._current
         if ui_now is not None:
             ui_now.close()
+
+
+def _interrupted(signal_name: str, ui: object, argv: Sequence[str]) -> ScmtError:
+    """The error line of a run stopped by a signal, with the command's one instruction (cli/contract.py)."""
+    from scmt_cli.cli.contract import interrupted_error
+
+    err: ScmtError = interrupted_error(signal_name, str(getattr(ui, "command", "scmt")), list(argv))
+    return err
 
 
 def run() -> None:

@@ -8,45 +8,122 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.console import Console
 
-from scmt_cli.cli._common import duration
-from scmt_cli.cli.context import current
+from scmt_cli.cli._common import duration, group_option
+from scmt_cli.cli.context import current, line
 
 
 def status(
-    plan: Annotated[Path, typer.Argument(help="Migration plan (YAML).", metavar="PLAN")],
+    plan: Annotated[Optional[Path], typer.Argument(
+        help="Migration plan (YAML); without one, every plan and VM the state store knows.",
+        metavar="PLAN")] = None,
     watch: Annotated[bool, typer.Option(
         "--watch", help="Refresh until interrupted (with --json: one document, no watch).")] = False,
     vm: Annotated[Optional[list[str]], typer.Option("--vm", help="Only this VM (repeatable).", metavar="NAME")] = None,
+    group: Annotated[Optional[str], group_option("Show")] = None,
     interval: Annotated[float, typer.Option("--interval", help="Time between --watch refreshes (default: 2s).",
                                             metavar="DURATION", parser=duration(0.2), show_default=False)] = 2.0,
 ) -> None:
     """Per VM: state, last sync, lag, estimated cutover downtime, warnings.
 
     Reads only the plan and the state store (never vCenter).  --watch ends with Ctrl-C.
+    Without PLAN: every plan the state store knows, with its file (and whether that file changed
+    since it was recorded), and each VM's state, last sync, error and what may run next
+    (--json: the 'status overview' document).  A store that does not exist yet is not created.
     """
-    import time
-
+    from scmt_cli.errors import UsageError
     from scmt_cli.services.migration.status import StatusRequest, status_service
-    from scmt_cli.state import StateStore
 
     ui = current()
-    req = StatusRequest(plan=plan, vms=tuple(vm or ()))
+    if plan is None:
+        if group is not None:
+            raise UsageError("--group needs a PLAN (a group is a plan's)")
+        _overview(ui, tuple(vm or ()), watch=watch, interval=interval)
+        return
+    from scmt_cli.state import StateStore
+
+    req = StatusRequest(plan=plan, vms=tuple(vm or ()), group=group)
     with StateStore.open(ui.opts.state) as store:
         if watch and not ui.opts.json:
-            from rich.live import Live
-
             result = status_service(req, store, ui.reporter)
-            try:
-                with Live(console=ui.console, auto_refresh=False) as live:
-                    while True:
-                        live.update(_table(result, ui.console.width), refresh=True)
-                        time.sleep(interval)
-                        result = status_service(req, store, ui.reporter)
-            except KeyboardInterrupt:  # Ctrl-C ends a watch normally; the table on screen is the last one
-                ui.finish(result, lambda console, r: None)
-                return
+            _watch(ui, lambda: status_service(req, store, ui.reporter), lambda r: _table(r, ui.console.width),
+                   interval, result)
+            return
         result = status_service(req, store, ui.reporter)
     ui.finish(result, render)
+
+
+def _watch(ui: Any, read: Any, view: Any, interval: float, result: Any) -> None:
+    """Refresh ``view(read())`` every ``interval`` until Ctrl-C, which ends a watch normally."""
+    import time
+
+    from rich.live import Live
+
+    try:
+        with Live(console=ui.console, auto_refresh=False) as live:
+            while True:
+                live.update(view(result), refresh=True)
+                time.sleep(interval)
+                result = read()
+    except KeyboardInterrupt:  # the table on screen is the last one
+        ui.finish(result, lambda console, r: None)
+
+
+def _overview(ui: Any, vms: tuple[str, ...], *, watch: bool, interval: float) -> None:
+    from scmt_cli.services.migration.status import open_existing, overview_service, store_name
+
+    where = store_name(ui.opts.state)
+    store = open_existing(ui.opts.state)
+    try:
+        result = overview_service(store, where, vms)
+        if watch and not ui.opts.json:
+            _watch(ui, lambda: overview_service(store, where, vms), lambda r: _overview_view(r, ui.console.width),
+                   interval, result)
+            return
+    finally:
+        if store is not None:
+            store.close()
+    ui.finish(result, render_overview, document="status overview")
+
+
+def _overview_heads(result: Any) -> list[str]:
+    """One line per plan: its name and file (and whether the file changed since it was recorded)."""
+    files = {"same": "", "changed": " (changed since it was recorded)", "missing": " (missing)"}
+    return [f"{p.plan}: {p.file}{files[p.file_state]}" for p in result.plans]
+
+
+def _overview_table(result: Any, width: int) -> Any:
+    from rich.text import Text
+
+    from scmt_cli.cli.tables import Column, fit_table
+
+    if not result.plans:
+        return Text(f"no plan in the state store {result.store} yet: run 'scmt sync PLAN' (or any command on "
+                    "a plan) to record one")
+    rows = [(p, v) for p in result.plans for v in p.vms]
+    cols = [
+        Column("plan", [p.plan for p, _ in rows]),
+        Column("VM", [v.vm for _, v in rows]),
+        Column("state", [v.state if not v.failed_from else f"{v.state} ({v.failed_from})" for _, v in rows]),
+        Column("last sync", ["-" if v.last_sync_at is None else time_ago(v.last_sync_at) for _, v in rows], keep=3),
+        Column("method", [v.method or "-" for _, v in rows], keep=1, optional=True),
+        Column("host", [v.locked_by or "-" for _, v in rows], keep=2, optional=True),
+        Column("next", [", ".join(v.next_commands) or "-" for _, v in rows], keep=4),
+    ]
+    table, _ = fit_table(width, cols, title=f"every plan in {result.store}")
+    return table
+
+
+def _overview_view(result: Any, width: int) -> Any:
+    from rich.console import Group
+    from rich.text import Text
+
+    return Group(*(Text(h) for h in _overview_heads(result)), _overview_table(result, width))
+
+
+def render_overview(console: Console, result: Any) -> None:
+    for head in _overview_heads(result):
+        line(console, head)
+    console.print(_overview_table(result, console.width))
 
 
 def _fmt_secs(v: Any) -> str:

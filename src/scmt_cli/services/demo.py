@@ -11,8 +11,20 @@ was quiesced -> roll ``db01`` back (measured) and check the source is as it was.
 The source "at quiesce" is captured when failover reports ``source_quiesced``:
 the simulated clients write through the network (a disconnected NIC stops
 them) and stop when their hook says so, under the fake's lock, so nothing
-can change the disk after that moment.  The result's exit code is 0 only if
-every verification passed (31 otherwise).
+can change the disk after that moment.  The result's exit code is 0 when
+every step and verification passed (1 when a step warned); else the first
+failed step's code (31 for a verification mismatch).
+
+Before anything starts, the external tools the demo needs are looked for
+(``openssl`` for the fake vCenter's certificate; with ``--boot`` QEMU, debugfs
+and, when the guest is not cached, the guest build tools): a missing one is
+exit 5 naming the tool and its package.
+
+``--keep DIR`` keeps the lab in DIR, with a marker (``.scmt-demo.json``) that
+says whether the demo there finished.  The demo does not continue where it
+stopped (its fake vCenter lives in the process): a rerun over an unfinished
+demo (interrupted, killed, failed) removes what it left and starts over; a
+finished demo, or a directory with files of its own, is never overwritten.
 """
 
 from __future__ import annotations
@@ -28,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from scmt_cli.errors import VerificationError
+from scmt_cli.errors import ConfigError, ScmtError, UsageError, VerificationError
 from scmt_cli.events import Reporter
 from scmt_cli.lab import demo as demo_lab
 from scmt_cli.lab.estate import FakeEstate
@@ -37,6 +49,36 @@ from scmt_cli.state import StateStore
 
 WORKLOAD_RATE = 512 * 1024
 PAUSE_BETWEEN_SYNCS = 0.6
+#: ``--keep DIR``: the marker that says a demo lives in DIR, and whether it finished.
+MARKER = ".scmt-demo.json"
+#: What a demo writes in DIR (and may remove to start over): its lab, the fake vCenter's files, its store.
+_OWN = ("lab", "vcenter", "state.db", "state.db-wal", "state.db-shm", MARKER)
+#: External tools of every demo: (tool, Debian package).
+TOOLS = (("openssl", "openssl"),)
+#: With --boot, besides the guest build tools (only when the guest image is not cached yet).
+BOOT_TOOLS = (("qemu-system-x86_64", "qemu-system-x86"), ("debugfs", "e2fsprogs"))
+
+
+class StepFailed(ScmtError):
+    """A demo step failed with ``code`` (the code of what failed, e.g. 60 for a sync where some VMs failed)."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.exit_code = code
+
+
+def missing_tools(boot: bool) -> list[str]:
+    """``tool (apt-get install package)`` for each external tool the demo needs that is not installed."""
+    need = list(TOOLS) + (list(BOOT_TOOLS) if boot else [])
+    missing = [f"{tool} (apt-get install {pkg})" for tool, pkg in need
+               if shutil.which(tool) is None and not (tool == "debugfs" and Path("/sbin/debugfs").exists())]
+    if boot:
+        from scmt_cli.lab.guest.build import missing_tools as guest_build_tools
+        from scmt_cli.lab.guest.cache import cached_image
+
+        if cached_image() is None:
+            missing += guest_build_tools()
+    return missing
 
 
 @dataclass(frozen=True)
@@ -62,9 +104,12 @@ class DemoResult:
 
     @property
     def exit_code(self) -> int:
-        if not self.verified or not all(s["ok"] for s in self.steps):
+        failed = [s for s in self.steps if not s["ok"]]
+        if failed:
+            return int(failed[0].get("error_code") or VerificationError.exit_code)
+        if not self.verified:
             return VerificationError.exit_code
-        return 0
+        return 1 if self.warnings else 0
 
     def to_dict(self) -> dict[str, Any]:
         return {"ok": self.exit_code == 0, "lab_dir": self.lab_dir, "seconds": round(self.seconds, 2),
@@ -129,15 +174,17 @@ class _Demo:
     def step(self, name: str, fn: Callable[[], str]) -> bool:
         self.rep.log("info", f"== {name}")
         t0 = time.monotonic()
+        code: int | None = None
         try:
             detail = fn()
             ok = True
         except Exception as exc:  # noqa: BLE001 - the demo reports every step, then stops
             detail = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
+            code = exc.exit_code if isinstance(exc, ScmtError) else 70
             ok = False
             self.rep.log("error", f"{name}: {detail}")
         self.result.steps.append({"step": name, "ok": ok, "seconds": round(time.monotonic() - t0, 2),
-                                  "detail": detail})
+                                  "detail": detail, "error_code": code})
         return ok
 
     def on_quiesce(self, vm: str) -> None:
@@ -166,17 +213,13 @@ class _Demo:
         from scmt_cli.services.migration.sync import SyncRequest, run_sync
 
         t_start = time.monotonic()
-        if self.req.boot:
-            from scmt_cli.targets.qemu import qemu_path
-
-            qemu_path()  # exit 5 naming the package, before anything is built
+        missing = missing_tools(self.req.boot)
+        if missing:  # exit 5 naming each tool and its package, before anything is built
+            raise ConfigError(f"the demo needs tools that are not installed: {', '.join(missing)}")
         tmp = None
         if self.req.keep is not None:
             self.root = self.req.keep.absolute()
-            if self.root.exists() and any(self.root.iterdir()):
-                from scmt_cli.errors import UsageError
-
-                raise UsageError(f"--keep {self.root}: the directory is not empty", hint="name a new directory")
+            self._claim(self.root)
         else:
             tmp = tempfile.mkdtemp(prefix="scmt-demo-")
             self.root = Path(tmp)
@@ -237,7 +280,7 @@ class _Demo:
                         self.guest.write_random(2)
                     res = run_sync(SyncRequest(plan_path), ctx)
                     if res.failed:
-                        raise RuntimeError(f"sync failed for {', '.join(res.failed)}")
+                        raise StepFailed(f"sync failed for {', '.join(res.failed)}", res.exit_code)
                     moved = sum(int(o.data.get("bytes_read", 0)) for o in res.last.values())
                     secs = max(float(o.data.get("seconds", 0)) for o in res.last.values())
                     self.result.warnings.extend(res.to_dict()["warnings"])
@@ -255,7 +298,7 @@ class _Demo:
                 def go() -> str:
                     res = run_failover(FailoverRequest(plan_path, vms=vms, group=group), ctx)
                     if res.failed:
-                        raise RuntimeError("; ".join(f"{o.vm}: {o.error}" for o in res.failed))
+                        raise StepFailed("; ".join(f"{o.vm}: {o.error}" for o in res.failed), res.exit_code)
                     self.result.warnings.extend(res.all_warnings())
                     return ", ".join(f"{o.vm} down {o.data.get('downtime_seconds', 0):.2f} s" for o in res.outcomes)
                 return go
@@ -276,7 +319,8 @@ class _Demo:
                                                   "source_before": list(before), "source_after": list(after),
                                                   "seconds": o.data.get("rollback_seconds")})
                 if not good:
-                    raise RuntimeError(f"rollback left the source as {after} and the target {target.to_dict()}")
+                    raise VerificationError(f"rollback left the source as {after} and the target "
+                                            f"{target.to_dict()}")
                 return f"db01 back on the source in {o.data['rollback_seconds']:.2f} s (network reconnected)"
 
             self.step("rollback db01", rollback)
@@ -288,6 +332,7 @@ class _Demo:
                                 "rollback_seconds": v.rollback_seconds, "last_sync": v.last_sync_kind}
                                for v in status.vms]
             if self.req.keep is not None:
+                _mark(self.root, "finished" if all(st["ok"] for st in self.result.steps) else "failed")
                 self.result.explore = [
                     f"scmt --state {self.root / 'state.db'} status {plan_path}",
                     f"cat {self.root / 'lab' / 'target' / 'db01' / 'domain.xml'}",
@@ -306,6 +351,34 @@ class _Demo:
             if tmp is not None:
                 shutil.rmtree(tmp, ignore_errors=True)
             self.result.seconds = time.monotonic() - t_start
+
+    def _claim(self, root: Path) -> None:
+        """Make ``root`` the demo's: new, empty, or an unfinished demo's (removed first); else UsageError."""
+        import json
+
+        again = f"scmt demo --keep {root}-2"
+        if root.exists() and any(root.iterdir()):
+            try:
+                marker = json.loads((root / MARKER).read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                marker = None
+            others = sorted(p.name for p in root.iterdir() if p.name not in _OWN)
+            if not isinstance(marker, dict) or others:
+                raise UsageError(f"--keep {root}: the directory is not empty and holds no unfinished demo",
+                                 hint=f"name a new directory, e.g. '{again}'")
+            if marker.get("status") == "finished":
+                raise UsageError(f"--keep {root}: a finished demo is kept there",
+                                 hint=f"explore it, or name a new directory, e.g. '{again}' (or remove this one "
+                                      "first)")
+            self.rep.log("info", f"{root} holds an unfinished demo (interrupted or failed): starting it over")
+            for name in _OWN:
+                path = root / name
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink(missing_ok=True)
+        root.mkdir(parents=True, exist_ok=True)
+        _mark(root, "running")
 
     def build_guest(self) -> str:
         from scmt_cli.lab.guest import ensure_image
@@ -340,7 +413,7 @@ class _Demo:
                 else:
                     os.environ[k] = v
         if res.failed:
-            raise RuntimeError("; ".join(f"{o.vm}: {o.error}" for o in res.failed))
+            raise StepFailed("; ".join(f"{o.vm}: {o.error}" for o in res.failed), res.exit_code)
         self.result.warnings.extend(res.all_warnings())
         conv = res.outcomes[0].data.get("conversion") or {}
         booted = run_boot(BootRequest(plan_path, vm, expect=self.guest_at_quiesce), ctx)
@@ -376,6 +449,15 @@ class _Demo:
         if bad:
             raise VerificationError(f"{len(bad)} target disk(s) differ from the source at quiesce")
         return f"{checked} disks of {len(self.quiesced)} VMs identical (SHA-256 of every byte)"
+
+
+def _mark(root: Path, status: str) -> None:
+    import json
+    import os
+
+    tmp = root / (MARKER + ".tmp")
+    tmp.write_text(json.dumps({"status": status, "pid": os.getpid(), "at": time.time()}) + "\n", encoding="utf-8")
+    tmp.replace(root / MARKER)
 
 
 def source_power(estate: FakeEstate, vm: str) -> tuple[str, bool]:

@@ -60,7 +60,7 @@ from scmt_cli.errors import ConfigError, InvalidStateError, PlanError, ScmtError
 from scmt_cli.events import Reporter
 from scmt_cli.services.migration.agentwatch import pushed_changes
 from scmt_cli.services.migration.context import MigrationContext, VmOutcome
-from scmt_cli.services.migration.diskcopy import stable_indexes
+from scmt_cli.services.migration.diskcopy import KEPT, stable_indexes
 from scmt_cli.services.migration.journal import UndoLog, journal_root, prune
 from scmt_cli.state.locks import VmLock
 from scmt_cli.targets import DiskRequest
@@ -178,7 +178,7 @@ def _copy_one(ctx: MigrationContext, vm: str, lock: VmLock, disk: AgentDisk, ind
     t0 = time.monotonic()
     journaled = 0
     opts = CopyOptions(chunk_size=cs, in_flight=4, checkpoint_seconds=1.0, checkpoint_bytes=64 * cs,
-                       task=f"{vm}/{disk.disk}", resume_hint="run the same sync again to continue")
+                       task=f"{vm}/{disk.disk}", resume_hint=KEPT)
     try:
         outcome: CopyOutcome
         if base is None:

@@ -16,6 +16,7 @@ Contract:
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import threading
 import uuid
@@ -122,6 +123,9 @@ class MigrationContext:
         self.run_id = uuid.uuid4().hex[:12]
         #: ``scmt sync --remove-foreign-snapshots``: also remove tool snapshots another store made.
         self.remove_foreign_snapshots = False
+        #: ``--bandwidth`` of ``sync``/``migrate``: bytes/s for every VM of this run over the plan's limit
+        #: (``math.inf``: unlimited); ``None``: each VM's plan ``bandwidth``.
+        self.bandwidth_override: float | None = None
         self._owner: SnapshotOwner | None = None
 
     @property
@@ -151,6 +155,12 @@ class MigrationContext:
                 self._platform = open_platform(platform_spec(self.plan), reporter=self.reporter,
                                                where=str(self.plan.file))
             return self._platform
+
+    def rate(self, vm: str) -> float | None:
+        """The read limit of ``vm`` in this run, bytes/s (None: unlimited): ``--bandwidth``, else the plan's."""
+        if self.bandwidth_override is not None:
+            return None if math.isinf(self.bandwidth_override) else self.bandwidth_override
+        return self.effective(vm).bandwidth
 
     def bucket(self, rate: float | None) -> TokenBucket | None:
         """The token bucket shared by every VM limited to ``rate`` bytes/s (None: unlimited)."""

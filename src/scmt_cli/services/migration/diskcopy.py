@@ -57,6 +57,10 @@ from scmt_cli.vsphere.api import VCenter, merge_areas
 #: Chunk size of sync copies: CBT deltas are small and scattered, 1 MiB keeps them tight.
 SYNC_CHUNK_SIZE = 1024 * 1024
 
+#: What a copy stopped early says after its final checkpoint: a fact, not an instruction (the
+#: Interrupted error's hint is the one instruction, see cli/contract.py).
+KEPT = "the checkpoint is kept in the state store"
+
 
 def progress_key(plan: str, vm: str, key: int) -> str:
     return f"sync/{plan}/{vm}/disk{key}"
@@ -326,7 +330,7 @@ def copy_disk(
         try:
             opts = CopyOptions(chunk_size=chunk_size, in_flight=REMOTE_IN_FLIGHT, checkpoint_seconds=1.0,
                                checkpoint_bytes=64 * chunk_size, task=f"{vm}/{label}",
-                               resume_hint="run the same sync again to continue")
+                               resume_hint=KEPT)
             outcome = copy_chunks(src, dst, chunks, options=opts, fresh=fresh, checkpointer=ckpt, resume=True,
                                   reporter=_FreshStartReporter(reporter))
         finally:

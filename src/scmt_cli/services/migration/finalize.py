@@ -28,6 +28,7 @@ class FinalizeRequest:
     plan: Path
     vms: tuple[str, ...] = ()
     disable_cbt: bool = False
+    group: str | None = None
 
 
 def _finalize_vm(ctx: MigrationContext, req: FinalizeRequest, vm: str) -> VmOutcome:
@@ -69,7 +70,7 @@ def _finalize_vm(ctx: MigrationContext, req: FinalizeRequest, vm: str) -> VmOutc
 
 
 def run_finalize(req: FinalizeRequest, ctx: MigrationContext) -> MigrationResult:
-    names = ctx.select(req.vms)
+    names = ctx.select(req.vms, req.group)
     todo = []
     for vm in names:
         status, _ = ctx.status(vm)
@@ -77,7 +78,7 @@ def run_finalize(req: FinalizeRequest, ctx: MigrationContext) -> MigrationResult
             plan_command("finalize", status.state, vm=vm, failed_from=status.failed_from)
             todo.append(vm)
         except InvalidStateError as exc:
-            if req.vms:
+            if req.vms or req.group is not None:  # named VMs (a group's members) are finalized all, or none
                 raise
             ctx.reporter.log("info", f"{vm}: skipped ({exc.message})", vm=vm)
     if not todo:

@@ -43,7 +43,7 @@ from scmt_cli.state.leases import Limits, Placement, claim, drop_lease, release
 from scmt_cli.state.locks import VmLock, host_id
 
 if TYPE_CHECKING:
-    from scmt_cli.services.migration.sync import SyncRequest, SyncResult
+    from scmt_cli.services.migration.sync import RoundSink, SyncRequest, SyncResult
 
 #: How long a worker waits before it retries an unreachable state store.
 STORE_RETRY_SECONDS = 3.0
@@ -190,14 +190,16 @@ class _Fleet:
                                                               "host": host_id(), "error_code": out.error_code})
 
 
-def run_fleet(req: SyncRequest, ctx: MigrationContext, *, sleep: Callable[[float], None] = time.sleep,
-              now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)) -> SyncResult:
-    """This host's share of ``scmt sync`` (see the module doc)."""
+def run_fleet(req: SyncRequest, ctx: MigrationContext, names: list[str], *,
+              sleep: Callable[[float], None] = time.sleep,
+              now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+              on_round: RoundSink | None = None) -> SyncResult:
+    """This host's share of ``scmt sync`` over the selected ``names`` (see the module doc)."""
     from scmt_cli.services.migration.sync import SyncResult
 
     lease = lease_seconds()
-    fleet = _Fleet(ctx, ctx.select(req.vms), lease)
-    result = SyncResult(ctx.plan.name, host=host_id())
+    fleet = _Fleet(ctx, names, lease)
+    result = SyncResult(ctx.plan.name, host=host_id(), until=req.until)
     limits = plan_limits(ctx)
     poll = max(0.2, min(2.0, lease / 6))
     pool = ThreadPoolExecutor(max_workers=limits.concurrency, thread_name_prefix="scmt-fleet")
@@ -212,6 +214,9 @@ def run_fleet(req: SyncRequest, ctx: MigrationContext, *, sleep: Callable[[float
             where.refresh()
             outcomes = _drive_round(ctx, fleet, rnd, limits, where, lease, poll, pool, orphans, sleep)
             result.rounds.append(list(outcomes.values()))
+            result.finished_at.append(time.time())
+            if on_round is not None:
+                on_round(result.of_round(int(rnd["round"])))
             records = [ctx.store.get_vm(ctx.plan.name, vm) for vm in fleet.names]
             ready = all(r is not None and r.state == "syncing" for r in records)
             if req.until_ready and ready:

@@ -9,6 +9,11 @@ Every step is the same resumable step ``sync`` and ``failover`` use, so a
 killed ``migrate`` continues where it stopped; VMs already cut over are left
 alone.
 
+``--group`` selects the group's members, as ``--vm`` would: each is migrated
+on its own (a managed VM cuts over by itself, which is why ``plan validate``
+warns about a group of managed VMs; groups that fail over together use the
+other methods, ``failover --group``).
+
 VMs of the other methods cut over when the operator says, with the plan's
 source action: ``migrate`` never does that for them.  Named with ``--vm`` they
 are refused (exit 2, with the commands to use); without ``--vm`` they are
@@ -41,6 +46,8 @@ class MigrateRequest:
     max_passes: int = MAX_PASSES
     v2v_timeout: float | None = None
     v2v_stall_timeout: float | None = None
+    group: str | None = None  # select this group's members (each still migrates on its own)
+    bandwidth: float | None = None  # bytes/s over the plan's limit for this run (math.inf: unlimited)
 
 
 def delta_is_small(bytes_read: int, disk_bytes: int) -> bool:
@@ -48,15 +55,17 @@ def delta_is_small(bytes_read: int, disk_bytes: int) -> bool:
     return bytes_read <= max(SMALL_DELTA_BYTES, disk_bytes // 50)
 
 
-def _migrate_vm(ctx: MigrationContext, req: MigrateRequest, vm: str) -> VmOutcome:
+def _sync_phase(ctx: MigrationContext, req: MigrateRequest, vm: str) -> tuple[VmOutcome | None, list[dict[str, Any]]]:
+    """The syncs before the cutover: ``(outcome, passes)``; the outcome is set when the VM stops here
+    (cut over already, a state migrate cannot take, a failed pass), ``None`` when it is ready to fail over."""
     status, _ = ctx.status(vm)
     try:
         decision = plan_command("migrate", status.state, vm=vm, failed_from=status.failed_from)
     except InvalidStateError as exc:
         return VmOutcome(vm, ok=False, action="migrate", state=status.state, error=exc.message,
-                         error_code=exc.exit_code)
+                         error_code=exc.exit_code), []
     if decision.noop:
-        return VmOutcome(vm, state=status.state, action="already cut over")
+        return VmOutcome(vm, state=status.state, action="already cut over"), []
     passes: list[dict[str, Any]] = []
     effective = status.failed_from if status.state in SUSPENDED else status.state
     if effective != "cutting-over":
@@ -66,16 +75,25 @@ def _migrate_vm(ctx: MigrationContext, req: MigrateRequest, vm: str) -> VmOutcom
             if not out.ok:
                 out.action = "migrate (sync)"
                 out.data["passes"] = passes
-                return out
+                return out, passes
             passes.append({"kind": out.data.get("kind"), "bytes_read": out.data.get("bytes_read", 0),
                            "seconds": out.data.get("seconds")})
             size = sum(int(d.get("size", 0)) for d in out.data.get("disks", []))
             if out.data.get("kind") == "incremental" and delta_is_small(int(out.data.get("bytes_read", 0)), size):
                 break
-    eff = ctx.effective(vm)
-    fo = FailoverRequest(ctx.plan.file, source_action=eff.source_action, target_state=eff.target_state,
-                         v2v_timeout=req.v2v_timeout, v2v_stall_timeout=req.v2v_stall_timeout)
-    final = _failover_unit(ctx, fo, None, [vm])[0]
+    return None, passes
+
+
+def _failover_request(ctx: MigrationContext, req: MigrateRequest) -> FailoverRequest:
+    """The managed method's fixed choices: each VM's effective source action and target state (the plan's)."""
+    return FailoverRequest(ctx.plan.file, v2v_timeout=req.v2v_timeout, v2v_stall_timeout=req.v2v_stall_timeout)
+
+
+def _migrate_vm(ctx: MigrationContext, req: MigrateRequest, vm: str) -> VmOutcome:
+    stopped, passes = _sync_phase(ctx, req, vm)
+    if stopped is not None:
+        return stopped
+    final = _failover_unit(ctx, _failover_request(ctx, req), None, [vm])[0]
     final.action = "migrated" if final.ok else "migrate (failover)"
     final.data["passes"] = passes
     return final
@@ -93,10 +111,11 @@ def not_managed(ctx: MigrationContext, vm: str) -> str:
 
 
 def run_migrate(req: MigrateRequest, ctx: MigrationContext) -> MigrationResult:
-    names = ctx.select(req.vms)
+    names = ctx.select(req.vms, req.group)
+    ctx.bandwidth_override = req.bandwidth
     result = MigrationResult("migrate", ctx.plan.name)
     refused = {vm: why for vm in names if (why := not_managed(ctx, vm))}
-    if refused and req.vms:
+    if refused and (req.vms or req.group is not None):
         first = next(iter(refused.values()))
         raise UsageError(first if len(refused) == 1 else f"{first} (and {len(refused) - 1} more VM(s) not managed)")
     if refused and len(refused) == len(names):

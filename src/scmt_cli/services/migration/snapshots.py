@@ -121,7 +121,7 @@ def cleanup_tool_snapshots(vc: VCenter, store: StateStore, plan: str, vm: str, o
             continue
         out.foreign.append(f"{line} {whose}")
         warning = (f"{vm}: snapshot {line} was {whose}; left alone: a run using another state store may be "
-                   "copying from it ('scmt sync PLAN --remove-foreign-snapshots' removes it)")
+                   f"copying from it ('scmt sync PLAN --vm {vm} --remove-foreign-snapshots' removes it)")
         out.warnings.append(warning)
         reporter.log("warning", warning, vm=vm)
         reporter.event("foreign_snapshot", vm=vm, snapshot=snap.id, name=snap.name,

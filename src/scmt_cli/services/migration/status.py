@@ -39,6 +39,7 @@ DEFAULT_LINK_BPS = 125_000_000.0
 class StatusRequest:
     plan: Path
     vms: tuple[str, ...] = ()
+    group: str | None = None
 
 
 @dataclass
@@ -182,6 +183,134 @@ def status_service(req: StatusRequest, store: StateStore, reporter: Reporter) ->
     """Read-only: the plan file and the state store (nothing is recorded)."""
     plan = load_plan(req.plan).plan
     ctx = MigrationContext(plan, store, reporter)
-    names = ctx.select(req.vms)
+    names = ctx.select(req.vms, req.group)
     now = time.time()
     return StatusResult(plan.name, [_view(ctx, vm, now) for vm in names], now)
+
+
+# -- every plan the store knows (``scmt status`` without a plan) ----------------------------------------
+
+
+@dataclass
+class VmOverview:
+    plan: str
+    vm: str
+    state: str
+    method: str | None
+    failed_from: str | None
+    error: str | None
+    last_sync_at: float | None
+    last_sync_bytes: int | None
+    updated_at: float
+    locked_by: str | None
+    next_commands: list[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d["last_sync_at"], d["updated_at"] = iso(self.last_sync_at), iso(self.updated_at)
+        return d
+
+
+@dataclass
+class PlanOverview:
+    plan: str
+    file: str
+    recorded_at: float
+    file_state: str  # "same" (as last recorded), "changed" (edited since), "missing"
+    vms: list[VmOverview]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"plan": self.plan, "file": self.file, "recorded_at": iso(self.recorded_at),
+                "file_state": self.file_state, "vms": [v.to_dict() for v in self.vms]}
+
+
+@dataclass
+class OverviewResult:
+    """Every plan and VM a state store knows, from the store alone (the ``status overview`` document)."""
+
+    store: str
+    plans: list[PlanOverview]
+    generated_at: float
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.warnings else 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"store": self.store, "generated_at": iso(self.generated_at),
+                "plans": [p.to_dict() for p in self.plans], "warnings": list(self.warnings)}
+
+
+def _file_state(path: str, digest: str) -> str:
+    import hashlib
+
+    try:
+        data = Path(path).read_bytes()
+    except OSError:
+        return "missing"
+    return "same" if hashlib.sha256(data).hexdigest() == digest else "changed"
+
+
+def overview_service(store: StateStore | None, where: str, vms: tuple[str, ...] = ()) -> OverviewResult:
+    """Every plan recorded in ``store`` with its file, and each VM's state, last sync and lock holder.
+
+    ``store`` None: there is no store at ``where`` yet (nothing ran with it), an empty overview.
+    ``vms`` keeps only those VM names (in any plan).  Read-only, never contacts vCenter.
+    """
+    now = time.time()
+    result = OverviewResult(where, [], now)
+    if store is None:
+        return result
+    for rec in store.list_plans():
+        plan = PlanOverview(rec.name, rec.path, rec.recorded_at, _file_state(rec.path, rec.digest), [])
+        if plan.file_state == "missing":
+            result.warnings.append(f"plan {rec.name}: its file {rec.path} is gone (moved or deleted)")
+        for vm in store.list_vms(rec.name):
+            if vms and vm.name not in vms:
+                continue
+            extra = store.get_checkpoint(f"status/{rec.name}/{vm.name}") or {}
+            failed_from = extra.get("failed_from")
+            holder = store.lock_holder(vm_resource(rec.name, vm.name))
+            locked = (f"pid {holder.pid} on {holder.hostname}" if holder is not None and holder.lease_expires_at > now
+                      else None)
+            nxt: list[str] = [c for c in commands_allowed(vm.state, failed_from=failed_from)  # type: ignore[arg-type]
+                   if c != "migrate" or vm.method == "managed"] if _known_state(vm.state) else []
+            plan.vms.append(VmOverview(rec.name, vm.name, vm.state, vm.method, failed_from, vm.error,
+                                       vm.last_sync_at, vm.last_sync_bytes, vm.updated_at, locked, nxt))
+            if vm.state in ("failed", "blocked"):
+                result.warnings.append(f"{rec.name}/{vm.name}: {vm.state}: {vm.error or 'no error recorded'}")
+        if plan.vms or not vms:
+            result.plans.append(plan)
+    return result
+
+
+def _known_state(state: str) -> bool:
+    from scmt_cli.domain.vmstate import is_state
+
+    return is_state(state)
+
+
+def open_existing(state: str | None) -> StateStore | None:
+    """The state store ``--state``/``SCMT_STATE`` names, or None when it is a file that does not exist yet
+    (a read-only command must not create one); a PostgreSQL store is always opened."""
+    import os
+
+    from scmt_cli.state.paths import is_postgres_url, resolve_state_path
+
+    if is_postgres_url(state if state not in (None, "") else os.environ.get("SCMT_STATE", "")):
+        return StateStore.open(state)
+    if not resolve_state_path(state).exists():
+        return None
+    return StateStore.open(state)
+
+
+def store_name(state: str | None) -> str:
+    """Where the store is, for people (a PostgreSQL URL without its password)."""
+    import os
+
+    from scmt_cli.errors import redact_url
+    from scmt_cli.state.paths import is_postgres_url, resolve_state_path
+
+    raw = state if state not in (None, "") else os.environ.get("SCMT_STATE", "")
+    return redact_url(raw) if raw and is_postgres_url(raw) else str(resolve_state_path(state))

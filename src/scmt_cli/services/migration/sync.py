@@ -65,6 +65,7 @@ from scmt_cli.services.migration.snapshots import (
     sync_snapshot_name,
 )
 from scmt_cli.services.migration.source import included_disks, require_wired_method, source_vm
+from scmt_cli.services.migration.when import describe_when
 from scmt_cli.state.locks import VmLock
 from scmt_cli.targets import DiskRequest
 from scmt_cli.transports.base import BlockSource
@@ -194,7 +195,7 @@ def sync_pass(ctx: MigrationContext, vm: str, lock: VmLock, *, final: bool = Fal
                                        description=sync_snapshot_description(plan, kind, gen, owner))
         change_ids = vcenter.disk_change_ids(vm, snap)
         capacities = vcenter.disk_capacities(vm, snap)
-        bucket = ctx.bucket(eff.bandwidth)
+        bucket = ctx.bucket(ctx.rate(vm))
 
         def wrap(src: BlockSource) -> BlockSource:
             wrapped: BlockSource = _CancellableSource(src, ctx.cancel.check)
@@ -257,7 +258,7 @@ def _agent_sync(ctx: MigrationContext, vm: str, lock: VmLock, *, kind: str, fina
     from scmt_cli.services.migration.agentsync import agent_pass
 
     eff = ctx.effective(vm)
-    bucket = ctx.bucket(eff.bandwidth)
+    bucket = ctx.bucket(ctx.rate(vm))
 
     def wrap(src: BlockSource) -> BlockSource:
         wrapped: BlockSource = _CancellableSource(src, ctx.cancel.check)
@@ -352,15 +353,30 @@ class SyncRequest:
     until_ready: bool = False
     fleet: bool = False  # share the VMs with other hosts through leases (always on with a shared store)
     remove_foreign_snapshots: bool = False  # also remove tool snapshots another state store made
+    group: str | None = None  # the members of this plan group (groups fail over, so they sync, together)
+    bandwidth: float | None = None  # bytes/s over the plan's limit for this run (math.inf: unlimited)
 
 
 @dataclass
 class SyncResult:
+    """The rounds of one ``scmt sync`` run, or one round of it (``round`` set: what ``--every`` prints as
+    each round ends).  ``interrupted``: the exit code (130, 143) of a run stopped by a signal, whose result
+    is the summary of the rounds done."""
+
     plan: str
     rounds: list[list[VmOutcome]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     stopped: str = ""
     host: str | None = None  # set in fleet mode: this worker's host id
+    round: int | None = None
+    until: dt.datetime | None = None
+    interrupted: int | None = None
+    finished_at: list[float] = field(default_factory=list)  # when each round ended (epoch seconds)
+
+    def of_round(self, number: int) -> SyncResult:
+        """The last round alone, numbered ``number`` (a fleet's rounds are numbered by the store)."""
+        return SyncResult(self.plan, rounds=[self.rounds[-1]], host=self.host, round=number, until=self.until,
+                          finished_at=self.finished_at[-1:])
 
     @property
     def last(self) -> dict[str, VmOutcome]:
@@ -376,7 +392,10 @@ class SyncResult:
 
     @property
     def exit_code(self) -> int:
-        """0/1; 60 when some VMs failed; when every VM failed with the same error, that error's code."""
+        """0/1; 60 when some VMs failed; when every VM failed with the same error, that error's code;
+        130/143 for the summary of a run a signal stopped."""
+        if self.interrupted is not None:
+            return self.interrupted
         last = self.last
         failed = [o for o in last.values() if not o.ok]
         if failed:
@@ -401,24 +420,40 @@ class SyncResult:
             "history": [[o.to_dict() for o in r] for r in self.rounds] if len(self.rounds) > 1 else [],
             "warnings": list(self.warnings) + [w for o in last.values() for w in o.warnings],
             **({"host": self.host} if self.host is not None else {}),
+            **({"round": self.round} if self.round is not None else {}),
+            **({"until": self.until.isoformat(timespec="seconds")} if self.until is not None else {}),
         }
 
 
+#: Called with each round's result (:meth:`SyncResult.of_round`) as it ends (``scmt sync --every`` prints it).
+RoundSink = Callable[["SyncResult"], None]
+
+
 def run_sync(req: SyncRequest, ctx: MigrationContext, *, sleep: Callable[[float], None] = time.sleep,
-             now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)) -> SyncResult:
-    """Run rounds of passes over the selected VMs (see the module doc); in fleet mode see :mod:`.fleet`."""
+             now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+             on_round: RoundSink | None = None) -> SyncResult:
+    """Run rounds of passes over the selected VMs (see the module doc); in fleet mode see :mod:`.fleet`.
+
+    ``on_round`` is called after each round, before the wait for the next one.
+    """
     from scmt_cli.services.migration.fleet import fleet_mode, run_fleet
 
     ctx.remove_foreign_snapshots = req.remove_foreign_snapshots
+    ctx.bandwidth_override = req.bandwidth
+    names = ctx.select(req.vms, req.group)
+    if req.until is not None:
+        ctx.reporter.log("info", f"sync rounds end at {describe_when(req.until, now())}")
     if fleet_mode(req, ctx):
-        return run_fleet(req, ctx, sleep=sleep, now=now)
-    names = ctx.select(req.vms)
-    result = SyncResult(ctx.plan.name)
+        return run_fleet(req, ctx, names, sleep=sleep, now=now, on_round=on_round)
+    result = SyncResult(ctx.plan.name, until=req.until)
     workers = max(1, ctx.plan.defaults.concurrency)
     while True:
         started = time.monotonic()
         ctx.reporter.event("sync_round", round=len(result.rounds) + 1, vms=names)
         result.rounds.append(ctx.run_pool(names, lambda v: guarded_pass(ctx, v), workers=workers))
+        result.finished_at.append(time.time())
+        if on_round is not None:
+            on_round(result.of_round(len(result.rounds)))
         ready = all(o.ok and o.state == "syncing" for o in result.last.values())
         if req.until_ready and ready:
             result.stopped = "every VM is ready for cutover"
@@ -446,12 +481,13 @@ def _sleep_cancellable(ctx: MigrationContext, seconds: float, sleep: Callable[[f
         sleep(min(1.0, max(0.0, end - time.monotonic())))
 
 
-def sync_service(req: SyncRequest, store: Any, reporter: Reporter, **kw: Any) -> SyncResult:
+def sync_service(req: SyncRequest, store: Any, reporter: Reporter, *, on_round: RoundSink | None = None,
+                 **kw: Any) -> SyncResult:
     """Open the plan's context on ``store`` and run :func:`run_sync`."""
     from scmt_cli.services.migration.context import open_context
 
     ctx = open_context(req.plan, store, reporter, **kw)
     try:
-        return run_sync(req, ctx)
+        return run_sync(req, ctx, on_round=on_round)
     finally:
         ctx.close()
