@@ -168,8 +168,7 @@ def test_every_commands_real_output_matches_its_schema(lab: Path, tmp_path: Path
     run("status", "status", plan)
     run("rollback", "rollback", plan, "--group", "redis")
     run("finalize", "finalize", plan, "--vm", "db01")
-    run("migrate", "migrate", plan, "--vm", "web01", code=2)  # agentless: refused, an exit_error document
-    lab.write_text(lab.read_text().replace("  - name: web01\n", "  - name: web01\n    method: managed\n", 1))
+    run("migrate", "migrate", plan, "--vm", "db01", code=2)  # agentless: refused, an exit_error document
     run("migrate", "migrate", plan, "--vm", "web01", "--max-passes", "1")
     run("rollback", "rollback", plan, "--vm", "db01", code=42)  # committed: nothing to roll back, an error
     run("sync", "sync", plan, "--vm", "ghost", code=2)
