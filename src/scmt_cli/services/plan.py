@@ -31,20 +31,26 @@ from scmt_cli.errors import BlockedByAssessmentError, MissingFileError, PlanErro
 from scmt_cli.events import NullReporter, Reporter
 
 
-class PlanValidationError(PlanError):
-    """One or more plans are invalid; ``files`` keeps the per-file verdicts for ``--json``."""
+class _FileVerdicts:
+    """Mixin of the errors of ``plan validate``: ``files`` keeps the per-file verdicts for ``--json``."""
+
+    files: list[FileVerdict]
+
+    def to_dict(self) -> dict[str, object]:
+        data: dict[str, object] = super().to_dict()  # type: ignore[misc]
+        data["files"] = [f.to_dict() for f in self.files]
+        return data
+
+
+class PlanValidationError(_FileVerdicts, PlanError):
+    """One or more plans are invalid."""
 
     def __init__(self, message: str, *, files: Sequence[FileVerdict], problems: Sequence[Problem], hint: str | None):
         super().__init__(message, problems=problems, hint=hint)
         self.files = list(files)
 
-    def to_dict(self) -> dict[str, object]:
-        data = super().to_dict()
-        data["files"] = [f.to_dict() for f in self.files]
-        return data
 
-
-class PlanFileMissingError(MissingFileError):
+class PlanFileMissingError(_FileVerdicts, MissingFileError):
     """A plan named on the command line does not exist (exit 2 and the hint every command gives).
 
     The other files are still checked: ``problems`` and ``files`` hold every file's verdict.
@@ -54,23 +60,13 @@ class PlanFileMissingError(MissingFileError):
         super().__init__(message, problems=problems, hint=hint)
         self.files = list(files)
 
-    def to_dict(self) -> dict[str, object]:
-        data = super().to_dict()
-        data["files"] = [f.to_dict() for f in self.files]
-        return data
 
-
-class PlanBlockedError(BlockedByAssessmentError):
+class PlanBlockedError(_FileVerdicts, BlockedByAssessmentError):
     """``plan validate --strict``: some VM is blocked by assessment for its method (exit 20)."""
 
     def __init__(self, message: str, *, files: Sequence[FileVerdict], problems: Sequence[Problem]):
         super().__init__(message, problems=problems, hint="'scmt assess PLAN --details' lists each remedy")
         self.files = list(files)
-
-    def to_dict(self) -> dict[str, object]:
-        data = super().to_dict()
-        data["files"] = [f.to_dict() for f in self.files]
-        return data
 
 
 @dataclass(frozen=True)
