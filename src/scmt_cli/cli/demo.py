@@ -65,10 +65,10 @@ def render(console: Console, result: Any) -> None:
         console.print(f"  data verified: {b['data_verified']} (expected {b['expected']})", markup=False,
                       highlight=False)
     ok = sum(1 for v in result.verifications if v["ok"])
-    style = "bold green" if result.exit_code == 0 else "bold red"
+    style = "bold green" if result.passed else "bold red"
     console.print(f"{ok}/{len(result.verifications)} verifications passed in {result.seconds:.1f} s",
                   style=style, markup=False)
-    if result.exit_code == 0:
+    if result.passed:
         console.print("every target disk is byte-identical to its source at the moment it was quiesced"
                       + (f"; the booted guest {result.boot['vm']} reports exactly its data of that moment"
                          if result.boot else ""),

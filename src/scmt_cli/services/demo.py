@@ -103,6 +103,11 @@ class DemoResult:
         return bool(self.verifications) and all(v["ok"] for v in self.verifications)
 
     @property
+    def passed(self) -> bool:
+        """Every step and verification passed (warnings aside: they make the exit code 1, not a failure)."""
+        return all(s["ok"] for s in self.steps) and self.verified
+
+    @property
     def exit_code(self) -> int:
         failed = [s for s in self.steps if not s["ok"]]
         if failed:
@@ -112,7 +117,7 @@ class DemoResult:
         return 1 if self.warnings else 0
 
     def to_dict(self) -> dict[str, Any]:
-        return {"ok": self.exit_code == 0, "lab_dir": self.lab_dir, "seconds": round(self.seconds, 2),
+        return {"ok": self.passed, "lab_dir": self.lab_dir, "seconds": round(self.seconds, 2),
                 "steps": self.steps, "verifications": self.verifications, "vms": self.vms,
                 "explore": self.explore, "warnings": self.warnings,
                 **({"boot": self.boot} if self.boot is not None else {})}
