@@ -17,6 +17,8 @@ round-robin on the same export in the same run, like the rows of ``run.py``.
   extents, as CBT ``"*"`` gives them), against the same fixture read through
   the NBD client from nbdkit with ``rdelay=2ms``; both timed in a child
   process in the same way (no CLI start-up).  Target: folder >= 80% of NBD.
+  Both rows print the client's CPU seconds and the /folder row the fake
+  vCenter's, since on one machine the server's TLS competes for the same cores.
 """
 
 from __future__ import annotations
@@ -144,8 +146,9 @@ out = full_copy(source, target, options=CopyOptions(in_flight=in_flight))
 target.close()
 source.close()
 secs = time.perf_counter() - t0
-rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({"seconds": secs, "bytes_read": out.stats.bytes_read, "rss_kib": rss}))
+use = resource.getrusage(resource.RUSAGE_SELF)
+print(json.dumps({"seconds": secs, "bytes_read": out.stats.bytes_read, "rss_kib": use.ru_maxrss,
+                  "cpu_s": use.ru_utime + use.ru_stime}))
 """
 
 
@@ -155,6 +158,12 @@ def _child(args: list[str]) -> dict[str, Any]:
     if out.returncode != 0:
         raise RuntimeError(f"bench client failed: {out.stderr.strip()[-800:]}")
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU of a running process (the fake vCenter's share of a /folder run)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def folder_rows(ctx: Any, rows: list[Any], notes: list[str], in_flight: int) -> None:
@@ -185,7 +194,9 @@ def folder_rows(ctx: Any, rows: list[Any], notes: list[str], in_flight: int) -> 
         for i in range(ctx.repeat):
             for kind, addr in (("folder", where), ("nbd", nbd.url)):
                 ctx.prep()
+                served = _cpu_seconds(server.pid)
                 runs[kind].append(_child([kind, addr, str(src), str(dst), str(in_flight)]))
+                runs[kind][-1]["server_cpu_s"] = _cpu_seconds(server.pid) - served if kind == "folder" else None
                 ctx.check_same(f"{kind} 2 ms engine in-process, run {i + 1}")  # before the next run overwrites it
     finally:
         nbd.stop()
@@ -199,8 +210,11 @@ def folder_rows(ctx: Any, rows: list[Any], notes: list[str], in_flight: int) -> 
         med[kind] = secs[len(secs) // 2]
         rate = runs[kind][0]["bytes_read"] / med[kind] / MiB
         rss = max(r["rss_kib"] for r in runs[kind]) / 1024
-        note = f"{rate:.0f} MiB/s of data median"
+        cpu = sorted(r["cpu_s"] for r in runs[kind])
+        note = f"{rate:.0f} MiB/s of data median; client CPU {cpu[0]:.2f}-{cpu[-1]:.2f} s"
         if kind == "folder":
+            srv = sorted(r["server_cpu_s"] for r in runs[kind])
+            note += f", fake vCenter CPU {srv[0]:.2f}-{srv[-1]:.2f} s"
             pct = med["nbd"] / med["folder"] * 100
             note += f"; {pct:.0f}% of NBD's throughput, target >= 80%: {'ok' if pct >= 80 else 'UNDER TARGET'}"
         rows.append(ctx.rss_row(label, f"{secs[0]:.2f} s", f"{med[kind]:.2f} s", int(rss * 1024), note, limit=True))
