@@ -93,7 +93,8 @@ rate.__name__ = "RATE"
 BandwidthOpt = Annotated[Optional[float], typer.Option(
     "--bandwidth", metavar="RATE", parser=rate, show_default=False,
     help="Read at most this rate in this run, e.g. 300Mbit, 50MiB/s or unlimited, instead of the plan's "
-         "bandwidth (default: the plan's bandwidth, else unlimited). VMs share it as they share the plan's.")]
+         "bandwidth (default: the plan's bandwidth, else unlimited). A limit per VM, like the plan's: "
+         "VMs synced at once each get it.")]
 
 #: ``--group`` of the commands that act on VMs of a plan (groups fail over together, so they are synced,
 #: checked and finalized together).

@@ -117,7 +117,7 @@ class MigrationContext:
         self._vcenter_factory = vcenter_factory
         self._platform = platform
         self._platform_lock = threading.Lock()
-        self._buckets: dict[float, TokenBucket] = {}
+        self._buckets: dict[str, TokenBucket] = {}
         self._closers: list[Callable[[], None]] = []
         #: This command run's id: with the store's id, the owner tag of the snapshots it creates.
         self.run_id = uuid.uuid4().hex[:12]
@@ -162,14 +162,20 @@ class MigrationContext:
             return None if math.isinf(self.bandwidth_override) else self.bandwidth_override
         return self.effective(vm).bandwidth
 
-    def bucket(self, rate: float | None) -> TokenBucket | None:
-        """The token bucket shared by every VM limited to ``rate`` bytes/s (None: unlimited)."""
+    def bucket(self, vm: str) -> TokenBucket | None:
+        """The token bucket of ``vm`` in this run (None: unlimited), shared by its disks and its passes.
+
+        The limit is per VM, as the plan schema and ``plan estimate`` say: VMs synced at once each get
+        their own ``rate(vm)``.
+        """
+        rate = self.rate(vm)
         if rate is None:
             return None
         with self._platform_lock:
-            if rate not in self._buckets:
-                self._buckets[rate] = TokenBucket(rate, burst=max(rate / 4, 1024 * 1024))
-            return self._buckets[rate]
+            held = self._buckets.get(vm)
+            if held is None or held.rate != rate:
+                held = self._buckets[vm] = TokenBucket(rate, burst=max(rate / 4, 1024 * 1024))
+            return held
 
     def on_close(self, fn: Callable[[], None]) -> None:
         """Call ``fn`` from :meth:`close` (e.g. to end the agent change streams a command opened)."""

@@ -195,7 +195,7 @@ def sync_pass(ctx: MigrationContext, vm: str, lock: VmLock, *, final: bool = Fal
                                        description=sync_snapshot_description(plan, kind, gen, owner))
         change_ids = vcenter.disk_change_ids(vm, snap)
         capacities = vcenter.disk_capacities(vm, snap)
-        bucket = ctx.bucket(ctx.rate(vm))
+        bucket = ctx.bucket(vm)
 
         def wrap(src: BlockSource) -> BlockSource:
             wrapped: BlockSource = _CancellableSource(src, ctx.cancel.check)
@@ -258,7 +258,7 @@ def _agent_sync(ctx: MigrationContext, vm: str, lock: VmLock, *, kind: str, fina
     from scmt_cli.services.migration.agentsync import agent_pass
 
     eff = ctx.effective(vm)
-    bucket = ctx.bucket(ctx.rate(vm))
+    bucket = ctx.bucket(vm)
 
     def wrap(src: BlockSource) -> BlockSource:
         wrapped: BlockSource = _CancellableSource(src, ctx.cancel.check)
