@@ -188,27 +188,35 @@ def cert_fingerprint(cert: Path) -> str:
     return fingerprint(cert)
 
 
+def _announce(config: AgentConfig, req: ServeRequest, reporter: Reporter, port: int) -> None:
+    """What a started agent says once: its TLS fingerprint (or that it serves plaintext), an unusual port."""
+    fp = config.tls_fingerprint
+    if fp is not None:
+        if config.tls_created or req.tls_cert is not None:
+            reporter.log("info", f"agent TLS certificate SHA-256 fingerprint: {fp} (pin it in the plan: "
+                         f"agent.fingerprint: {fp}; in a URL: fingerprint={fp})")
+        else:
+            reporter.log("debug", f"agent TLS certificate SHA-256 fingerprint: {fp}")
+        reporter.event("agent_tls", fingerprint=fp, created=config.tls_created)
+    else:
+        reporter.log("warning", "agent: PLAINTEXT (--plaintext): disk data crosses the network unencrypted and "
+                     "is protected only by checksums (the token itself never crosses it); drop --plaintext to "
+                     "serve TLS")
+    if not PORT_RANGE[0] <= port <= PORT_RANGE[1]:
+        reporter.log("debug", f"port {port} is outside the usual agent range {PORT_RANGE[0]}-{PORT_RANGE[1]}")
+
+
 def serve_agent(req: ServeRequest, reporter: Reporter, *, stop: threading.Event | None = None) -> ServeResult:
     """Serve until ``stop`` is set or the process is interrupted; see the module doc."""
     config = build_config(req)
     server = AgentServer(config, reporter)
+    host, port = config.host, config.port  # until start() has bound the socket
     try:
-        host, port = server.start()
-        fp = config.tls_fingerprint
-        if fp is not None:
-            if config.tls_created or req.tls_cert is not None:
-                reporter.log("info", f"agent TLS certificate SHA-256 fingerprint: {fp} (pin it in the plan: "
-                             f"agent.fingerprint: {fp}; in a URL: fingerprint={fp})")
-            else:
-                reporter.log("debug", f"agent TLS certificate SHA-256 fingerprint: {fp}")
-            reporter.event("agent_tls", fingerprint=fp, created=config.tls_created)
-        else:
-            reporter.log("warning", "agent: PLAINTEXT (--plaintext): disk data crosses the network unencrypted and "
-                         "is protected only by checksums (the token itself never crosses it); drop --plaintext to "
-                         "serve TLS")
-        if not PORT_RANGE[0] <= port <= PORT_RANGE[1]:
-            reporter.log("debug", f"port {port} is outside the usual agent range {PORT_RANGE[0]}-{PORT_RANGE[1]}")
+        # A stop request may come at any moment from here on (SIGTERM while binding or logging too):
+        # it ends the agent normally, never as an interruption.
         try:
+            host, port = server.start()
+            _announce(config, req, reporter, port)
             if stop is None:
                 server.serve_forever()
             else:
