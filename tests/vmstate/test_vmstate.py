@@ -261,3 +261,19 @@ def test_a_vm_that_failed_during_an_incremental_sync_may_still_fail_over() -> No
     assert VmStatus("web01", "failed", "syncing").move("cutting-over").state == "cutting-over"
     with pytest.raises(InvalidStateError):  # a seed that never finished still cannot
         plan_command("failover", "failed", failed_from="seeding", vm="web01")
+
+
+def test_a_vm_whose_cutover_began_is_never_blocked_so_failover_and_rollback_stay_open() -> None:
+    """Assessment refusing a resumed failover (its source may be quiesced) must leave the VM 'failed' while
+    'cutting-over', from where failover resumes and rollback restores the source; 'blocked' would leave only
+    sync, which refuses a VM in cutover."""
+    cutting = VmStatus("web01", "cutting-over", steps_done=("source-quiesced",))
+    with pytest.raises(InvalidStateError):
+        cutting.move("blocked")
+    failed = cutting.move("failed", error="web01: final sync failed")
+    with pytest.raises(InvalidStateError):
+        failed.move("blocked")
+    assert failed.failed_from == "cutting-over" and failed.move("rolled-back").state == "rolled-back"
+    assert failed.move("cutting-over").steps_done == ("source-quiesced",)
+    for before in ("planned", "seeding", "syncing", "rolled-back"):
+        assert VmStatus("web01", before).move("blocked").failed_from == before  # type: ignore[arg-type]

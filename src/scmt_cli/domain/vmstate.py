@@ -97,6 +97,10 @@ RESUME_FROM_FAILED: Mapping[VmState, frozenset[VmState]] = {
 #: The states that keep ``failed_from`` (where a resume goes back to).
 SUSPENDED: frozenset[VmState] = frozenset({"failed", "blocked"})
 
+#: Where assessment may block a VM: before its cutover began.  A VM whose cutover had begun (its source
+#: may be quiesced) is ``failed`` instead, so failover can resume and rollback can restore the source.
+BLOCKABLE: frozenset[VmState] = frozenset({"planned", "seeding", "syncing", "rolled-back"})
+
 
 def _q(state: str) -> str:
     return f"'{state}'"
@@ -135,6 +139,9 @@ def check_transition(
     allowed = TRANSITIONS[current]
     if current in SUSPENDED and failed_from is not None and target not in SUSPENDED:
         allowed = allowed & RESUME_FROM_FAILED.get(failed_from, frozenset())
+    origin = failed_from if current in SUSPENDED else current
+    if origin is not None and origin not in BLOCKABLE:
+        allowed = allowed - {"blocked"}
     if target not in allowed:
         where = _q(current)
         if current in SUSPENDED and failed_from:

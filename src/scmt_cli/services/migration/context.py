@@ -254,14 +254,19 @@ class MigrationContext:
     def fail(self, status: VmStatus, exc: BaseException) -> VmStatus:
         """Record ``exc`` as the VM's failure (keeping the steps done); return the failed status.
 
-        A VM that assessment blocks becomes ``blocked`` (its error names the rule ids), not ``failed``.
+        A VM that assessment blocks becomes ``blocked`` (its error names the rule ids), not ``failed``,
+        unless its cutover had begun: then it is ``failed``, so failover resumes and rollback restores.
         """
         message = exc.message if isinstance(exc, ScmtError) else f"{type(exc).__name__}: {exc}"
-        target: VmState = "blocked" if isinstance(exc, BlockedByAssessmentError) else "failed"
-        try:
-            failed = status.move(target, error=message)
-        except ScmtError:  # e.g. a finished cutover cannot become failed: keep the state, note the error
-            failed = VmStatus(status.vm, status.state, status.failed_from, status.steps_done, message)
+        targets: tuple[VmState, ...] = ("blocked", "failed") if isinstance(exc, BlockedByAssessmentError) \
+            else ("failed",)
+        failed = VmStatus(status.vm, status.state, status.failed_from, status.steps_done, message)
+        for target in targets:
+            try:
+                failed = status.move(target, error=message)
+                break
+            except ScmtError:  # e.g. a finished cutover cannot become failed: keep the state, note the error
+                continue
         try:
             self.save_status(failed)
         except ScmtError as store_exc:  # the original failure matters more
