@@ -120,3 +120,15 @@ def test_a_transient_test_domain_that_does_not_boot_is_stopped(platform: Libvirt
     _console(log, ["SCMT-GUEST-READY ok"])
     out = boot_transient(platform, spec, log, accel="tcg", ready=READY, timeout_s=30, stall_s=10)
     assert out.booted and out.domain == spec.name and platform.is_active(spec.name)
+
+
+def test_a_running_kvm_domain_that_is_silent_is_never_powered_off(platform: LibvirtPlatform, vm_name: str) -> None:
+    """The migrated VM that failover started may print nothing on its serial console (no console=ttyS0):
+    scmt boot watches it and gives up with the domain still running and still 'kvm', never redone as TCG."""
+    platform.define(spec_for(vm_name, platform.prepare_disks(vm_name, TWO_DISKS)))
+    platform.start(vm_name)
+    assert platform.domain_info(vm_name) == (True, "kvm")
+    with pytest.raises(BootError) as err:
+        boot_defined(platform, vm_name, ready=READY, timeout_s=30, stall_s=1.5, kvm_stall_s=0.5)
+    assert err.value.exit_code == 53 and f"the domain {vm_name} still runs" in (err.value.hint or "")
+    assert platform.domain_info(vm_name) == (True, "kvm")

@@ -13,10 +13,11 @@ each start); :func:`scmt_cli.targets.console.follow` watches it.
   boot time; without it the time counts from when scmt began to watch);
 * ``accel`` ``kvm``/``tcg`` redefine a shut-off domain with type ``kvm`` /
   ``qemu`` first (a running one of the other type is refused, exit 42);
-  ``auto`` boots the domain as defined, and a ``kvm`` domain whose console
-  shows nothing for ``kvm_stall_s`` is powered off, redefined as ``qemu``
-  and started again, with a warning (KVM hangs where nested virtualization
-  is off);
+  ``auto`` boots the domain as defined, and a ``kvm`` domain that scmt
+  started and whose console shows nothing for ``kvm_stall_s`` is powered
+  off, redefined as ``qemu`` and started again, with a warning (KVM hangs
+  where nested virtualization is off); a domain that runs already is never
+  restarted;
 * after the ready line the domain keeps running (it is the migrated VM); a
   failed boot leaves it as it is and says so.
 
@@ -76,7 +77,9 @@ def boot_defined(platform: Any, vm: str, *, accel: str = "auto", ready: str, tim
         platform.start(vm)
         started = time.monotonic()
     warnings: list[str] = []
-    kvm_watch = dtype == "kvm" and accel == "auto"
+    # Only a domain scmt started itself may be powered off and redone as TCG: one that runs already is the
+    # migrated VM (failover started it), perhaps silent on its serial console; it is watched, never restarted.
+    kvm_watch = dtype == "kvm" and accel == "auto" and not running
 
     def watch(dtype: str, started: float, stall: float) -> tuple[str, BootOutcome]:
         out = BootOutcome(vm, False, _accel_of(dtype), None, None, None, str(log), platform="libvirt", domain=vm)
