@@ -123,3 +123,23 @@ def test_no_vm_is_started_while_a_per_host_limit_cannot_be_checked(lab: Lab, mon
     assert len(warned) == 1  # once per outage, not at every retry
     # all lab VMs share one ESXi host: with the limit enforced, never two at once
     assert max(e.data["held"] for e in acquired) == 1
+
+
+@pytest.mark.timeout(300)
+def test_a_vm_refused_for_another_stores_snapshot_ends_its_round_instead_of_being_claimed_forever(
+        lab: Lab, ctx: MigrationContext, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The refusal is exit 40 like a lost lease, but the lease is still this host's: the VM is done (failed)
+    for this round, and the round ends; the other VMs are synced."""
+    from scmt_cli.services.migration.snapshots import SnapshotOwner
+
+    monkeypatch.setenv("SCMT_HOST_ID", "host-a")
+    other = SnapshotOwner("f" * 32, "a1b2c3d4e5f6")
+    lab.estate.create_snapshot("redis-a", "scmt-sync-demo-g1-a1b2c3d4", False,
+                               f"scmt plan demo: seed sync, generation 1 {other.tag}")
+    res = run_sync(SyncRequest(lab.plan, fleet=True), ctx)
+    assert res.last["redis-a"].error_code == 40 and "--remove-foreign-snapshots" in (res.last["redis-a"].error or "")
+    assert all(res.last[vm].ok for vm in VMS if vm != "redis-a")
+    assert ctx.store.get_checkpoint(round_key("demo"))["round"] == 1  # type: ignore[index]
+    claims = [e for e in ctx.store.events(kinds=["lease_acquired"]) if e.vm == "redis-a"]
+    assert len(claims) == 1, claims  # claimed once in the round, not again and again
+    assert ctx.status("redis-a")[0].state == "planned"

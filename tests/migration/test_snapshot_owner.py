@@ -44,6 +44,7 @@ def test_another_stores_snapshot_is_reported_left_alone_and_the_vm_refused(lab: 
                          f"migrating it; let it finish, or if it is gone run 'scmt sync {lab.plan} --vm redis-a "
                          "--remove-foreign-snapshots'")
     assert out.state == "planned"  # a refusal: the VM's state is not "failed"
+    assert ctx.status("redis-a")[0].state == "planned"  # nor "seeding" in the store: the pass never began
     warnings = [r["message"] for r in lab.reporter.of_type("log") if r["level"] == "warning"]
     assert any("left alone" in m and "--remove-foreign-snapshots" in m for m in warnings), warnings
     assert [e for e in lab.reporter.of_type("event") if e["kind"] == "foreign_snapshot"]

@@ -37,7 +37,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import TYPE_CHECKING, Any
 
 from scmt_cli.domain.vmstate import commands_allowed
-from scmt_cli.errors import ScmtError, StateStoreError
+from scmt_cli.errors import LockedError, ScmtError, StateStoreError
 from scmt_cli.services.migration.context import MigrationContext, VmOutcome, lease_seconds
 from scmt_cli.state.leases import Limits, Placement, claim, drop_lease, release
 from scmt_cli.state.locks import VmLock, host_id
@@ -304,13 +304,25 @@ def _one(ctx: MigrationContext, fleet: _Fleet, rnd: dict[str, Any], vm: str, loc
         out = VmOutcome(vm, ok=False, action="sync", error=exc.message, error_code=exc.exit_code)
     outcome = "ok" if out.ok else f"failed ({out.error_code})"
     try:
-        if not out.ok and out.error_code not in (40, 41, 130, 143):  # lost lease, store down, stopped: not done
+        # a lost lease, the store down, a stop: not done in this round; any other failure is (exit 40 from
+        # a refusal, e.g. another store's snapshot on the VM, while the lease is still ours, counts as done)
+        not_done = out.error_code in (41, 130, 143) or (out.error_code == 40 and _lease_gone(lock))
+        if not out.ok and not not_done:
             fleet.record_failure(vm, rnd, out)
         release(ctx.store, fleet.plan, vm, lock, outcome=outcome)
     except StateStoreError as exc:
         ctx.reporter.log("warning", f"{vm}: cannot release its lease yet: {exc.message}", vm=vm)
         orphans.append((vm, lock.owner))
     return out
+
+
+def _lease_gone(lock: VmLock) -> bool:
+    """True when ``lock`` is lost or may have lapsed (what :meth:`VmLock.fence` refuses); no database access."""
+    try:
+        lock.fence()
+    except (LockedError, RuntimeError):
+        return True
+    return False
 
 
 def _drop_orphans(ctx: MigrationContext, orphans: list[tuple[str, str]]) -> None:

@@ -148,7 +148,6 @@ def sync_pass(ctx: MigrationContext, vm: str, lock: VmLock, *, final: bool = Fal
         inventory = vcenter.inventory()  # one read per pass: the VM, its host and datastores for the gate
         inv_vm = source_vm(vcenter, vm, inventory=inventory)
         check_assessment(ctx.plan, eff, inv_vm, inventory)
-        begin()
         disks, skipped = included_disks(eff, inv_vm)
         out.warnings.extend(skipped)
         if not disks:
@@ -161,6 +160,7 @@ def sync_pass(ctx: MigrationContext, vm: str, lock: VmLock, *, final: bool = Fal
             out.data["leftover_snapshots_removed"] = cleanup.removed
         out.warnings.extend(cleanup.warnings)
         refuse_foreign(vm, shlex.quote(str(ctx.plan.file)), cleanup)
+        begin()  # nothing refuses the pass after this point
         if ctx.plan.source.enable_cbt:
             stun_started(store, plan, vm, owner)  # a kill inside the stun cycle leaves a snapshot we must own
             if vcenter.enable_cbt(vm):  # a change the plan allowed: said in the result, not a warning
