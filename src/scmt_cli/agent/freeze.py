@@ -127,20 +127,26 @@ class Freezer:
         frozen: list[str] = []
         refused: list[dict[str, str]] = []
         deadline = time.monotonic() + limit
-        for mnt, _fs in self.mounts():
-            if mnt == "/":
-                refused.append({"mount": mnt, "reason": ROOT_REASON})
-                continue
-            why = self._freeze_one(mnt, deadline)
-            if why:
-                refused.append({"mount": mnt, "reason": why})
-            else:
-                frozen.append(mnt)
-        with self._lock:
+        with self._lock:  # the watchdog runs before the first FIFREEZE: no moment is frozen without one
             self.owner = owner
-            self._watchdog = threading.Timer(max(0.0, deadline - time.monotonic()), self._expire)
+            self._watchdog = threading.Timer(limit, self._expire)
             self._watchdog.daemon = True
             self._watchdog.start()
+        try:
+            for mnt, _fs in self.mounts():
+                if mnt == "/":
+                    refused.append({"mount": mnt, "reason": ROOT_REASON})
+                    continue
+                why = self._freeze_one(mnt, deadline)
+                if why:
+                    refused.append({"mount": mnt, "reason": why})
+                else:
+                    frozen.append(mnt)
+        except BaseException:
+            self.thaw()
+            raise
+        if time.monotonic() >= deadline:  # a freeze that landed as the watchdog fired: release it now
+            self._expire()
         return {"frozen": frozen, "refused": refused, "limit": limit}
 
     def _freeze_one(self, mnt: str, deadline: float) -> str:
@@ -149,16 +155,19 @@ class Freezer:
         except OSError as exc:
             return f"cannot open: {exc.strerror}"
         result: dict[str, object] = {}
-        abandoned = threading.Event()
+        decided = threading.Lock()  # the worker's outcome and the caller's giving up are decided under it
 
         def work() -> None:
             try:
                 fcntl.ioctl(fd, FIFREEZE, 0)
-                result["ok"] = True
+                ok, error = True, ""
             except OSError as exc:
-                result["error"] = exc.strerror or str(exc)
-            if abandoned.is_set():  # too late: thaw at once, never leave it frozen
-                if result.get("ok"):
+                ok, error = False, exc.strerror or str(exc)
+            with decided:
+                result.update(ok=ok, error=error)
+                late = bool(result.get("abandoned"))
+            if late:  # the caller gave up: thaw at once, never leave it frozen
+                if ok:
                     try:
                         fcntl.ioctl(fd, FITHAW, 0)
                     except OSError:
@@ -168,10 +177,11 @@ class Freezer:
         t = threading.Thread(target=work, name="scmt-agent-freeze", daemon=True)
         t.start()
         t.join(max(0.0, deadline - time.monotonic()))
-        if t.is_alive():
-            abandoned.set()
-            return "FIFREEZE did not return within the time limit (thawed as soon as it does)"
-        if not result.get("ok"):
+        with decided:
+            if "ok" not in result:
+                result["abandoned"] = True
+                return "FIFREEZE did not return within the time limit (thawed as soon as it does)"
+        if not result["ok"]:
             os.close(fd)
             return f"FIFREEZE failed: {result.get('error')}"
         with self._lock:

@@ -164,6 +164,9 @@ class AgentServer:
 
     def stop(self) -> None:
         self._stopping.set()
+        # Thaw first: the joins below can be cut short by a second Ctrl-C/SIGTERM (or the process killed while
+        # it waits), and a source file system must never stay frozen after the agent is gone.
+        self.control.thaw()
         if self._sock is not None:
             try:
                 self._sock.shutdown(socket.SHUT_RDWR)
