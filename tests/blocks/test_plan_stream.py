@@ -215,3 +215,39 @@ def test_a_sparse_terabyte_is_planned_in_runs_of_zero_chunks(fresh: bool) -> Non
     else:  # the holes are zeroed a run at a time, never chunk by chunk
         assert out.stats.chunks_zeroed == nchunks - 3
         assert sum(n for _, n in dst.zeroes) == src.size - 3 * (4 << 20) and len(dst.zeroes) <= nchunks // 256 + 6
+
+
+class _SlowMap(MemSource):
+    """A map that arrives slowly, extent by extent, like a remote map far away."""
+
+    def extents(self, offset: int = 0, length: int | None = None) -> Iterator[Extent]:
+        for ext in super().extents(offset, length):
+            time.sleep(0.01)
+            yield ext
+
+
+def test_a_resumed_copy_never_checkpoints_below_the_watermark_it_resumed_from() -> None:
+    """While the planner still walks the resumed units below the loaded watermark, a checkpoint must not
+    move the watermark back (a second interruption would copy those chunks again)."""
+    disk = _disk()
+    dst = MemTarget(disk.size)
+    store = MemoryCheckpointStore()
+    src = SlowMapSource(disk, split=disk.size, fail_at=30 * CS, fail=TransportError("broke", transient=False),
+                        target=dst, writes_before_fail=3)
+    with pytest.raises(TransportError):
+        full_copy(src, dst, options=CopyOptions(chunk_size=CS, in_flight=2), checkpointer=Checkpointer(store, "k", {}))
+    loaded = store.get_checkpoint("k")
+    assert loaded is not None and loaded["watermark"] > 0
+    saved: list[int] = []
+    real_put = store.put_checkpoint
+
+    def spy(key: str, data: dict[str, object]) -> None:
+        saved.append(int(data["watermark"]))  # type: ignore[call-overload]
+        real_put(key, data)
+
+    store.put_checkpoint = spy  # type: ignore[method-assign]
+    slow = _SlowMap(disk.data, disk._extents)
+    full_copy(slow, dst, options=CopyOptions(chunk_size=CS, in_flight=2, checkpoint_seconds=0.001),
+              checkpointer=Checkpointer(store, "k", {}), resume=True)
+    assert dst.data == disk.data
+    assert len(saved) >= 3 and min(saved) >= loaded["watermark"], (loaded["watermark"], saved)

@@ -230,6 +230,9 @@ def copy_chunks(
         with pipe.plan_lock:
             pending = pipe.chunk_at.get(low)
         wm = pending.index if pending is not None else nchunks if plan_end is not None else passed
+        # Never below the loaded watermark: everything under it was on the target before this run began, and
+        # the planner may still be walking the resumed units below it (a second interruption would redo them).
+        wm = max(wm, watermark)
         if checkpointer is not None:
             checkpointer.save(wm, digests, False)
             stats.checkpoints += 1
