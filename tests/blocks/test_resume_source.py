@@ -210,3 +210,24 @@ def test_verify_copy_reads_both_ends() -> None:
     src.data[cs] ^= 0xFF  # the source changed: the target is no longer a copy of it
     with pytest.raises(VerificationError, match="chunk 1 "):
         verify_copy(src, dst, cs)
+
+
+def test_verify_rereads_the_source_under_the_same_bandwidth_limit(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """--verify re-reads every data chunk of the source: a throttled copy must not be followed by an
+    unthrottled read of the same datastore."""
+    import scmt_cli.services.copy as copy_service
+    from scmt_cli.transports.wrappers import ThrottledSource
+
+    src, dst = tmp_path / "src.img", tmp_path / "dst.img"
+    src.write_bytes(random.Random(3).randbytes(2 * MiB))
+    seen: list[object] = []
+    real = copy_service.verify_copy
+
+    def spy(source: object, *args: object, **kw: object) -> int:
+        seen.append(source)
+        return real(source, *args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(copy_service, "verify_copy", spy)
+    out = run_copy(CopyRequest(f"file://{src}", f"file://{dst}", bandwidth=1e9, verify=True), NullReporter(), None)
+    assert out.verified and len(seen) == 1 and isinstance(seen[0], ThrottledSource)

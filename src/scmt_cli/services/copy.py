@@ -129,7 +129,8 @@ def run_copy(req: CopyRequest, reporter: Reporter, store: CheckpointStore | None
             outcome.manifest.save(req.manifest_out)
         if req.verify:
             t0 = time.monotonic()
-            stats.verified_chunks = verify_copy(src, dst, chunk_size, in_flight=in_flight, reporter=reporter,
+            # it re-reads the source's data: under --bandwidth like the copy (the datastore is the same)
+            stats.verified_chunks = verify_copy(read_side, dst, chunk_size, in_flight=in_flight, reporter=reporter,
                                                 task=f"verify {_task_name(req.target)}")
             stats.verify_seconds = time.monotonic() - t0
         reporter.event("copy_done", target=dst.describe(), bytes_read=stats.bytes_read,
