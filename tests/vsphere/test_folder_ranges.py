@@ -131,3 +131,23 @@ def test_a_proxy_in_the_environment_leaves_every_request_to_httpx(monkeypatch: p
     assert RangeReader.usable("http://vc.example.com")
     monkeypatch.setenv("NO_PROXY", "vc.example.com")
     assert RangeReader.usable("https://vc.example.com")
+
+
+def test_a_get_that_ends_after_close_closes_its_connection_instead_of_keeping_it(folder: Folder) -> None:
+    reader = folder.session.ranges
+    assert reader is not None
+    target = "/folder/vm/vm-flat.vmdk?dcPath=dc1&dsName=ds1"
+    buf = memoryview(bytearray(MiB))
+    kept: list[object] = []
+    real = reader._exchange
+
+    def exchange_then_close(conn: object, *args: object) -> object:
+        done = real(conn, *args)  # type: ignore[arg-type]
+        kept.append(conn)
+        reader.close()  # the source is closed while this GET was still running
+        return done
+
+    reader._exchange = exchange_then_close  # type: ignore[method-assign]
+    assert reader.read_into(target, 0, buf, folder.session.cookie(), "test read")
+    assert bytes(buf) == folder.data[:MiB]
+    assert reader._idle == [] and kept and kept[0].sock is None  # type: ignore[attr-defined]

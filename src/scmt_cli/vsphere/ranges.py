@@ -55,6 +55,7 @@ class RangeReader:
         self._lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(max(1, connections))
         self.connects = 0  # connections opened (tests: kept alive, not one per GET)
+        self._closed = False  # after close(): a GET that ends later closes its connection instead of keeping it
 
     @staticmethod
     def usable(base_url: str) -> bool:
@@ -78,6 +79,7 @@ class RangeReader:
 
     def close(self) -> None:
         with self._lock:
+            self._closed = True
             idle, self._idle = self._idle, []
         for conn in idle:
             conn.close()
@@ -113,10 +115,11 @@ class RangeReader:
                 if done is None:
                     conn.close()
                     return False
-                if done:
-                    with self._lock:
+                with self._lock:
+                    keep = done and not self._closed
+                    if keep:
                         self._idle.append(conn)
-                else:
+                if not keep:
                     conn.close()
                 return True
             return False
