@@ -88,3 +88,15 @@ def test_without_an_inventory_nothing_is_assessed(tmp_path: Path, capsys: pytest
     plan = _plan(tmp_path, "agentless", "centos7-legacy01")
     code, doc = _json(capsys, "plan", "validate", str(plan))
     assert code == 0 and doc["files"][0]["blockers"] == []
+
+
+def test_enable_cbt_false_blocks_a_vm_whose_cbt_is_off_as_sync_would(tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """ubuntu22-web01 has CBT off in the lab: sync may turn it on unless the plan says enable_cbt: false."""
+    plan = _plan(tmp_path, "agentless", "ubuntu22-web01")
+    code, doc = _json(capsys, "plan", "validate", str(plan), "--inventory", LAB, "--strict")
+    assert code == 0 and doc["files"][0]["blockers"] == []
+    plan.write_text(plan.read_text().replace("  password_env: SCMT_VCENTER_PASSWORD\n",
+                                             "  password_env: SCMT_VCENTER_PASSWORD\n  enable_cbt: false\n"))
+    code, doc = _json(capsys, "plan", "validate", str(plan), "--inventory", LAB, "--strict")
+    assert code == 20 and doc["files"][0]["blockers"][0]["rule"] == "cbt.disabled"

@@ -232,7 +232,8 @@ def assessment_blockers(path: Path, loaded: LoadedPlan, inventory: Inventory) ->
         if found is None:
             continue  # the plan's own checks say so when it matters
         eff = plan.effective(vm.name)
-        ctx = AssessContext(inventory=inventory, target=target_sizing(eff), vddk=plan.source.vddk_libdir is not None)
+        ctx = AssessContext(inventory=inventory, target=target_sizing(eff), vddk=plan.source.vddk_libdir is not None,
+                            enable_cbt=plan.source.enable_cbt)  # as sync's gate assesses it
         a = assess_vm(found, ctx, method=eff.method, tolerance_seconds=eff.downtime_tolerance, group=eff.group)
         if a.verdict == "blocked":
             hits = [f for f in a.findings if f.severity == "blocker"]
