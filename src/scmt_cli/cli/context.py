@@ -194,18 +194,25 @@ def _BinarySpeedColumn() -> Any:  # noqa: N802 - a column class made on first us
     return BinarySpeed()
 
 
+#: Distinct warnings a run keeps for its result; later ones are still printed, and counted.  A long-running
+#: ``agent serve`` warns once per failed connection (each from another address): memory stays bounded.
+MAX_WARNINGS = 200
+
+
 class _CollectingReporter:
     """Forwards to ``inner`` and keeps the text of every warning logged (the run's warning list, each once)."""
 
     def __init__(self, inner: Reporter) -> None:
         self.inner = inner
         self._warnings: dict[str, None] = {}
+        self._more = 0
         self._lock = threading.Lock()
 
     @property
     def warnings(self) -> list[str]:
         with self._lock:
-            return list(self._warnings)
+            more = [f"... and {self._more} more warning(s), printed as they happened"] if self._more else []
+            return [*self._warnings, *more]
 
     def log(self, level: Level, message: str, **fields: Any) -> None:
         """Forward the record; a warning whose text was logged already in this run is not shown again
@@ -214,7 +221,10 @@ class _CollectingReporter:
             with self._lock:
                 if message in self._warnings:
                     return
-                self._warnings[message] = None
+                if len(self._warnings) < MAX_WARNINGS:
+                    self._warnings[message] = None
+                else:
+                    self._more += 1
         self.inner.log(level, message, **fields)
 
     def progress(self, task: str, done: int, total: int | None, **fields: Any) -> None:

@@ -80,7 +80,7 @@ COMMANDS: dict[str, CommandDoc] = {
         "scmt copy nbd://esx01:10809/disk0 file:///var/lib/scmt/disk0.raw --bandwidth 200MiB/s")),
     "agent": CommandDoc((0,), ("scmt agent serve --disk disk0=/dev/sda",
                                "scmt agent restore plan.yaml --vm db01 --generation 3 --out /restore")),
-    "agent serve": CommandDoc((0, 3, 5, 143), (
+    "agent serve": CommandDoc((0, 1, 3, 5, 10), (
         "scmt agent serve --disk disk0=/dev/sda --listen 0.0.0.0:10809",)),
     "agent restore": CommandDoc((0, 1, 3, 10, 31, 41, 42), (
         "scmt agent restore plan.yaml --vm db01",
@@ -105,7 +105,9 @@ INTERRUPTED: dict[str, tuple[str, str]] = {
                 "run the same command again; each VM continues where it stopped: {line}"),
     "rollback": ("the rollback steps done were recorded", "run the same command again to finish it: {line}"),
     "finalize": ("VMs finalized so far are committed", "run the same command again for the others: {line}"),
-    "boot": ("QEMU was stopped", "run the same command again to boot again: {line}"),
+    "boot": ("QEMU was stopped (a dir target); a libvirt domain keeps running (virsh console, virsh destroy)",
+             "run the same command again to boot again (a running libvirt domain is watched, not restarted): "
+             "{line}"),
     "agent restore": ("the restore was not finished", "run the same command again (it restores from the start): "
                                                        "{line}"),
     "demo": ("the demo does not continue where it stopped (its fake vCenter lived in this process)",
