@@ -241,6 +241,14 @@ class SafeConsole(Console):
     def render_str(self, text: str, **kw: Any) -> Any:
         return super().render_str(escape_control(text), **kw)
 
+    def _render_buffer(self, buffer: Any) -> str:
+        # The last look before the terminal: ``rich.text.Text`` objects (table cells, assembled lines) never
+        # pass through render_str, so their text is escaped here; rich's own control segments pass as they are.
+        from rich.segment import Segment
+
+        safe = (seg if seg.control else Segment(escape_control(seg.text), seg.style) for seg in buffer)
+        return str(super()._render_buffer(safe))
+
 
 class Ui:
     def __init__(self, opts: GlobalOptions, stdout: TextIO | None = None, stderr: TextIO | None = None) -> None:
