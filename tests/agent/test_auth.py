@@ -302,3 +302,27 @@ def test_malformed_pushes_break_the_stream_cleanly(body: dict[str, object]) -> N
     out: set[int] = set()
     stream._take(p.Frame(p.T_WATCH | p.REPLY, 1, p.encode_json(body)), out)  # never raises
     assert stream.error is None or isinstance(stream.error, TransportError)
+
+
+def test_digest_requests_cover_a_bounded_number_of_bytes(tmp_path: Path, image: Path) -> None:
+    """One DIGESTS request covers at most batch_bytes of the disk, so a slow source disk read at the agent's
+    storage share answers each well within the reply timeout; the digests are the same whatever the batch."""
+    from scmt_cli.agent.transport import DIGEST_BATCH_BYTES
+
+    assert DIGEST_BATCH_BYTES == 256 * MiB
+    with running_agent({"sda": image}, tmp_path) as agent:
+        disk = open_agent_source(agent.url("sda"))
+        try:
+            whole = disk.remote_digests(MiB)  # type: ignore[attr-defined]
+            asked: list[int] = []
+            real = disk._conn.json  # type: ignore[attr-defined]
+
+            def spy(kind: int, body: dict[str, object]) -> dict[str, object]:
+                asked.append(int(body["count"]))  # type: ignore[call-overload]
+                return real(kind, body)  # type: ignore[no-any-return]
+
+            disk._conn.json = spy  # type: ignore[attr-defined]
+            assert disk.remote_digests(MiB, batch_bytes=3 * MiB) == whole  # type: ignore[attr-defined]
+            assert asked == [3, 3, 2]
+        finally:
+            disk.close()
