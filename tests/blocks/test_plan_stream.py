@@ -251,3 +251,25 @@ def test_a_resumed_copy_never_checkpoints_below_the_watermark_it_resumed_from() 
               checkpointer=Checkpointer(store, "k", {}), resume=True)
     assert dst.data == disk.data
     assert len(saved) >= 3 and min(saved) >= loaded["watermark"], (loaded["watermark"], saved)
+
+
+def test_an_invalid_map_says_whether_anything_was_copied() -> None:
+    """A map read whole before the work (verify, a change list) stopped nothing half-way; a streamed one did."""
+    from scmt_cli.blocks.api import changed_copy, plan_list
+
+    outside = [Extent(0, 8 * CS, "data")]  # a 4-chunk disk
+
+    class Bad(MemSource):
+        def extents(self, offset: int = 0, length: int | None = None) -> Iterator[Extent]:
+            yield from outside  # as a buggy server sends it, unclipped
+
+    bad = Bad(bytes(4 * CS))
+    with pytest.raises(TransportError) as listed:
+        plan_list(bad, CS)
+    with pytest.raises(TransportError) as changed:
+        changed_copy(bad, MemTarget(4 * CS), outside, options=CopyOptions(chunk_size=CS))
+    with pytest.raises(TransportError) as streamed:
+        full_copy(bad, MemTarget(4 * CS), options=CopyOptions(chunk_size=CS))
+    for err in (listed, changed):
+        assert "returned an invalid" in err.value.message and "nothing was copied or checked" in (err.value.hint or "")
+    assert "the copy stopped there" in (streamed.value.hint or "")

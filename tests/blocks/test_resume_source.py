@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from scmt_cli.blocks.digest import ZERO, digest
-from scmt_cli.blocks.sourcecheck import SAMPLE_CHUNKS, check_source_unchanged, sample_indices
+from scmt_cli.blocks.sourcecheck import SAMPLE_CHUNKS, check_identity, sample_indices, sample_unless_live
 from scmt_cli.blocks.verify import verify_copy
 from scmt_cli.errors import SourceChangedError, TransportError, VerificationError
 from scmt_cli.events import NullReporter
@@ -155,10 +155,14 @@ def test_a_live_source_is_checked_by_identity_only() -> None:
     digests = _digests(bytes(data), 64 * 1024)
     data[0] ^= 1  # a live disk changes: no sample is read
     live = _Ident(MemSource(data), Identity({"disk": "sda", "rdev": 2048}, stable=False))
-    assert check_source_unchanged(live, {"disk": "sda", "rdev": 2048}, 8, digests, 64 * 1024) == 0
+    current = check_identity(live, {"disk": "sda", "rdev": 2048})
+    assert sample_unless_live(live, current, 8, digests, 64 * 1024) == 0
     with pytest.raises(SourceChangedError, match=r"rdev 2048 -> 2049"):
-        check_source_unchanged(_Ident(MemSource(data), Identity({"disk": "sda", "rdev": 2049}, stable=False)),
-                               {"disk": "sda", "rdev": 2048}, 8, digests, 64 * 1024)
+        check_identity(_Ident(MemSource(data), Identity({"disk": "sda", "rdev": 2049}, stable=False)),
+                       {"disk": "sda", "rdev": 2048})
+    stable = _Ident(MemSource(data), Identity({"disk": "sda", "rdev": 2048}, stable=True))
+    with pytest.raises(SourceChangedError):  # the same change on a disk not expected to change is found
+        sample_unless_live(stable, check_identity(stable, {"disk": "sda", "rdev": 2048}), 8, digests, 64 * 1024)
 
 
 def test_sample_spans_the_copied_range_and_is_bounded() -> None:

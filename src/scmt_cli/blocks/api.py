@@ -62,13 +62,18 @@ def plan_list(source: BlockSource, chunk_size: int) -> list[Chunk]:
     try:
         return plan_chunks(source.extents(0, source.size), source.size, chunk_size)
     except ExtentMapError as exc:
-        raise bad_map(source, "allocation map", exc) from None
+        raise bad_map(source, "allocation map", exc, before=True) from None
 
 
-def bad_map(source: BlockSource, what: str, exc: ExtentMapError) -> TransportError:
-    """The error for an invalid extent list (``what``: "allocation map", "change list") of ``source``."""
+def bad_map(source: BlockSource, what: str, exc: ExtentMapError, *, before: bool = False) -> TransportError:
+    """The error for an invalid extent list (``what``: "allocation map", "change list") of ``source``.
+
+    ``before``: the list was read whole before any chunk was touched (nothing was copied or checked);
+    otherwise it streamed during the copy, which stopped there.
+    """
+    where = "nothing was copied or checked" if before else "the copy stopped there"
     return TransportError(f"{source.describe()} returned an invalid {what}: {exc}", transient=False,
-                          hint="this is a bug in the source or its transport; the copy stopped there")
+                          hint=f"this is a bug in the source or its transport; {where}")
 
 
 def full_copy(source: BlockSource, target: BlockTarget, *, options: CopyOptions | None = None,
@@ -107,7 +112,7 @@ def changed_copy(source: BlockSource, target: BlockTarget, changed: Iterable[Ext
     try:
         chunks = plan_changed(list(changed), source.size, opts.chunk_size)
     except ExtentMapError as exc:
-        raise bad_map(source, "change list", exc) from None
+        raise bad_map(source, "change list", exc, before=True) from None
     plan_s = time.monotonic() - t0
     out = copy_chunks(source, target, chunks, options=opts, base=base, fresh=False, checkpointer=checkpointer,
                       resume=resume, reporter=reporter)

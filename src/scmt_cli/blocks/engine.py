@@ -191,7 +191,7 @@ def copy_chunks(
 
     pipe = _Pipeline(source, target, plan.chunks, chunk_size=opts.chunk_size, in_flight=opts.in_flight,
                      writers=opts.writers, sparse_block=opts.sparse_block, nchunks=nchunks, base=base,
-                     fresh=is_fresh, watermark=watermark, resumed=dict(digests))
+                     fresh=is_fresh, watermark=watermark)
     completed: set[int] = set()  # completed positions at or above ``low``
     low = 0  # first position not completed
     passed = watermark  # the grid index after the last chunk below ``low`` (the watermark when all are done)

@@ -123,7 +123,7 @@ DoneItem = tuple[int, Action, str | None, int] | PlanEnd | BaseException
 class _Pipeline:
     def __init__(self, source: BlockSource, target: BlockTarget, plan: Iterable[Unit], *, chunk_size: int,
                  in_flight: int, writers: int, sparse_block: int, nchunks: int, base: Manifest | None,
-                 fresh: bool, watermark: int, resumed: dict[int, str | None]) -> None:
+                 fresh: bool, watermark: int) -> None:
         self.source = source
         self.target = target
         self.size = source.size
@@ -135,7 +135,6 @@ class _Pipeline:
         self.base = base
         self.fresh = fresh
         self.watermark = watermark
-        self.resumed = resumed
         # Zero runs inside data chunks of a non-fresh target are punched rather than written when
         # the target's write_zeroes deallocates (so a resumed copy ends as sparse as a clean one).
         self.punch = target.punches_holes

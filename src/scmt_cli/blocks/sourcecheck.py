@@ -4,8 +4,8 @@ A checkpoint says "every planned chunk below the watermark is on the target,
 with these digests".  That is only worth resuming if the source still holds
 those bytes: a source file replaced by another one of the same size, an NBD
 export now serving another image, would leave a target that is half one disk
-and half the other.  :func:`check_source_unchanged` proves it as far as the
-transport can:
+and half the other.  :func:`check_identity` then :func:`sample_unless_live`
+prove it as far as the transport can:
 
 * the source's :meth:`~scmt_cli.transports.base.BlockSource.identity` now must
   equal the one recorded at the start of the copy (a file: device, inode, size
@@ -92,11 +92,11 @@ def check_sample(source: BlockSource, watermark: int, digests: Mapping[int, str 
     return checked
 
 
-def check_source_unchanged(source: BlockSource, recorded: Mapping[str, object] | None, watermark: int,
-                           digests: Mapping[int, str | None], chunk_size: int, *,
-                           rng: random.Random | None = None) -> int:
-    """:func:`check_identity`, then :func:`check_sample` unless the source is live; return the chunks read."""
-    current = check_identity(source, recorded)
+def sample_unless_live(source: BlockSource, current: Identity | None, watermark: int,
+                       digests: Mapping[int, str | None], chunk_size: int, *,
+                       rng: random.Random | None = None) -> int:
+    """:func:`check_sample` unless ``current`` (what :func:`check_identity` returned) says the source is live
+    (expected to change while read: only its identity counts); return the chunks read."""
     if current is not None and not current.stable:
         return 0
     return check_sample(source, watermark, digests, chunk_size, rng=rng)

@@ -26,7 +26,7 @@ from scmt_cli.blocks.checkpoint import Checkpointer, CheckpointStore, checkpoint
 from scmt_cli.blocks.digest import Manifest
 from scmt_cli.blocks.engine import CopyOptions, CopyOutcome, CopyStats, default_in_flight
 from scmt_cli.blocks.plan import DEFAULT_CHUNK_SIZE, check_chunk_size
-from scmt_cli.blocks.sourcecheck import check_identity, check_sample, identity_json
+from scmt_cli.blocks.sourcecheck import check_identity, identity_json, sample_unless_live
 from scmt_cli.blocks.verify import verify_copy
 from scmt_cli.errors import InvalidStateError, UsageError
 from scmt_cli.events import Reporter
@@ -243,8 +243,8 @@ def _resume_or_start(req: CopyRequest, store: CheckpointStore | None, src: Block
     elif existing is not None and req.resume:
         current = check_identity(src, old.get("source_id"))  # exit 34 before "other parameters" (42)
         loaded = ckpt.load()  # the other parameters (42 when they differ)
-        if loaded is not None and (current is None or current.stable):
-            check_sample(src, loaded[0], loaded[1], chunk_size)
+        if loaded is not None:
+            sample_unless_live(src, current, loaded[0], loaded[1], chunk_size)
     elif existing is not None and old == params:  # it could have been continued: the user may have meant to
         reporter.log("warning", "an interrupted copy to this target was found; starting over "
                      "(pass --resume to continue it instead)")
