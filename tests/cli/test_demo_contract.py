@@ -119,3 +119,19 @@ def test_a_directory_with_other_files_is_never_taken(tmp_path: Path, capsys: pyt
     code, _, err = _run(capsys, "demo", "--keep", str(keep))
     assert code == 2 and "holds no unfinished demo" in err
     assert [p.name for p in keep.iterdir()] == ["notes.txt"]
+
+
+def test_a_demo_running_in_that_directory_now_is_never_removed(tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    keep = tmp_path / "lab"
+    keep.mkdir()
+    (keep / "state.db").write_bytes(b"a running demo's store")
+    other = subprocess.Popen(["sleep", "60"])  # stands for the other demo's process
+    try:
+        (keep / ".scmt-demo.json").write_text(json.dumps({"status": "running", "pid": other.pid, "at": time.time()}))
+        code, _, err = _run(capsys, "demo", "--keep", str(keep))
+    finally:
+        other.kill()
+        other.wait()
+    assert code == 2 and f"a demo is running there now (process {other.pid})" in err
+    assert (keep / "state.db").read_bytes() == b"a running demo's store"

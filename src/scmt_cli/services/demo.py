@@ -360,6 +360,9 @@ class _Demo:
     def _claim(self, root: Path) -> None:
         """Make ``root`` the demo's: new, empty, or an unfinished demo's (removed first); else UsageError."""
         import json
+        import os
+
+        from scmt_cli.state.locks import pid_alive
 
         again = f"scmt demo --keep {root}-2"
         if root.exists() and any(root.iterdir()):
@@ -375,6 +378,10 @@ class _Demo:
                 raise UsageError(f"--keep {root}: a finished demo is kept there",
                                  hint=f"explore it, or name a new directory, e.g. '{again}' (or remove this one "
                                       "first)")
+            pid = marker.get("pid")
+            if marker.get("status") == "running" and isinstance(pid, int) and pid != os.getpid() and pid_alive(pid):
+                raise UsageError(f"--keep {root}: a demo is running there now (process {pid})",
+                                 hint=f"wait for it to end, or name a new directory, e.g. '{again}'")
             self.rep.log("info", f"{root} holds an unfinished demo (interrupted or failed): starting it over")
             for name in _OWN:
                 path = root / name
