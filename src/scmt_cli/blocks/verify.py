@@ -17,7 +17,7 @@ Both read ``in_flight`` chunks at a time (memory stays bounded) and raise
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from scmt_cli.blocks.api import plan_list
@@ -33,36 +33,19 @@ MAX_LISTED = 5
 def verify_target(target: BlockTarget, manifest: Manifest, *, in_flight: int = 4,
                   reporter: Reporter | None = None, task: str = "verify") -> int:
     """Check ``target`` against ``manifest``; return the number of chunks checked."""
-    rep = reporter or NullReporter()
-    idx = [i for i, d in enumerate(manifest.chunks) if d is not None]
-    total = sum(chunk_range(i, manifest.size, manifest.chunk_size)[1] for i in idx)
-    bad: list[int] = []
-    done = 0
-    last = 0.0
+    wants = {i: d for i, d in enumerate(manifest.chunks) if d is not None}
+    idx = list(wants)
+    ranges = {i: chunk_range(i, manifest.size, manifest.chunk_size) for i in idx}
 
     def check(i: int) -> bool:
-        off, length = chunk_range(i, manifest.size, manifest.chunk_size)
-        data = target.read(off, length)
-        want = manifest.chunks[i]
-        if len(data) != length:
-            return False
-        return is_zero(data) if want == ZERO else digest(data) == want
+        return _holds(target, *ranges[i], wants[i])
 
     workers = in_flight if target.thread_safe else 1
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="scmt-verify") as pool:
-        for i, fut in _bounded(pool, check, idx, workers * 2):
-            if not fut.result():
-                bad.append(i)
-            done += chunk_range(i, manifest.size, manifest.chunk_size)[1]
-            now = time.monotonic()
-            if now - last > 0.1 or done == total:
-                rep.progress(task, done, total)
-                last = now
+    bad = _run(check, idx, lambda i: ranges[i][1], workers, reporter, task)
     if bad:
-        where = ", ".join(f"chunk {i} (offset {i * manifest.chunk_size})" for i in bad[:MAX_LISTED])
-        more = f" and {len(bad) - MAX_LISTED} more" if len(bad) > MAX_LISTED else ""
         raise VerificationError(
-            f"verification failed: {len(bad)} chunk(s) of {target.describe()} differ from the manifest: {where}{more}",
+            f"verification failed: {len(bad)} chunk(s) of {target.describe()} differ from the manifest: "
+            f"{_listed(bad, manifest.chunk_size)}",
             hint="the target does not match the source; copy again (without --since) to repair it",
         )
     return len(idx)
@@ -71,7 +54,6 @@ def verify_target(target: BlockTarget, manifest: Manifest, *, in_flight: int = 4
 def verify_copy(source: BlockSource, target: BlockTarget, chunk_size: int, *, in_flight: int = 4,
                 reporter: Reporter | None = None, task: str = "verify") -> int:
     """Check that ``target`` holds ``source`` as it is now, chunk by chunk; return the chunks checked."""
-    rep = reporter or NullReporter()
     size = source.size
     if target.size < size:
         raise SizeMismatchError(f"target {target.describe()} is smaller than the source: {target.size} < {size} bytes")
@@ -88,36 +70,52 @@ def verify_copy(source: BlockSource, target: BlockTarget, chunk_size: int, *, in
 
     def check(pos: int) -> bool:
         c = chunks[pos]
-        want = source_digest(c)
-        data = target.read(c.offset, c.length)
-        if len(data) != c.length:
-            return False
-        return is_zero(data) if want == ZERO else digest(data) == want
+        return _holds(target, c.offset, c.length, source_digest(c))
 
-    total = size
-    bad: list[int] = []
-    done = 0
-    last = 0.0
     workers = in_flight if target.thread_safe and source.thread_safe else 1
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="scmt-verify") as pool:
-        for pos, fut in _bounded(pool, check, list(range(len(chunks))), workers * 2):
-            if not fut.result():
-                bad.append(chunks[pos].index)
-            done += chunks[pos].length
-            now = time.monotonic()
-            if now - last > 0.1 or done == total:
-                rep.progress(task, done, total)
-                last = now
+    bad = _run(check, list(range(len(chunks))), lambda pos: chunks[pos].length, workers, reporter, task)
     if bad:
-        where = ", ".join(f"chunk {i} (offset {i * chunk_size})" for i in bad[:MAX_LISTED])
-        more = f" and {len(bad) - MAX_LISTED} more" if len(bad) > MAX_LISTED else ""
         raise VerificationError(
             f"verification failed: {len(bad)} chunk(s) of {target.describe()} differ from {source.describe()} as it "
-            f"is now: {where}{more}",
+            f"is now: {_listed([chunks[pos].index for pos in bad], chunk_size)}",
             hint="the source changed during or after the copy, or the target was written by something else; "
                  "copy again (without --since) to repair it",
         )
     return len(chunks)
+
+
+def _holds(target: BlockTarget, offset: int, length: int, want: str) -> bool:
+    """True when ``target`` holds ``length`` bytes at ``offset`` whose digest is ``want`` (ZERO: all zeroes)."""
+    data = target.read(offset, length)
+    if len(data) != length:
+        return False
+    return is_zero(data) if want == ZERO else digest(data) == want
+
+
+def _run(check: Callable[[int], bool], items: list[int], length: Callable[[int], int], workers: int,
+         reporter: Reporter | None, task: str) -> list[int]:
+    """``check`` every item, ``workers`` at a time (memory stays bounded), with progress in bytes; the failed."""
+    rep = reporter or NullReporter()
+    total = sum(length(i) for i in items)
+    bad: list[int] = []
+    done = 0
+    last = 0.0
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="scmt-verify") as pool:
+        for i, fut in _bounded(pool, check, items, workers * 2):
+            if not fut.result():
+                bad.append(i)
+            done += length(i)
+            now = time.monotonic()
+            if now - last > 0.1 or done == total:
+                rep.progress(task, done, total)
+                last = now
+    return bad
+
+
+def _listed(indexes: list[int], chunk_size: int) -> str:
+    """The first mismatching chunks, for a message."""
+    where = ", ".join(f"chunk {i} (offset {i * chunk_size})" for i in indexes[:MAX_LISTED])
+    return where + (f" and {len(indexes) - MAX_LISTED} more" if len(indexes) > MAX_LISTED else "")
 
 
 def _bounded(pool: ThreadPoolExecutor, fn: object, items: list[int], window: int) -> Iterator[tuple[int, Future[bool]]]:
