@@ -30,7 +30,14 @@ from typing import Any, TypeVar, cast
 from scmt_cli import procs
 from scmt_cli.domain.plan import Effective, Plan, load_plan
 from scmt_cli.domain.vmstate import VmState, VmStatus, is_state
-from scmt_cli.errors import BlockedByAssessmentError, Interrupted, PlanError, ScmtError, UsageError
+from scmt_cli.errors import (
+    BlockedByAssessmentError,
+    Interrupted,
+    PartialFailureError,
+    PlanError,
+    ScmtError,
+    UsageError,
+)
 from scmt_cli.events import Reporter
 from scmt_cli.services.migration.snapshots import SnapshotOwner
 from scmt_cli.state import StateStore, vm_resource
@@ -62,6 +69,17 @@ def lease_seconds() -> float:
 
 def status_key(plan: str, vm: str) -> str:
     return f"status/{plan}/{vm}"
+
+
+def exit_code_of_vms(failed_codes: Sequence[int | None], total: int, warned: bool) -> int:
+    """The exit code of a run over ``total`` VMs: 60 when some failed; when every VM failed with the same
+    code, that code; else 1 when it warned, 0 when not.  ``failed_codes``: the code of each failed VM."""
+    if failed_codes:
+        codes = set(failed_codes)
+        if len(failed_codes) == total and len(codes) == 1 and None not in codes:
+            return int(codes.pop() or PartialFailureError.exit_code)
+        return PartialFailureError.exit_code
+    return 1 if warned else 0
 
 
 @dataclass

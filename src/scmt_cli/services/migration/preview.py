@@ -31,9 +31,9 @@ from typing import Any
 from scmt_cli.domain.plan import load_plan
 from scmt_cli.domain.units import format_duration, format_size
 from scmt_cli.domain.vmstate import CUTOVER_STEPS, SUSPENDED, plan_command
-from scmt_cli.errors import PartialFailureError, ScmtError
+from scmt_cli.errors import ScmtError
 from scmt_cli.events import Reporter
-from scmt_cli.services.migration.context import MigrationContext, platform_spec
+from scmt_cli.services.migration.context import MigrationContext, exit_code_of_vms, platform_spec
 from scmt_cli.state import StateStore, vm_resource
 
 _OVERHEAD = "quiesce, define and start"
@@ -87,13 +87,8 @@ class PreviewResult:
 
     @property
     def exit_code(self) -> int:
-        refused = [v for v in self.vms if not v.proceeds and v.error_code is not None]
-        if refused:
-            codes = {v.error_code for v in refused}
-            if len(refused) == len(self.vms) and len(codes) == 1:
-                return int(codes.pop() or PartialFailureError.exit_code)
-            return PartialFailureError.exit_code
-        return 1 if self.all_warnings() else 0
+        refused = [v.error_code for v in self.vms if not v.proceeds and v.error_code is not None]
+        return exit_code_of_vms(refused, len(self.vms), bool(self.all_warnings()))
 
     def all_warnings(self) -> list[str]:
         return list(dict.fromkeys([*self.warnings, *(w for v in self.vms for w in v.warnings)]))

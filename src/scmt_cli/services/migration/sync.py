@@ -40,14 +40,13 @@ from scmt_cli.domain.vmstate import SUSPENDED, plan_command
 from scmt_cli.errors import (
     InvalidStateError,
     NoSpaceError,
-    PartialFailureError,
     ScmtError,
     SourceOperationError,
     no_space,
 )
 from scmt_cli.events import Reporter
 from scmt_cli.services.hooks import HookContext, commands_for, run_hooks
-from scmt_cli.services.migration.context import MigrationContext, VmOutcome
+from scmt_cli.services.migration.context import MigrationContext, VmOutcome, exit_code_of_vms
 from scmt_cli.services.migration.diskcopy import (
     DiskResult,
     copy_disk,
@@ -397,13 +396,8 @@ class SyncResult:
         if self.interrupted is not None:
             return self.interrupted
         last = self.last
-        failed = [o for o in last.values() if not o.ok]
-        if failed:
-            codes = {o.error_code for o in failed}
-            if len(failed) == len(last) and len(codes) == 1 and None not in codes:
-                return int(codes.pop() or PartialFailureError.exit_code)
-            return PartialFailureError.exit_code
-        return 1 if self.warnings or any(o.warnings for o in self.last.values()) else 0
+        return exit_code_of_vms([o.error_code for o in last.values() if not o.ok], len(last),
+                                bool(self.warnings) or any(o.warnings for o in last.values()))
 
     def to_dict(self) -> dict[str, Any]:
         last = self.last

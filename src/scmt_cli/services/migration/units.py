@@ -11,8 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from scmt_cli.errors import PartialFailureError
-from scmt_cli.services.migration.context import MigrationContext, VmOutcome
+from scmt_cli.services.migration.context import MigrationContext, VmOutcome, exit_code_of_vms
 
 
 def units_for(ctx: MigrationContext, names: Sequence[str], group: str | None) -> list[tuple[str | None, list[str]]]:
@@ -56,13 +55,7 @@ class MigrationResult:
 
     @property
     def exit_code(self) -> int:
-        failed = self.failed
-        if failed:
-            codes = {o.error_code for o in failed}
-            if len(failed) == len(self.outcomes) and len(codes) == 1 and None not in codes:
-                return int(codes.pop() or PartialFailureError.exit_code)
-            return PartialFailureError.exit_code
-        return 1 if self.all_warnings() else 0
+        return exit_code_of_vms([o.error_code for o in self.failed], len(self.outcomes), bool(self.all_warnings()))
 
     def all_warnings(self) -> list[str]:
         return list(self.warnings) + [w for o in self.outcomes for w in o.warnings]
