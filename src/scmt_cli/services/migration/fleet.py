@@ -304,9 +304,10 @@ def _one(ctx: MigrationContext, fleet: _Fleet, rnd: dict[str, Any], vm: str, loc
         out = VmOutcome(vm, ok=False, action="sync", error=exc.message, error_code=exc.exit_code)
     outcome = "ok" if out.ok else f"failed ({out.error_code})"
     try:
-        # a lost lease, the store down, a stop: not done in this round; any other failure is (exit 40 from
-        # a refusal, e.g. another store's snapshot on the VM, while the lease is still ours, counts as done)
-        not_done = out.error_code in (41, 130, 143) or (out.error_code == 40 and _lease_gone(lock))
+        # the store down, a stop, or a lease that is no longer certainly ours: not done in this round (the lock
+        # says so, not the exit code: exit 40 is also a refusal, e.g. another store's snapshot on the VM, which
+        # is a failure of this round like any other)
+        not_done = out.error_code in (41, 130, 143) or _lease_gone(lock)
         if not out.ok and not not_done:
             fleet.record_failure(vm, rnd, out)
         release(ctx.store, fleet.plan, vm, lock, outcome=outcome)
