@@ -192,7 +192,7 @@ class _Preview:
 def _sync_steps(p: _Preview, out: VmPreview, *, remove_foreign: bool) -> list[Step]:
     """The steps of one sync pass of ``out.vm`` (raises ScmtError when the real pass would refuse)."""
     from scmt_cli.services.migration.gate import check_assessment
-    from scmt_cli.services.migration.snapshots import STUN_SNAPSHOT_NAME, TOOL_SNAPSHOT_PREFIX, owner_of, stun_key
+    from scmt_cli.services.migration.snapshots import tool_snapshots
     from scmt_cli.services.migration.source import included_disks, require_wired_method, source_vm
 
     ctx, vm = p.ctx, out.vm
@@ -215,13 +215,8 @@ def _sync_steps(p: _Preview, out: VmPreview, *, remove_foreign: bool) -> list[St
     check_assessment(ctx.plan, eff, inv_vm, inventory)  # a blocked VM is refused, as the real pass refuses it
     disks, skipped = included_disks(eff, inv_vm)
     out.warnings.extend(skipped)
-    stun_left = ctx.store.get_checkpoint(stun_key(ctx.plan.name, vm)) is not None
-    for snap in p._vc.list_snapshots(vm):  # as the real pass's cleanup sees them (read-only here)
-        if not snap.name.startswith(TOOL_SNAPSHOT_PREFIX):
-            continue
-        who = owner_of(snap)
-        if (who is not None and who.store == ctx.store.store_id) or (
-                who is None and snap.name == STUN_SNAPSHOT_NAME and stun_left):
+    for snap, ours in tool_snapshots(p._vc, ctx.store, ctx.plan.name, vm, ctx.store.store_id):
+        if ours:  # the real pass's cleanup decides with the same function
             steps.append(Step("cleanup", f"remove snapshot {snap.name}, left by an interrupted run of this store"))
         elif remove_foreign:
             steps.append(Step("cleanup", f"remove snapshot {snap.name} of another state store "

@@ -93,6 +93,23 @@ class Cleanup:
     warnings: list[str] = field(default_factory=list)
 
 
+def tool_snapshots(vc: VCenter, store: StateStore, plan: str, vm: str,
+                   store_id: str) -> list[tuple[SnapshotInfo, bool]]:
+    """``vm``'s scmt snapshots, newest first, each with whether it is this store's to remove: tagged with
+    ``store_id``, or the untagged stun snapshot of a stun cycle this store recorded as begun.  Read-only
+    (``--dry-run`` shows what :func:`cleanup_tool_snapshots` would do with the same answer)."""
+    stun_abandoned = store.get_checkpoint(stun_key(plan, vm)) is not None
+    out = []
+    for snap in reversed(vc.list_snapshots(vm)):
+        if not snap.name.startswith(TOOL_SNAPSHOT_PREFIX):
+            continue
+        who = owner_of(snap)
+        ours = (who is not None and who.store == store_id) or (
+            who is None and snap.name == STUN_SNAPSHOT_NAME and stun_abandoned)
+        out.append((snap, ours))
+    return out
+
+
 def cleanup_tool_snapshots(vc: VCenter, store: StateStore, plan: str, vm: str, owner: SnapshotOwner,
                            reporter: Reporter, *, remove_foreign: bool = False) -> Cleanup:
     """Remove this store's leftover tool snapshots of ``vm``; report (or, with ``remove_foreign``,
@@ -100,13 +117,10 @@ def cleanup_tool_snapshots(vc: VCenter, store: StateStore, plan: str, vm: str, o
     out = Cleanup()
     own: list[str] = []
     stun_abandoned = store.get_checkpoint(stun_key(plan, vm)) is not None
-    for snap in reversed(vc.list_snapshots(vm)):
-        if not snap.name.startswith(TOOL_SNAPSHOT_PREFIX):
-            continue
+    for snap, ours in tool_snapshots(vc, store, plan, vm, owner.store):
         who = owner_of(snap)
         line = f"{snap.name} ({snap.id})"
-        if (who is not None and who.store == owner.store) or (who is None and snap.name == STUN_SNAPSHOT_NAME
-                                                                and stun_abandoned):
+        if ours:
             vc.remove_snapshot(vm, snap.id)
             out.removed.append(line)
             own.append(line)
