@@ -182,9 +182,11 @@ class _Preview:
     # -- locks, sources ------------------------------------------------------------------------------------
     def locked(self, vm: str) -> ScmtError | None:
         from scmt_cli.errors import LockedError
+        from scmt_cli.state.locks import takeover_reason
 
         holder = self.ctx.store.lock_holder(vm_resource(self.ctx.plan.name, vm))
-        if holder is not None and holder.lease_expires_at > self.ctx.store.clock():
+        # live as the real run's acquire sees it: not only a lease not yet expired, also a holder still alive
+        if holder is not None and takeover_reason(holder, self.ctx.store.clock()) is None:
             return LockedError(f"{vm}: locked by pid {holder.pid} on {holder.hostname} (another run drives it)")
         return None
 
