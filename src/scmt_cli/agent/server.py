@@ -196,9 +196,14 @@ class AgentServer:
         return self.control.freezer
 
     def serve_forever(self) -> None:
-        """Block until :meth:`stop` is called from another thread (or a signal handler raises)."""
-        while not self._stopping.wait(0.5):
-            pass
+        """Block until :meth:`stop` is called from another thread (or a signal handler raises).
+
+        Sleeps and polls rather than waiting on the Event: a signal handler that raises inside
+        ``Event.wait`` can leave the Event's lock held, and ``stop()``'s ``set()`` then waits on it forever
+        (seen: 1 SIGTERM in 8).  ``is_set()`` and ``time.sleep`` hold no lock.
+        """
+        while not self._stopping.is_set():
+            time.sleep(0.2)
 
     # -- connections -----------------------------------------------------------------
     def _accept_loop(self) -> None:
